@@ -1,0 +1,51 @@
+# The lab's two commands are `make lab` and `make test`; each installs what it
+# needs into .venv on first use (only Python 3.11+ is required on the machine).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
+
+.PHONY: help setup lab test test-fast bench notebooks lint clean
+
+help:
+	@echo "make lab        install on first use, then open JupyterLab on notebooks/"
+	@echo "make test       run every test and validate every notebook (pytest --nbval)"
+	@echo "make bench      run the benchmarks (prints ratios measured in one run)"
+	@echo "make notebooks  re-execute the notebooks in place (after editing them)"
+	@echo "make lint       ruff + mypy"
+	@echo "make clean      remove .venv and caches"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else \
+	  "labkit needs Python 3.11 or newer; run: make PYTHON=python3.12 ...")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[lab,test,bench,dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests notebooks $(NBVAL)
+	$(BIN)/python -m labkit.server --orphans
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -x -q
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+notebooks: $(STAMP)
+	$(BIN)/python tools/execute_notebooks.py notebooks/[0-9]*.ipynb
+
+lint: $(STAMP)
+	$(BIN)/ruff check labkit tests benchmarks tools
+	$(BIN)/mypy labkit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

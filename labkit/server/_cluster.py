@@ -1,0 +1,186 @@
+"""A real Redis Cluster made of embedded servers, formed from Python."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from labkit.errors import LabkitError
+from labkit.server._process import ConfigValue, Server, free_port
+
+__all__ = ["SLOTS", "Cluster"]
+
+#: Number of hash slots in Redis Cluster (CRC16(key) mod 16384).
+SLOTS = 16384
+
+
+def slot_ranges(masters: int) -> list[tuple[int, int]]:
+    """Split the 16384 slots into ``masters`` contiguous, inclusive ranges."""
+    bounds = [round(i * SLOTS / masters) for i in range(masters + 1)]
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(masters)]
+
+
+class Cluster:
+    """A cluster-mode deployment of embedded servers on 127.0.0.1.
+
+    Args:
+        masters: Number of primaries; the 16384 slots are split evenly.
+        replicas: Replicas per primary.
+        config: Extra config directives applied to every node.
+        node_timeout_ms: ``cluster-node-timeout``; small, so that failover
+            experiments finish in seconds (the server default is 15000).
+        ready_timeout: Seconds to wait for ``cluster_state:ok`` on every node.
+
+    All nodes share one random password (``requirepass`` and ``masterauth``):
+    a cluster client authenticates to every node with the same credentials.
+
+    Example:
+        >>> with Cluster(masters=3) as cluster:
+        ...     rc = cluster.client()
+        ...     rc.set("user:1", "ada")
+        ...     rc.keyslot("user:1")
+        10778
+    """
+
+    def __init__(
+        self,
+        masters: int = 3,
+        replicas: int = 0,
+        *,
+        config: Mapping[str, ConfigValue] | None = None,
+        node_timeout_ms: int = 2000,
+        ready_timeout: float = 30.0,
+    ) -> None:
+        if not isinstance(masters, int) or not 1 <= masters <= 64:
+            raise ValueError(f"masters={masters!r}: expected an int from 1 to 64")
+        if not isinstance(replicas, int) or not 0 <= replicas <= 4:
+            raise ValueError(f"replicas={replicas!r}: expected an int from 0 to 4")
+        if node_timeout_ms < 100:
+            raise ValueError(f"node_timeout_ms={node_timeout_ms!r}: must be >= 100")
+        self.masters_count = masters
+        self.replicas_count = replicas
+        self.password = secrets.token_hex(16)
+        self.ready_timeout = ready_timeout
+        self._config = dict(config or {})
+        self._node_timeout_ms = node_timeout_ms
+        self.nodes: list[Server] = []
+
+    def _node_config(self) -> dict[str, ConfigValue]:
+        return {
+            **self._config,
+            "cluster-enabled": "yes",
+            "cluster-config-file": "nodes.conf",
+            "cluster-node-timeout": self._node_timeout_ms,
+            # An explicit bus port: the default (port + 10000) may be taken.
+            "cluster-port": free_port(),
+            "masterauth": self.password,
+        }
+
+    def new_node(self) -> Server:
+        """Start one more empty cluster-mode node (not yet part of the cluster).
+
+        Used to grow the cluster, e.g. before resharding: ``CLUSTER MEET`` it,
+        then move slots to it.
+        """
+        node = Server(config=self._node_config(), password=self.password)
+        node.start()
+        self.nodes.append(node)
+        return node
+
+    def start(self) -> Cluster:
+        """Start every node, assign all slots, join them and wait for state ok."""
+        try:
+            total = self.masters_count * (1 + self.replicas_count)
+            for _ in range(total):
+                self.new_node()
+            masters = self.nodes[: self.masters_count]
+            for node, (lo, hi) in zip(masters, slot_ranges(len(masters)), strict=True):
+                node.client().execute_command("CLUSTER ADDSLOTSRANGE", lo, hi)
+            for node in self.nodes[1:]:
+                self.meet(node)
+            self._wait(lambda: all(self._knows_all(n) for n in self.nodes), "join")
+            for i, node in enumerate(self.nodes[self.masters_count :]):
+                master_id = masters[i % self.masters_count].client().execute_command(
+                    "CLUSTER MYID"
+                )
+                node.client().execute_command("CLUSTER REPLICATE", master_id)
+            self._wait(self.is_ok, "cluster_state:ok")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def meet(self, node: Server) -> None:
+        """Introduce ``node`` to the cluster (``CLUSTER MEET`` with its bus port)."""
+        first = self.nodes[0].client()
+        first.execute_command(
+            "CLUSTER MEET", node.host, node.port, node.config["cluster-port"]
+        )
+
+    def _knows_all(self, node: Server) -> bool:
+        # redis-py parses CLUSTER NODES into {address: {"flags": ..., ...}}.
+        nodes = node.client().execute_command("CLUSTER NODES")
+        return len(nodes) == len(self.nodes) and not any(
+            "handshake" in info["flags"] or "noaddr" in info["flags"]
+            for info in nodes.values()
+        )
+
+    def is_ok(self) -> bool:
+        """True when every node reports ``cluster_state:ok`` and sees every node."""
+        for node in self.nodes:
+            info = node.client().execute_command("CLUSTER INFO")
+            if info.get("cluster_state") != "ok" or not self._knows_all(node):
+                return False
+        replicas = self.nodes[self.masters_count :]
+        for node in replicas:
+            info = node.client().info("replication")
+            if info["role"] != "slave" or info.get("master_link_status") != "up":
+                return False
+        return True
+
+    def _wait(self, check: Any, what: str) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while not check():
+            if time.monotonic() > deadline:
+                logs = "\n".join(f"--- {n.port}\n{n.log_tail(5)}" for n in self.nodes)
+                raise LabkitError(
+                    f"cluster of {len(self.nodes)} nodes did not reach {what} within "
+                    f"{self.ready_timeout:g} s. Node logs:\n{logs}"
+                )
+            time.sleep(0.05)
+
+    # --- using it ---------------------------------------------------------
+    @property
+    def masters(self) -> list[Server]:
+        """The nodes started as primaries (before any failover)."""
+        return self.nodes[: self.masters_count]
+
+    def client(self, **kwargs: Any) -> RedisCluster:
+        """A ``redis.cluster.RedisCluster`` that discovers every node."""
+        kwargs.setdefault("decode_responses", True)
+        first = self.nodes[0]
+        return RedisCluster(
+            host=first.host, port=first.port, password=self.password, **kwargs
+        )
+
+    def stop(self) -> None:
+        """Stop and clean up every node."""
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

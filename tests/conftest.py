@@ -1,0 +1,51 @@
+"""Shared fixtures: one real server per test session, a flushed client per test.
+
+Set ``REDIS_URL`` to run the suite against a server of your own instead of the
+embedded one. The tests FLUSH that database: point it at a spare one
+(``redis://localhost:6379/15``). Tests of ``labkit.server`` itself always use
+embedded servers, since they start, kill and restart them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+import labkit
+from labkit.server import _default, _process
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of the server the pattern tests use (REDIS_URL, else an embedded one)."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    with labkit.server.Server() as server:
+        yield server.url
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    """A ``decode_responses`` client on an empty database."""
+    client = labkit.connect(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a test left an embedded server running."""
+    # The process-wide server behind labkit.connect() lives until exit by design.
+    leaked = [
+        s for s in _process._running if s.running and s is not _default._default
+    ]
+    if leaked:
+        for server in leaked:
+            server.kill()
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\nFAIL: tests left {len(leaked)} server(s) running: {leaked}")

@@ -1,0 +1,78 @@
+"""labkit.server.Cluster: a real cluster-mode deployment of embedded servers."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from labkit.server import SLOTS, Cluster, slot_ranges
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One 3-master cluster for the module (forming one takes about 2 s)."""
+    with Cluster(masters=3) as c:
+        yield c
+
+
+def test_cluster_state_ok_and_all_slots_assigned(cluster: Cluster) -> None:
+    """Every node reports state ok and all 16384 slots are assigned."""
+    assert cluster.is_ok()
+    for node in cluster.nodes:
+        info = node.client().execute_command("CLUSTER INFO")
+        assert info["cluster_state"] == "ok"
+        assert int(info["cluster_slots_assigned"]) == SLOTS
+        assert int(info["cluster_known_nodes"]) == 3
+
+
+def test_1000_keys_spread_over_all_masters(cluster: Cluster) -> None:
+    """A RedisCluster client sets and gets 1000 keys living on all three masters."""
+    rc = cluster.client()
+    for i in range(1000):
+        rc.set(f"key:{i}", i)
+    assert all(rc.get(f"key:{i}") == str(i) for i in range(1000))
+    per_node = [n.client().dbsize() for n in cluster.masters]
+    assert sum(per_node) == 1000
+    assert all(count > 250 for count in per_node), per_node
+    rc.close()
+
+
+def test_plain_client_on_wrong_node_gets_moved(cluster: Cluster) -> None:
+    """A non-cluster client asking the wrong node receives a MOVED redirect."""
+    rc = cluster.client()
+    slot = rc.keyslot("user:42")
+    owner = rc.get_node_from_key("user:42")
+    wrong = next(n for n in cluster.masters if n.port != owner.port)
+    # redis-py turns the "MOVED <slot> <host:port>" reply into MovedError.
+    with pytest.raises(redis.exceptions.MovedError, match=f"^{slot} 127.0.0.1:"):
+        wrong.client().get("user:42")
+
+
+def test_slot_ranges_cover_every_slot_once() -> None:
+    """The even split covers 0..16383 with no gap and no overlap."""
+    for masters in (1, 2, 3, 5, 7):
+        ranges = slot_ranges(masters)
+        covered = [s for lo, hi in ranges for s in range(lo, hi + 1)]
+        assert covered == list(range(SLOTS))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"masters": 0}, "masters=0"),
+        ({"replicas": -1}, "replicas=-1"),
+        ({"node_timeout_ms": 5}, "node_timeout_ms=5"),
+    ],
+)
+def test_bad_arguments(kwargs: dict, match: str) -> None:
+    """Bad sizes are refused before any process starts."""
+    with pytest.raises(ValueError, match=match):
+        Cluster(**kwargs)
+
+
+def test_cluster_with_replicas() -> None:
+    """One replica per master: 6 nodes, replicas attached and in sync."""
+    with Cluster(masters=3, replicas=1) as c:
+        assert len(c.nodes) == 6
+        roles = [n.client().info("replication")["role"] for n in c.nodes]
+        assert roles.count("master") == 3 and roles.count("slave") == 3
