@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Summary", "rate", "summarize", "time_calls"]
+__all__ = ["Summary", "compare_rates", "rate", "summarize", "time_calls"]
 
 
 class Summary(NamedTuple):
@@ -38,9 +38,7 @@ class Summary(NamedTuple):
         )
 
 
-def time_calls(
-    fn: Callable[[], Any], n: int = 1000, *, warmup: int = 20
-) -> np.ndarray:
+def time_calls(fn: Callable[[], Any], n: int = 1000, *, warmup: int = 20) -> np.ndarray:
     """Call ``fn()`` ``n`` times and return each call's duration in seconds.
 
     Args:
@@ -76,7 +74,9 @@ def summarize(samples: Iterable[float]) -> Summary:
     return Summary(int(arr.size), float(p50), float(p95), float(p99), float(ms.mean()))
 
 
-def rate(fn: Callable[[], Any], *, seconds: float = 1.0, ops_per_call: int = 1) -> float:
+def rate(
+    fn: Callable[[], Any], *, seconds: float = 1.0, ops_per_call: int = 1
+) -> float:
     """Operations per second achieved by calling ``fn`` repeatedly for ``seconds``.
 
     Args:
@@ -97,3 +97,33 @@ def rate(fn: Callable[[], Any], *, seconds: float = 1.0, ops_per_call: int = 1) 
         if now >= deadline:
             break
     return calls * ops_per_call / (now - start)
+
+
+def compare_rates(
+    ops: dict[str, Callable[[], Any] | tuple[Callable[[], Any], int]],
+    *,
+    seconds: float = 1.0,
+    rounds: int = 5,
+) -> dict[str, float]:
+    """Operations per second of several operations, measured interleaved.
+
+    Each round runs every operation for ``seconds / rounds``; the result per
+    operation is its median over the rounds. Interleaving means a burst of
+    load from elsewhere on the machine hits every operation alike, so the
+    *ratios* between them stay meaningful even when absolute rates wobble.
+
+    Args:
+        ops: ``{label: fn}`` or ``{label: (fn, ops_per_call)}``.
+        seconds: Total time per operation.
+        rounds: Number of interleaved rounds (>= 1).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds!r}: must be >= 1")
+    samples: dict[str, list[float]] = {label: [] for label in ops}
+    for _ in range(rounds):
+        for label, spec in ops.items():
+            fn, per_call = spec if isinstance(spec, tuple) else (spec, 1)
+            samples[label].append(
+                rate(fn, seconds=seconds / rounds, ops_per_call=per_call)
+            )
+    return {label: float(np.median(v)) for label, v in samples.items()}

@@ -199,8 +199,9 @@ def test_connect_without_url_uses_one_embedded_server(
     assert a.ping() and b.ping()
     a.set("shared", "yes")
     assert b.get("shared") == "yes"
-    assert a.connection_pool.connection_kwargs["port"] == (
-        b.connection_pool.connection_kwargs["port"]
+    assert (
+        a.connection_pool.connection_kwargs["port"]
+        == (b.connection_pool.connection_kwargs["port"])
     )
     a.delete("shared")
 
@@ -210,7 +211,10 @@ def test_import_and_connect_in_a_fresh_interpreter() -> None:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     out = subprocess.run(
         [sys.executable, "-c", "import labkit; print(labkit.connect().ping())"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
@@ -233,7 +237,9 @@ def test_server_dies_with_a_killed_parent() -> None:
         """
     )
     parent = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
     )
     assert parent.stdout is not None

@@ -31,15 +31,20 @@ def latency_hist(
     fig, ax = plt.subplots(figsize=(8, 3.8))
     all_ms = np.concatenate([np.asarray(s) * 1000 for s in samples.values()])
     lo, hi = max(all_ms.min(), 1e-4), all_ms.max()
-    edges = np.geomspace(lo, hi * 1.01, bins) if log else np.linspace(0, hi, bins)
-    for (label, s), color in zip(samples.items(), plt.cm.tab10.colors, strict=False):
+    edges = list(
+        np.geomspace(lo, hi * 1.01, bins) if log else np.linspace(0, hi, bins)
+    )
+    for i, (label, s) in enumerate(samples.items()):
+        color = f"C{i}"
         ms = np.asarray(s) * 1000
-        ax.hist(ms, bins=edges, alpha=0.55, label=label, color=color)
+        # Weighted so each series sums to 1: series of different sizes compare.
+        weights = np.full(ms.size, 1 / ms.size)
+        ax.hist(ms, bins=edges, weights=weights, alpha=0.55, label=label, color=color)
         ax.axvline(np.median(ms), color=color, linestyle="--", linewidth=1)
     if log:
         ax.set_xscale("log")
     ax.set_xlabel("milliseconds per operation (dashed: median)")
-    ax.set_ylabel("operations")
+    ax.set_ylabel("share of operations")
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()

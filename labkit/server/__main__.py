@@ -24,7 +24,10 @@ def labkit_server_processes() -> list[tuple[int, str]]:
     server to show its config file in its process title, so ``ps`` finds them.
     """
     out = subprocess.run(
-        ["ps", "ax", "-ww", "-o", "pid=,args="], capture_output=True, text=True, check=True
+        ["ps", "ax", "-ww", "-o", "pid=,args="],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     found = []
     for line in out.splitlines():

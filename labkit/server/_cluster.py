@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-import redis
 from redis.cluster import RedisCluster
 
 from labkit.errors import LabkitError
@@ -106,8 +105,10 @@ class Cluster:
                 self.meet(node)
             self._wait(lambda: all(self._knows_all(n) for n in self.nodes), "join")
             for i, node in enumerate(self.nodes[self.masters_count :]):
-                master_id = masters[i % self.masters_count].client().execute_command(
-                    "CLUSTER MYID"
+                master_id = (
+                    masters[i % self.masters_count]
+                    .client()
+                    .execute_command("CLUSTER MYID")
                 )
                 node.client().execute_command("CLUSTER REPLICATE", master_id)
             self._wait(self.is_ok, "cluster_state:ok")

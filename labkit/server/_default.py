@@ -76,8 +76,8 @@ def connect(url: str | None = None, **kwargs: Any) -> redis.Redis:
         )
         raise ServerUnreachableError(
             f"Cannot reach the Redis server at {mask_url(url)} (from {source}): "
-            f"{str(exc).rstrip('.')}. Start that server or fix the URL; or, to use the embedded "
-            f"Valkey server labkit starts for you, {fallback}.",
+            f"{str(exc).rstrip('.')}. Start that server or fix the URL; or, to use "
+            f"the embedded Valkey server labkit starts for you, {fallback}.",
             url=mask_url(url),
         ) from exc
     finally:

@@ -297,7 +297,7 @@ class Server:
         }
         if _binary_major_version(self.binary) >= 7:
             lines["proc-title-template"] = '"{title} {listen-addr} {config-file}"'
-        for key, value in self.config.items():
+        for key in self.config:
             lines.pop(key, None)
         out = [f"{k} {v}" for k, v in lines.items()]
         for key, value in self.config.items():
@@ -353,9 +353,10 @@ class Server:
             probe.close()
         with _running_lock:
             _running.discard(self)
-        log = self._new_log_text(log_offset) or (self.data_dir / "stdout.log").read_text(
-            errors="replace"
-        )[-2000:]
+        log = (
+            self._new_log_text(log_offset)
+            or (self.data_dir / "stdout.log").read_text(errors="replace")[-2000:]
+        )
         raise ServerStartError(
             f"{self.binary} {reason} on {self.host}:{self.port}.\n"
             f"Last log lines ({self.log_path}):\n{log or '(empty)'}\n"
@@ -383,8 +384,11 @@ class Server:
         if self.running:
             try:
                 with redis.Redis(
-                    host=self.host, port=self.port, password=self.password,
-                    socket_timeout=timeout, retry=no_retry(),
+                    host=self.host,
+                    port=self.port,
+                    password=self.password,
+                    socket_timeout=timeout,
+                    retry=no_retry(),
                 ) as conn:
                     conn.shutdown()
             except redis.exceptions.RedisError:
@@ -444,7 +448,7 @@ class Server:
 
     # --- using it ---------------------------------------------------------
     def client(self, **kwargs: Any) -> redis.Redis:
-        """A ``redis.Redis`` for this server (``decode_responses=True`` unless given)."""
+        """A ``redis.Redis`` for this server; ``decode_responses=True`` by default."""
         kwargs.setdefault("decode_responses", True)
         return redis.Redis(
             host=self.host, port=self.port, password=self.password, **kwargs
