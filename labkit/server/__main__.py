@@ -14,15 +14,17 @@ import signal
 import subprocess
 import sys
 
-from labkit.server._process import CONFIG_NAME, Server
+from labkit.server._process import Server
 
 
-def labkit_server_processes() -> list[tuple[int, str]]:
+def labkit_server_processes(tag: str | None = None) -> list[tuple[int, str]]:
     """(pid, command line) of every running server that labkit started.
 
-    labkit writes ``labkit-server.conf`` into each server's data dir and asks the
-    server to show its config file in its process title, so ``ps`` finds them.
+    labkit writes ``labkit-server[.TAG].conf`` into each server's data dir and
+    asks the server to show its config file in its process title, so ``ps``
+    finds them. With ``tag``, only servers started under ``LABKIT_RUN_TAG=tag``.
     """
+    marker = f"labkit-server.{tag}.conf" if tag else "labkit-server."
     out = subprocess.run(
         ["ps", "ax", "-ww", "-o", "pid=,args="],
         capture_output=True,
@@ -32,7 +34,7 @@ def labkit_server_processes() -> list[tuple[int, str]]:
     found = []
     for line in out.splitlines():
         pid, _, args = line.strip().partition(" ")
-        if CONFIG_NAME in args and int(pid) != os.getpid() and "ps ax" not in args:
+        if marker in args and int(pid) != os.getpid() and "ps ax" not in args:
             found.append((int(pid), args.strip()))
     return found
 
@@ -42,9 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--orphans", action="store_true", help="list leftover servers")
     group.add_argument("--start", action="store_true", help="run one server")
+    parser.add_argument(
+        "--tag",
+        default=os.environ.get("LABKIT_RUN_TAG") or None,
+        help="only servers started with this LABKIT_RUN_TAG (default: $LABKIT_RUN_TAG)",
+    )
     args = parser.parse_args(argv)
     if args.orphans:
-        procs = labkit_server_processes()
+        procs = labkit_server_processes(args.tag)
         for pid, cmd in procs:
             print(f"left running: pid {pid}: {cmd}")
         print(f"{len(procs)} labkit server process(es) running")

@@ -29,12 +29,31 @@ from redis.retry import Retry
 
 from labkit.errors import ServerBinaryNotFoundError, ServerStartError
 
-__all__ = ["CONFIG_NAME", "Server", "find_server_binary", "free_port", "no_retry"]
+__all__ = [
+    "CONFIG_NAME",
+    "Server",
+    "config_name",
+    "find_server_binary",
+    "free_port",
+    "no_retry",
+]
 
 #: Name of the config file labkit writes into each server's data dir. It also
 #: appears in the server's process title, which is how `python -m labkit.server
 #: --orphans` recognises processes that labkit started.
 CONFIG_NAME = "labkit-server.conf"
+
+
+def config_name() -> str:
+    """Config file name for servers started now.
+
+    ``LABKIT_RUN_TAG`` (set by ``make test``, inherited by notebook kernels) is
+    woven into the name, so that the orphan check after a test run looks only
+    at servers that run started, not at a learner's JupyterLab next door.
+    """
+    tag = re.sub(r"[^A-Za-z0-9_-]", "", os.environ.get("LABKIT_RUN_TAG", ""))
+    return f"labkit-server.{tag}.conf" if tag else CONFIG_NAME
+
 
 # Directives that labkit owns; they are set from Server's own arguments.
 _RESERVED = {"port", "dir", "logfile", "daemonize", "requirepass", "include"}
@@ -228,6 +247,7 @@ class Server:
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="labkit-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._extra_args: list[str] = []  # e.g. ["--sentinel"] (see Sentinel)
 
     # --- properties -------------------------------------------------------
     @property
@@ -317,10 +337,11 @@ class Server:
         return "\n".join(out) + "\n"
 
     def _launch(self) -> None:
-        conf = self.data_dir / CONFIG_NAME
+        conf = self.data_dir / config_name()
         conf.write_text(self._config_text())
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self._proc = _spawn([self.binary, str(conf)], self.data_dir / "stdout.log")
+        argv = [self.binary, str(conf), *self._extra_args]
+        self._proc = _spawn(argv, self.data_dir / "stdout.log")
         with _running_lock:
             _running.add(self)
         deadline = time.monotonic() + self.startup_timeout
