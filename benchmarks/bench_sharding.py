@@ -1,0 +1,127 @@
+"""Router lookups vs uhashring and jump-consistent-hash; ShardedClient vs direct GET.
+
+Everything is measured in this run and printed as rates and ratios to a
+baseline measured in the same run. The third-party packages are the ``bench``
+extra (``pip install uhashring jump-consistent-hash``); rows needing a missing
+one are skipped. Usage: python benchmarks/bench_sharding.py [seconds]
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from contextlib import ExitStack
+from itertools import cycle
+from typing import Any
+
+from labkit.measure import compare_rates
+from labkit.server import Server
+from labkit.sharding import (
+    HashRing,
+    JumpHash,
+    ModuloRouter,
+    Rendezvous,
+    ShardedClient,
+    hash64,
+    jump_bucket,
+    sample_keys,
+)
+
+NODES = [f"node{i}" for i in range(8)]
+
+
+def looper(fn: Callable[[str], Any], keys: list[str]) -> Callable[[], Any]:
+    """A no-argument call that looks up the next key each time."""
+    it = cycle(keys)
+    return lambda: fn(next(it))
+
+
+def table(title: str, rates: dict[str, float], base: str) -> None:
+    print(f"\n{title}")
+    print(f"{'operation':<44}{'ops/s':>12}{'vs base':>9}")
+    for name, value in rates.items():
+        mark = "  (base)" if name == base else ""
+        print(f"{name:<44}{value:>12,.0f}{value / rates[base]:>8.2f}x{mark}")
+
+
+def lookups(seconds: float) -> dict[str, float]:
+    keys = sample_keys(10_000, seed=1)
+    ints = [hash64(k) for k in keys]
+    ring = HashRing(NODES)
+    rows: dict[str, Any] = {
+        "labkit HashRing.node_for (160 vnodes)": looper(ring.node_for, keys),
+        "labkit ModuloRouter.node_for": looper(ModuloRouter(NODES).node_for, keys),
+        "labkit Rendezvous.node_for": looper(Rendezvous(NODES).node_for, keys),
+        "labkit JumpHash.node_for": looper(JumpHash(NODES).node_for, keys),
+    }
+    it = cycle(ints)
+    rows["labkit jump_bucket (int key, no hashing)"] = lambda: jump_bucket(
+        next(it), len(NODES)
+    )
+    try:
+        from uhashring import HashRing as UHashRing
+
+        uring = UHashRing(nodes=NODES)
+        rows["uhashring HashRing.get_node (ketama)"] = looper(uring.get_node, keys)
+    except ImportError:
+        print("uhashring not installed: its row is skipped")
+    try:
+        import jump
+
+        it2 = cycle(ints)
+        rows["jump-consistent-hash jump.hash (int key, C)"] = lambda: jump.hash(
+            next(it2), len(NODES)
+        )
+        assert all(jump.hash(h, 8) == jump_bucket(h, 8) for h in ints[:2000])
+    except ImportError:
+        print("jump-consistent-hash not installed: its row is skipped")
+    rates = compare_rates(rows, seconds=seconds)
+    table(
+        f"node_for lookups, {len(NODES)} nodes",
+        rates,
+        "labkit HashRing.node_for (160 vnodes)",
+    )
+    return rates
+
+
+def client_gets(seconds: float) -> dict[str, float]:
+    with ExitStack() as stack:
+        clients = {n: stack.enter_context(Server()).client() for n in NODES[:3]}
+        sharded = ShardedClient(clients, HashRing(NODES[:3]))
+        keys = [f"user:{i}" for i in range(1000)]
+        sharded.mset(dict.fromkeys(keys, "v"))
+        direct = {k: sharded.client_for(k) for k in keys}  # routing done up front
+        it = cycle(keys)
+        batch = keys[:100]
+        on_one = sharded.router.group(keys)[NODES[0]][:100]
+        rows: dict[str, Any] = {
+            "direct GET (owner known in advance)": lambda: direct[(k := next(it))].get(
+                k
+            ),
+            "ShardedClient.get (route + GET)": looper(sharded.get, keys),
+            "direct MGET of 100 on one server (per key)": (
+                lambda: clients[NODES[0]].mget(on_one),
+                100,
+            ),
+            "ShardedClient.mget of 100 over 3 (per key)": (
+                lambda: sharded.mget(batch),
+                100,
+            ),
+        }
+        rates = compare_rates(rows, seconds=seconds)
+        for c in clients.values():
+            c.close()
+    table(
+        "GET through ShardedClient vs direct (3 servers)",
+        rates,
+        "direct GET (owner known in advance)",
+    )
+    return rates
+
+
+def main(seconds: float = 2.0) -> dict[str, float]:
+    return {**lookups(seconds), **client_gets(seconds)}
+
+
+if __name__ == "__main__":
+    main(float(sys.argv[1]) if len(sys.argv) > 1 else 2.0)
