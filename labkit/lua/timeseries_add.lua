@@ -1,0 +1,27 @@
+#!lua
+-- Add one point to a time series, replacing any point at the same timestamp,
+-- then apply retention. One script, so readers never see a half-trimmed series.
+-- KEYS[1]: sorted set, score = epoch seconds, member = JSON {"t": ts, "v": value}
+-- ARGV[1]: timestamp (epoch seconds, as a float string)   ARGV[2]: member
+-- ARGV[3]: max points to keep (0 = no count limit)
+-- ARGV[4]: max age in seconds, measured back from the newest point (0 = none)
+-- Returns: number of points in the series after the add and the trimming
+-- The #!lua line makes this a flagged script: over maxmemory (noeviction) the
+-- server refuses it before it runs. Unflagged, the first write it makes (the
+-- ZREMRANGEBYSCORE) would let the ZADD through past the limit.
+local key = KEYS[1]
+local ts = ARGV[1]
+redis.call('ZREMRANGEBYSCORE', key, ts, ts)
+redis.call('ZADD', key, ts, ARGV[2])
+local max_points = tonumber(ARGV[3])
+if max_points > 0 then
+  redis.call('ZREMRANGEBYRANK', key, 0, -(max_points + 1))
+end
+local max_age = tonumber(ARGV[4])
+if max_age > 0 then
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  -- %.17g keeps full double precision; tostring() would round to 14 digits.
+  local cutoff = string.format('%.17g', tonumber(newest[2]) - max_age)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. cutoff)
+end
+return redis.call('ZCARD', key)

@@ -1,0 +1,36 @@
+"""Durability experiments on real servers: crash tests, costs, failover."""
+
+from labkit.persistence._crash import CrashResult, crash_test
+from labkit.persistence._measure import (
+    AofFile,
+    RestartResult,
+    aof_files,
+    load_keys,
+    restart_time,
+    rewrite_aof,
+    servers_for,
+    write_throughput,
+)
+from labkit.persistence._policies import (
+    POLICIES,
+    OsCrashExposure,
+    os_crash_exposure,
+    policy_config,
+)
+
+__all__ = [
+    "POLICIES",
+    "AofFile",
+    "CrashResult",
+    "OsCrashExposure",
+    "RestartResult",
+    "aof_files",
+    "crash_test",
+    "load_keys",
+    "os_crash_exposure",
+    "policy_config",
+    "restart_time",
+    "rewrite_aof",
+    "servers_for",
+    "write_throughput",
+]
