@@ -69,6 +69,7 @@ class Cluster:
         self._config = dict(config or {})
         self._node_timeout_ms = node_timeout_ms
         self.nodes: list[Server] = []
+        self.replicas: list[Server] = []  # nodes attached with CLUSTER REPLICATE
 
     def _node_config(self) -> dict[str, ConfigValue]:
         return {
@@ -111,6 +112,7 @@ class Cluster:
                     .execute_command("CLUSTER MYID")
                 )
                 node.client().execute_command("CLUSTER REPLICATE", master_id)
+                self.replicas.append(node)
             self._wait(self.is_ok, "cluster_state:ok")
         except BaseException:
             self.stop()
@@ -138,8 +140,7 @@ class Cluster:
             info = node.client().execute_command("CLUSTER INFO")
             if info.get("cluster_state") != "ok" or not self._knows_all(node):
                 return False
-        replicas = self.nodes[self.masters_count :]
-        for node in replicas:
+        for node in self.replicas:
             info = node.client().info("replication")
             if info["role"] != "slave" or info.get("master_link_status") != "up":
                 return False
@@ -159,8 +160,12 @@ class Cluster:
     # --- using it ---------------------------------------------------------
     @property
     def masters(self) -> list[Server]:
-        """The nodes started as primaries (before any failover)."""
-        return self.nodes[: self.masters_count]
+        """Nodes started as primaries or added with :meth:`new_node`.
+
+        Roles as labkit set them up; after a failover ask the nodes themselves
+        (``INFO replication``) who is primary now.
+        """
+        return [n for n in self.nodes if n not in self.replicas]
 
     def client(self, **kwargs: Any) -> RedisCluster:
         """A ``redis.cluster.RedisCluster`` that discovers every node."""

@@ -314,6 +314,9 @@ class Server:
             "protected-mode": "yes",
             "save": '""',
             "appendonly": "no",
+            # Start a replica's first sync at once (the default waits 5 s
+            # for more replicas to share one diskless transfer).
+            "repl-diskless-sync-delay": "0",
         }
         if _binary_major_version(self.binary) >= 7:
             lines["proc-title-template"] = '"{title} {listen-addr} {config-file}"'
