@@ -1,0 +1,30 @@
+"""Rate limiters on a shared Redis: five algorithms, one interface, atomic in Lua."""
+
+from labkit.ratelimit._algorithms import (
+    GCRA,
+    FixedWindow,
+    SlidingLog,
+    SlidingWindow,
+    TokenBucket,
+)
+from labkit.ratelimit._base import Decision, Limiter, Rate
+
+ALGORITHMS: dict[str, type[Limiter]] = {
+    "fixed_window": FixedWindow,
+    "sliding_log": SlidingLog,
+    "sliding_window": SlidingWindow,
+    "token_bucket": TokenBucket,
+    "gcra": GCRA,
+}
+
+__all__ = [
+    "ALGORITHMS",
+    "GCRA",
+    "Decision",
+    "FixedWindow",
+    "Limiter",
+    "Rate",
+    "SlidingLog",
+    "SlidingWindow",
+    "TokenBucket",
+]

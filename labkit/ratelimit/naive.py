@@ -1,0 +1,61 @@
+"""The tutorials' limiters, reproduced to measure what goes wrong with them.
+
+Do not use these: they are here so that notebook 02 and the tests can run them
+into their failures. Each takes the client first and the caller's key as is.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from labkit.ratelimit._base import _load_lua
+
+__all__ = ["TutorialWindow", "get_then_incr", "incr_refresh_expire"]
+
+
+class TutorialWindow:
+    """SEEDS row 6: a Lua "token bucket" that is a fixed window (5 per 60 s).
+
+    Atomic, so it admits exactly ``limit`` per window, but a window is a
+    fixed slot: ``limit`` at a window's end plus ``limit`` at the next one's
+    start is ``2 * limit`` within a few milliseconds.
+    """
+
+    def __init__(self, client: redis.Redis, limit: int = 5, window: int = 60) -> None:
+        self.limit, self.window = limit, window
+        self._script = client.register_script(_load_lua("tutorial_window"))
+
+    def allow(self, key: str) -> bool:
+        """True if the request is admitted (the tutorial answers 429 otherwise)."""
+        return self._script(keys=[key], args=[self.limit, self.window]) == 1
+
+
+def incr_refresh_expire(client: redis.Redis, key: str, ttl: int = 2) -> str:
+    """SEEDS row 7: ``INCR`` then ``EXPIRE key ttl`` on every request.
+
+    Returns ``"ok"``, ``"about-to-rate-limit"`` (count > 10) or
+    ``"rate-limited"`` (count > 15). The refreshed TTL means the counter only
+    resets after ``ttl`` seconds of silence: a steady client is locked out for
+    good once it crosses 15.
+    """
+    count = client.incr(key)
+    client.expire(key, ttl)
+    if count > 15:
+        return "rate-limited"
+    if count > 10:
+        return "about-to-rate-limit"
+    return "ok"
+
+
+def get_then_incr(client: redis.Redis, key: str, limit: int, window: int) -> bool:
+    """Row 6's logic as two commands from the client: ``GET``, then ``INCR``.
+
+    Between the ``GET`` and the ``INCR`` other clients can read the same
+    count, so under concurrency more than ``limit`` requests get through.
+    """
+    count = int(client.get(key) or 0)
+    if count >= limit:
+        return False
+    if client.incr(key) == 1:
+        client.expire(key, window)
+    return True
