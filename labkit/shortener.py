@@ -10,12 +10,15 @@ makes adding a fourth server cheap.
 from __future__ import annotations
 
 import string
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-from labkit.errors import LabkitError
-from labkit.sharding import ShardedClient, hash64
+import redis
 
-__all__ = ["Resolution", "Shortener", "ShortenerStats"]
+from labkit.errors import LabkitError
+from labkit.sharding import Router, ShardedClient, hash64, move_keys
+
+__all__ = ["Growth", "Resolution", "Shortener", "ShortenerStats", "grow"]
 
 _ALPHABET = string.digits + string.ascii_letters  # base 62
 
@@ -163,3 +166,60 @@ class Shortener:
             name: len(set(c.scan_iter(match=self.url_pattern, count=1000)))
             for name, c in self.client.clients.items()
         }
+
+
+class Growth(NamedTuple):
+    """What adding servers cost a shortener (see :func:`grow`).
+
+    Attributes:
+        broken: Links that answered 404 under the new layout before any move.
+        moved: Keys :func:`~labkit.sharding.move_keys` copied to their new owner.
+        all_resolve: True if every link answered 302 after the move.
+        seconds: Wall time of the move.
+    """
+
+    broken: int
+    moved: int
+    all_resolve: bool
+    seconds: float
+
+
+def grow(
+    clients: Mapping[str, redis.Redis],
+    make_router: Callable[[Sequence[str]], Router],
+    urls: Iterable[str],
+    *,
+    nodes_before: int,
+) -> Growth:
+    """Shorten ``urls`` on the first servers, add the others, count and repair.
+
+    Every server in ``clients`` is flushed first. The links are stored over
+    the first ``nodes_before`` servers; then a shortener over all of them
+    looks each link up (counting 404s), :func:`~labkit.sharding.move_keys`
+    copies the misplaced keys, and every link is looked up again.
+
+    Args:
+        clients: ``{server name: client}``, in the order servers are added.
+        make_router: Builds a router from a list of server names.
+        urls: The long URLs to shorten.
+        nodes_before: How many of the servers exist before the growth.
+
+    Raises:
+        ValueError: ``nodes_before`` not between 1 and ``len(clients) - 1``.
+    """
+    names = list(clients)
+    if not isinstance(nodes_before, int) or not 1 <= nodes_before < len(names):
+        raise ValueError(
+            f"nodes_before={nodes_before!r}: expected an int from 1 to "
+            f"{len(names) - 1} (one less than the {len(names)} servers)"
+        )
+    for c in clients.values():
+        c.flushdb()
+    first = {n: clients[n] for n in names[:nodes_before]}
+    old = Shortener(ShardedClient(first, make_router(names[:nodes_before])))
+    links = [old.shorten(u) for u in urls]
+    new = old.with_client(ShardedClient(dict(clients), make_router(names)))
+    broken = sum(new.resolve(c).status == 404 for c in links)
+    report = move_keys(old.client, new.client, match=old.url_pattern)
+    fixed = all(new.resolve(c).status == 302 for c in links)
+    return Growth(broken, report.moved, fixed, report.seconds)

@@ -210,3 +210,43 @@ def test_bad_constructor_arguments(r: redis.Redis) -> None:
         GameServer(r, "")
     with pytest.raises(ValueError, match="game="):
         GameServer(r, "A", game="a}b")
+
+
+def test_play_all_runs_each_scenario_on_a_fresh_pair(r: redis.Redis) -> None:
+    """play_all gives one result per scenario, each game under its own name."""
+    results = sc.play_all(lambda name, game: GameServer(r, name, game=game))
+    assert [res.name for res in results] == [
+        "restart not propagated",
+        "simultaneous moves",
+        "missed while disconnected",
+    ]
+    assert all(res.ok for res in results)
+    assert r.exists("lab:ttt:{scenario-0}", "lab:ttt:{scenario-2}") == 2
+
+
+def test_pair_connects_both_servers(r: redis.Redis) -> None:
+    """pair builds servers A and B of one game, both subscribed."""
+    a, b = sc.pair(lambda name, game: GameServer(r, name, game=game), "pair")
+    try:
+        assert (a.name, b.name, a.connected, b.connected) == ("A", "B", True, True)
+        assert a.channel == b.channel
+    finally:
+        a.close()
+        b.close()
+
+
+def test_board_widget_plays_through_two_servers(r: redis.Redis) -> None:
+    """Board clicks move via the player's server, and both servers agree."""
+    from labkit.games.widget import Board
+
+    board = Board(r, game="widget-test")
+    try:
+        for cell in [0, 4, 1, 4, 8, 2]:  # the second 4 is taken
+            board.buttons[cell].click()
+        a, b = board.servers["X"].state, board.servers["O"].state
+        assert a == b and a.board == "XXX.O...O" and a.winner == "X"
+        assert board.buttons[0].description == "X" and "winner: X" in board.status.value
+        board.restart()
+        assert board.servers["X"].state.board == "." * 9
+    finally:
+        board.close()

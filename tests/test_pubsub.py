@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import redis
 
 import labkit
-from labkit.pubsub import Publisher, Subscriber, delivery_matrix, measure_fanout
+from labkit.pubsub import (
+    Publisher,
+    Subscriber,
+    delivery_matrix,
+    measure_fanout,
+    wait_until,
+)
 from labkit.server import Cluster, Server
 
 CHANNELS = ["Weather", "Sports", "Music"]
@@ -18,15 +23,6 @@ SUBSCRIPTIONS = {
     "B": ["Weather", "Sports"],
     "C": ["Sports", "Music"],
 }
-
-
-def wait_until(check, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_visualizer_delivery_matrix(r: redis.Redis) -> None:
@@ -159,8 +155,8 @@ def test_unresponsive_server_is_detected() -> None:
         with Subscriber(
             client, ["feed"], health_check_interval=0.1, dead_after=0.3
         ) as sub:
-            client.execute_command("CLIENT", "PAUSE", 1000, "ALL")
-            assert wait_until(lambda: sub.stats.unresponsive >= 1, timeout=5)
+            client.execute_command("CLIENT", "PAUSE", 2000, "ALL")
+            assert wait_until(lambda: sub.stats.unresponsive >= 1, timeout=2)
             assert wait_until(lambda: client.pubsub_numsub("feed") == [("feed", 1)])
             Publisher(client).publish("feed", "still here")
             got = sub.get(timeout=5)
@@ -218,3 +214,12 @@ def test_bad_fanout_and_channel_arguments(r: redis.Redis) -> None:
         measure_fanout(r, subscribers=0, messages=1)
     with pytest.raises(ValueError, match="channel=''"):
         Publisher(r).publish("", "x")
+
+
+def test_wait_until_is_bounded() -> None:
+    """wait_until answers True once the condition holds, False after the timeout."""
+    calls = []
+    assert wait_until(lambda: calls.append(1) or len(calls) >= 3, timeout=5)
+    assert not wait_until(lambda: False, timeout=0.05)
+    with pytest.raises(ValueError, match="timeout=0"):
+        wait_until(lambda: True, timeout=0)

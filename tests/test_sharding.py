@@ -13,18 +13,22 @@ import pytest
 
 from labkit.server import Server
 from labkit.sharding import (
+    ROUTER_KINDS,
     HashRing,
     JumpHash,
     ModuloRouter,
     Rendezvous,
     ShardedClient,
     char_sum,
+    growth_cost,
     hash64,
     jump_bucket,
     key_slot,
     load_spread,
+    make_router,
     move_keys,
     moved_fraction,
+    ring_balance,
     sample_keys,
 )
 
@@ -239,3 +243,33 @@ def test_move_keys_to_a_fourth_server(
     assert low < report.moved / 2000 < high
     assert new.mget(list(data)) == list(data.values())
     assert 0 < new.ttl("item:1") <= 500  # MIGRATE keeps the TTL
+
+
+@pytest.mark.parametrize("kind", ROUTER_KINDS)
+def test_make_router_builds_every_kind(kind: str, keys: list[str]) -> None:
+    """make_router builds each labelled router, and the ring takes vnodes."""
+    router = make_router(kind, names(3), vnodes=10)
+    assert set(load_spread(router, keys[:1000]).counts) == set(names(3))
+    if kind == "hash ring":
+        assert router.vnodes == 10
+
+
+def test_make_router_rejects_unknown_kind() -> None:
+    """An unknown router label is a ValueError naming the choices."""
+    with pytest.raises(ValueError, match="kind='ketama'"):
+        make_router("ketama", names(3))
+
+
+@pytest.mark.parametrize("n", [3, 6])
+def test_growth_cost(n: int, keys: list[str]) -> None:
+    """growth_cost: about 1/(n+1) for jump hash, about n/(n+1) for modulo."""
+    assert abs(growth_cost("jump hash", n, keys) - 1 / (n + 1)) < 0.02
+    assert abs(growth_cost("modulo", n, keys) - n / (n + 1)) < 0.02
+    with pytest.raises(ValueError, match="nodes=0"):
+        growth_cost("modulo", 0, keys)
+
+
+def test_ring_balance_improves_with_vnodes() -> None:
+    """A ring's busiest share over fair share drops with more virtual nodes."""
+    few, many = ring_balance(1, seed=3), ring_balance(1000, seed=3)
+    assert few > many >= 1.0 and many < 1.1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from functools import partial
 
 import pytest
 
@@ -16,9 +17,10 @@ from labkit.sharding import (
     Rendezvous,
     ShardedClient,
     char_sum,
+    make_router,
     move_keys,
 )
-from labkit.shortener import Resolution, Shortener
+from labkit.shortener import Resolution, Shortener, grow
 
 NAMES = ["redis-a", "redis-b", "redis-c", "redis-d"]
 
@@ -123,3 +125,22 @@ def test_adding_a_fourth_server(clients: dict, router, low: float, high: float) 
     print(f"{four.router!r}: {broken} of 1000 links broke; moved {report.moved}")
     assert report.moved == broken and low < broken / 1000 < high
     assert all(after.resolve(c).status == 302 for c in codes)
+
+
+@pytest.mark.parametrize(
+    ("kind", "low", "high"), [("modulo", 0.65, 0.85), ("jump hash", 0.17, 0.33)]
+)
+def test_grow_counts_and_repairs(
+    clients: dict, kind: str, low: float, high: float
+) -> None:
+    """grow: broken links are exactly the moved ones, and all resolve afterwards."""
+    urls = [f"https://example.com/g/{i}" for i in range(500)]
+    g = grow(clients, partial(make_router, kind), urls, nodes_before=3)
+    assert g.broken == g.moved and g.all_resolve and low < g.broken / 500 < high
+
+
+@pytest.mark.parametrize("nodes_before", [0, 4, "3"])
+def test_grow_bad_nodes_before(clients: dict, nodes_before) -> None:
+    """nodes_before must leave at least one server to add."""
+    with pytest.raises(ValueError, match="nodes_before="):
+        grow(clients, HashRing, ["https://a.example"], nodes_before=nodes_before)

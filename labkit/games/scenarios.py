@@ -11,15 +11,18 @@ from __future__ import annotations
 import itertools
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from labkit.games._base import winner_of
 
 __all__ = [
+    "SCENARIOS",
     "ScenarioResult",
     "check",
     "missed_while_disconnected",
+    "pair",
+    "play_all",
     "race",
     "restart_not_propagated",
     "simultaneous_moves",
@@ -190,3 +193,35 @@ def check_log(log: Sequence[str]) -> list[str]:
             problems.append(f"game {game}: cell {i} marked twice")
         board[i], turn = player, "O" if player == "X" else "X"
     return problems
+
+
+#: The tutorial's three failures, in the order the notebook shows them.
+SCENARIOS = (restart_not_propagated, simultaneous_moves, missed_while_disconnected)
+
+#: Builds one game server from (server name, game name); a design may ignore
+#: the game name (the tutorial design has a single channel for everything).
+ServerFactory = Callable[[str, str], Any]
+
+
+def pair(make_server: ServerFactory, game: str = "1") -> tuple[Any, Any]:
+    """Servers ``A`` and ``B`` of one game, both connected to its channel."""
+    a, b = make_server("A", game), make_server("B", game)
+    a.connect()
+    b.connect()
+    return a, b
+
+
+def play_all(
+    make_server: ServerFactory,
+    scenarios: Sequence[Callable[[Any, Any], ScenarioResult]] = SCENARIOS,
+) -> list[ScenarioResult]:
+    """Run each scenario on a fresh pair of servers (game ``scenario-<i>``)."""
+    results = []
+    for i, scenario in enumerate(scenarios):
+        a, b = pair(make_server, f"scenario-{i}")
+        try:
+            results.append(scenario(a, b))
+        finally:
+            a.close()
+            b.close()
+    return results

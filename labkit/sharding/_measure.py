@@ -8,9 +8,28 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from labkit.sharding._routers import Router
+from labkit.sharding._hash import char_sum
+from labkit.sharding._routers import (
+    HashRing,
+    JumpHash,
+    ModuloRouter,
+    Rendezvous,
+    Router,
+)
 
-__all__ = ["Spread", "load_spread", "moved_fraction", "sample_keys"]
+__all__ = [
+    "ROUTER_KINDS",
+    "Spread",
+    "growth_cost",
+    "load_spread",
+    "make_router",
+    "moved_fraction",
+    "ring_balance",
+    "sample_keys",
+]
+
+#: The routers the notebook compares, by the label :func:`make_router` takes.
+ROUTER_KINDS = ("modulo", "modulo (char sum)", "hash ring", "rendezvous", "jump hash")
 
 
 class Spread(NamedTuple):
@@ -72,3 +91,56 @@ def load_spread(router: Router, keys: Sequence[str] | Iterable[str]) -> Spread:
     mean = statistics.fmean(full.values())
     cv = statistics.pstdev(full.values()) / mean
     return Spread(full, max(full.values()) / mean, cv)
+
+
+def make_router(kind: str, nodes: Iterable[str], *, vnodes: int = 160) -> Router:
+    """Build a router by its label in :data:`ROUTER_KINDS`.
+
+    Args:
+        kind: ``"modulo"``, ``"modulo (char sum)"`` (the tutorial's rule),
+            ``"hash ring"``, ``"rendezvous"`` or ``"jump hash"``.
+        nodes: Node names.
+        vnodes: Virtual nodes per node (hash ring only).
+
+    Raises:
+        ValueError: Unknown ``kind`` (or bad nodes / vnodes, from the router).
+    """
+    if kind == "modulo":
+        return ModuloRouter(nodes)
+    if kind == "modulo (char sum)":
+        return ModuloRouter(nodes, hash=char_sum)
+    if kind == "hash ring":
+        return HashRing(nodes, vnodes=vnodes)
+    if kind == "rendezvous":
+        return Rendezvous(nodes)
+    if kind == "jump hash":
+        return JumpHash(nodes)
+    raise ValueError(f"kind={kind!r}: expected one of {ROUTER_KINDS}")
+
+
+def growth_cost(
+    kind: str, nodes: int, keys: Iterable[str], *, vnodes: int = 160
+) -> float:
+    """Fraction of ``keys`` that move when a router over ``nodes`` nodes gets one more.
+
+    The nodes are named ``node0`` ... ``node<nodes-1>``, the new one ``extra``.
+    The ideal for a consistent scheme is ``1 / (nodes + 1)``.
+    """
+    if not isinstance(nodes, int) or nodes < 1:
+        raise ValueError(f"nodes={nodes!r}: must be an int >= 1")
+    names = [f"node{i}" for i in range(nodes)]
+    before = make_router(kind, names, vnodes=vnodes)
+    after = make_router(kind, [*names, "extra"], vnodes=vnodes)
+    return moved_fraction(before, after, keys)
+
+
+def ring_balance(vnodes: int, *, nodes: int = 4, seed: int = 0) -> float:
+    """Busiest node's exact share of a hash ring, over its fair share (1.0 is even).
+
+    The ring's node names depend on ``seed`` (``s<seed>-n<i>``), since where
+    the points land depends only on the names.
+    """
+    if not isinstance(nodes, int) or nodes < 1:
+        raise ValueError(f"nodes={nodes!r}: must be an int >= 1")
+    ring = HashRing([f"s{seed}-n{i}" for i in range(nodes)], vnodes=vnodes)
+    return max(ring.shares().values()) * nodes
