@@ -209,9 +209,8 @@ class ChatWorker:
 
     A request is acknowledged in the same transaction that delivers its
     answer, so it is answered at most once. A worker that dies mid-request
-    leaves it pending in the group (``XPENDING``); this small worker does not
-    take such requests over: :class:`labkit.queues.Worker` shows how
-    (``XAUTOCLAIM`` after a visibility timeout).
+    leaves it pending in the group (``XPENDING``) until a live worker takes
+    it over with :meth:`recover` (``XAUTOCLAIM`` after a visibility timeout).
     """
 
     def __init__(
@@ -222,19 +221,55 @@ class ChatWorker:
         self.name = name
         self.answered = 0
         self.expired = 0  #: requests dropped because their session had expired
+        self.recovered = 0  #: requests taken over from dead workers
 
     def step(self, *, count: int = 10, block: float = 0.05) -> int:
         """Read up to ``count`` requests and answer them; returns answers sent."""
-        svc, r = self.service, self.service.client
-        got: Any = r.xreadgroup(
+        svc = self.service
+        got: Any = svc.client.xreadgroup(
             GROUP,
             self.name,
             {svc.requests: ">"},
             count=count,
             block=max(1, round(block * 1000)),
         )
+        return self._answer(got[0][1] if got else [])
+
+    def recover(self, idle: float = 30.0, *, count: int = 10) -> int:
+        """Take over requests left pending by a dead worker, and answer them.
+
+        ``XAUTOCLAIM`` transfers to this worker the requests that have waited
+        unacknowledged for at least ``idle`` seconds (their worker died
+        between reading and answering, or hangs), then they are answered as
+        usual. Too short an ``idle`` steals requests from a slow live worker,
+        whose answer then comes twice.
+
+        Args:
+            idle: Seconds a request must have been pending (the visibility
+                timeout).
+            count: Most requests taken over in one call.
+
+        Returns:
+            Answers sent.
+        """
+        if isinstance(idle, bool) or not isinstance(idle, int | float) or idle < 0:
+            raise ValueError(f"idle={idle!r}: must be a number of seconds >= 0")
+        svc = self.service
+        _cursor, entries, *_ = svc.client.xautoclaim(
+            svc.requests,
+            GROUP,
+            self.name,
+            min_idle_time=round(idle * 1000),
+            count=count,
+        )
+        entries = [(eid, fields) for eid, fields in entries if fields]
+        self.recovered += len(entries)
+        return self._answer(entries)
+
+    def _answer(self, entries: list[tuple[str, dict[str, str]]]) -> int:
+        svc, r = self.service, self.service.client
         sent = 0
-        for eid, fields in got[0][1] if got else []:
+        for eid, fields in entries:
             token = fields["token"]
             raw = r.lrange(svc.session_key(token), -CONTEXT, -1)
             pipe = r.pipeline(transaction=True)

@@ -39,6 +39,26 @@ def test_two_clients_two_workers_each_reply_to_its_own_client(r: redis.Redis) ->
     assert r.xlen(svc.requests) == 0 and ada.receive() == []
 
 
+def test_request_of_a_dead_worker_stays_pending_and_is_recovered(
+    r: redis.Redis,
+) -> None:
+    """A request read by a worker that dies is answered by another, once."""
+    svc = ChatService(r)
+    ada = ChatClient(svc)
+    request = ada.send("anyone?")
+    r.xreadgroup("chat-workers", "dead", {svc.requests: ">"}, count=1)  # then dies
+    live = ChatWorker(svc, name="live")
+    assert live.step() == 0 and r.xpending(svc.requests, "chat-workers")["pending"] == 1
+    assert live.recover(idle=60) == 0  # not idle long enough yet
+    time.sleep(0.05)
+    assert live.recover(idle=0.05) == 1 and live.recovered == 1
+    assert [rep.request for rep in ada.receive()] == [request]
+    assert r.xpending(svc.requests, "chat-workers")["pending"] == 0
+    assert live.recover(idle=0) == 0  # nothing left, nothing answered twice
+    with pytest.raises(ValueError, match="idle=-1"):
+        live.recover(idle=-1)
+
+
 def test_prompt_holds_the_last_four_messages(r: redis.Redis) -> None:
     """The model sees at most four messages, the newest last."""
     seen: list[list[str]] = []

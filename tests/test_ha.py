@@ -17,7 +17,9 @@ def test_sentinel_failover_client_writes_and_reads_within_bounded_time() -> None
         result = failover_test(group, writes_before=100, writes_after=20, timeout=15)
         assert time.monotonic() - start < 15
         assert result.new_port == replica_port != result.old_port
-        assert result.acked == 120 and result.lost == 0
+        # The replica had every write but the last one or two (timing); only
+        # those can be lost, so the bound is exact, "lost == 0" only likely.
+        assert result.acked == 120 and result.lost <= result.behind
         client = group.sentinel.master_for()
         client.set("after-failover", "yes")
         assert client.get("after-failover") == "yes" and client.get("fo:0") == "0"
@@ -30,7 +32,7 @@ def test_writes_acknowledged_during_a_partition_are_lost_in_the_failover() -> No
         result = failover_test(
             group, writes_before=100, writes_after=10, freeze_last=20
         )
-        assert result.unreplicated == 20 and result.lost == 20
+        assert result.unreplicated == result.behind == result.lost == 20
 
 
 def test_wait_counts_replicas_but_does_not_undo_the_write() -> None:

@@ -9,10 +9,13 @@ from labkit.persistence import (
     POLICIES,
     aof_files,
     crash_test,
+    fill_to_limit,
+    lua_over_limit,
     os_crash_exposure,
     policy_config,
     restart_time,
     rewrite_aof,
+    series_lua,
     write_throughput,
 )
 from labkit.server import Server, no_retry
@@ -168,3 +171,22 @@ def test_killed_server_refuses_connections_until_restarted() -> None:
             r.get("k")
         srv.restart()
         assert srv.client().get("k") == "v"
+
+
+def test_noeviction_refuses_and_lru_evicts_model_state() -> None:
+    """At the limit noeviction refuses writes; allkeys-lru evicts without error."""
+    refused = fill_to_limit("noeviction", series=60)
+    evicted = fill_to_limit("allkeys-lru", series=60)
+    assert refused.refused > 0 and refused.evicted_keys == 0
+    assert evicted.refused == 0 and evicted.evicted_keys > 0 and evicted.intact < 60
+    assert refused.series_bytes > 100 * 8  # 100 points of at least a score each
+
+
+def test_unflagged_script_writes_past_the_memory_limit() -> None:
+    """Without #!lua the add script is never refused and memory runs past maxmemory."""
+    flagged = lua_over_limit(series_lua(), writes=1500)
+    unflagged = lua_over_limit(series_lua(flagged=False), writes=1500)
+    assert unflagged.accepted == 1499 and unflagged.over_bytes > 10_000
+    assert flagged.accepted < 1499 and flagged.over_bytes < 1024
+    with pytest.raises(ValueError, match="policy=''"):
+        fill_to_limit("")

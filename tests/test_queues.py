@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from labkit.queues import Job, JobQueue, Worker, WorkerProcesses
-from labkit.queues.demo import runs_key
+from labkit.queues.demo import runs_key, try_queue
 from labkit.server import Server
 
 
@@ -121,6 +121,26 @@ def test_delayed_jobs_do_not_run_early(r: redis.Redis) -> None:
     assert set(seen) == set(job_ids)
     assert all(seen[j] >= due[j] for j in job_ids)
     assert [j for j, _ in sorted(seen.items(), key=lambda kv: kv[1])] == job_ids
+
+
+def test_long_delayed_job_waits_while_a_due_one_runs(r: redis.Redis) -> None:
+    """Of a job due in 0.1 s and one due in an hour, a worker runs only the first."""
+    q = JobQueue(r, "due")
+    soon, late = q.enqueue("soon", delay=0.1), q.enqueue("late", delay=3600)
+    seen: dict[str, int] = {}
+    Worker(q, lambda job: seen.setdefault(job.id, server_ms(r)), block=0.01).run(
+        max_jobs=1, timeout=20
+    )
+    assert list(seen) == [soon] and seen[soon] >= int(r.hget(q.job_key(soon), "due_ms"))
+    assert q.status(late).state == "delayed" and q.counts().delayed == 1
+
+
+def test_try_queue_is_reproducible(r: redis.Redis) -> None:
+    """The widget's experiment: same failures on every run, every job finished."""
+    first = try_queue(r, "try-a", workers=2, fail_rate=0.3, job_ms=1, jobs=30)[1]
+    second = try_queue(r, "try-b", workers=3, fail_rate=0.3, job_ms=1, jobs=30)[1]
+    assert first.completed + first.dead == 30 and first.retried > 0
+    assert first[3:] == second[3:]  # enqueued, completed, retried, dead, recovered
 
 
 def test_dead_worker_jobs_are_recovered_after_visibility_timeout(

@@ -11,6 +11,13 @@ from labkit.persistence._measure import (
     servers_for,
     write_throughput,
 )
+from labkit.persistence._memory import (
+    FillResult,
+    OverLimit,
+    fill_to_limit,
+    lua_over_limit,
+    series_lua,
+)
 from labkit.persistence._policies import (
     POLICIES,
     OsCrashExposure,
@@ -22,15 +29,20 @@ __all__ = [
     "POLICIES",
     "AofFile",
     "CrashResult",
+    "FillResult",
     "OsCrashExposure",
+    "OverLimit",
     "RestartResult",
     "aof_files",
     "crash_test",
+    "fill_to_limit",
     "load_keys",
+    "lua_over_limit",
     "os_crash_exposure",
     "policy_config",
     "restart_time",
     "rewrite_aof",
+    "series_lua",
     "servers_for",
     "write_throughput",
 ]
