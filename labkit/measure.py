@@ -8,7 +8,7 @@ samples are returned in **seconds**, summaries in **milliseconds**.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -100,7 +100,7 @@ def rate(
 
 
 def compare_rates(
-    ops: dict[str, Callable[[], Any] | tuple[Callable[[], Any], int]],
+    ops: Mapping[str, Callable[[], Any] | tuple[Callable[[], Any], int]],
     *,
     seconds: float = 1.0,
     rounds: int = 5,

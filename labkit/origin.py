@@ -145,12 +145,14 @@ class Origin:
         """Close the database."""
         self._db.close()
 
-    def _run(self, method: str, sql: str, args: tuple[Any, ...] = ()) -> list[dict]:
+    def _run(
+        self, method: str, sql: str, args: tuple[Any, ...] = ()
+    ) -> list[dict[str, Any]]:
         return self._exec(method, sql, args)[0]
 
     def _exec(
         self, method: str, sql: str, args: tuple[Any, ...]
-    ) -> tuple[list[dict], int]:
+    ) -> tuple[list[dict[str, Any]], int]:
         time.sleep(self.latency_for.get(method, self._latency))
         with self._lock:
             self.calls[method] += 1
@@ -160,11 +162,11 @@ class Origin:
             return rows, int(cur.lastrowid or 0)
 
     # --- users (tutorial 1: a users API on Postgres) ----------------------
-    def list_users(self) -> list[dict]:
+    def list_users(self) -> list[dict[str, Any]]:
         """All users, by id."""
         return self._run("list_users", "SELECT * FROM users ORDER BY id")
 
-    def get_user(self, user_id: int) -> dict | None:
+    def get_user(self, user_id: int) -> dict[str, Any] | None:
         """One user, or None."""
         rows = self._run("get_user", "SELECT * FROM users WHERE id = ?", (user_id,))
         return rows[0] if rows else None
@@ -180,11 +182,11 @@ class Origin:
         self._run("update_user", sql, (name, user_id))
 
     # --- photos (tutorial 2: a slow HTTP API) -----------------------------
-    def list_photos(self) -> list[dict]:
+    def list_photos(self) -> list[dict[str, Any]]:
         """All photos, by id."""
         return self._run("list_photos", "SELECT * FROM photos ORDER BY id")
 
-    def get_photo(self, photo_id: int) -> dict | None:
+    def get_photo(self, photo_id: int) -> dict[str, Any] | None:
         """One photo, or None."""
         rows = self._run("get_photo", "SELECT * FROM photos WHERE id = ?", (photo_id,))
         return rows[0] if rows else None
@@ -192,7 +194,7 @@ class Origin:
     # --- posts (tutorial 3: per-user query cache on MongoDB) ---------------
     def find_posts(
         self, user_id: int, *, tag: str | None = None, min_likes: int = 0
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """A user's posts, optionally filtered by tag and minimum likes."""
         sql = "SELECT * FROM posts WHERE user_id = ? AND likes >= ?"
         args: tuple[Any, ...] = (user_id, min_likes)
@@ -216,7 +218,7 @@ class Origin:
         """Add one star to a repository."""
         self._run("star", "UPDATE repos SET stars = stars + 1 WHERE name = ?", (repo,))
 
-    def weather(self, city: str) -> dict | None:
+    def weather(self, city: str) -> dict[str, Any] | None:
         """Current weather of a city, or None."""
         rows = self._run("weather", "SELECT * FROM weather WHERE city = ?", (city,))
         return rows[0] if rows else None

@@ -13,7 +13,7 @@ import json
 import math
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import redis
 
@@ -203,7 +203,7 @@ class SeriesStore:
         raw = self.client.zrange(self.key(series), -n, -1)
         points = []
         for member in raw:
-            data = json.loads(member)
+            data = json.loads(cast(str | bytes, member))
             points.append(Point(float(data["t"]), data["v"]))
         return points
 

@@ -135,7 +135,7 @@ class GameServer(ChannelServer):
         self.refresh()
         return self._follower
 
-    def close(self) -> None:  # type: ignore[override]
+    def close(self) -> None:
         """Stop following and drop the subscription."""
         if self._follower is not None:
             self._follower.stop()

@@ -65,7 +65,9 @@ def write_throughput(
         for policy, server in servers.items():
             client, counter = server.client(), itertools.count()
 
-            def one_set(c: redis.Redis = client, n: itertools.count = counter) -> None:
+            def one_set(
+                c: redis.Redis = client, n: itertools.count[int] = counter
+            ) -> None:
                 c.set(f"tp:{next(n)}", value)
 
             ops[policy] = one_set

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import redis
 from redis.backoff import NoBackoff
@@ -282,7 +282,7 @@ class Server:
         return f"<Server {Path(self.binary).name} {state} dir={self.data_dir}>"
 
     # --- lifecycle --------------------------------------------------------
-    def start(self) -> Server:
+    def start(self) -> Self:
         """Start the server and wait until it answers PING.
 
         Returns:
@@ -446,7 +446,7 @@ class Server:
         with _running_lock:
             _running.discard(self)
 
-    def restart(self) -> Server:
+    def restart(self) -> Self:
         """Start again on the same port and data dir (after stop() or kill())."""
         if self.running:
             self.stop()
@@ -459,7 +459,7 @@ class Server:
         if self._owns_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
