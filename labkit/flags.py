@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -20,7 +21,7 @@ from typing import Any
 
 import redis
 
-__all__ = ["Flag", "FlagStore", "rollout_bucket"]
+__all__ = ["Flag", "FlagStore", "propagation_ms", "rollout_bucket"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,23 @@ class FlagStore:
         """A snapshot of every flag, by name."""
         return dict(self._flags)
 
+    def wait_until(
+        self, check: Callable[[FlagStore], bool], timeout: float = 5.0
+    ) -> bool:
+        """Poll the local copy until ``check(self)`` is true; False on timeout.
+
+        For code that must see another process's change before going on
+        (tests, demos): changes arrive asynchronously, within milliseconds.
+        """
+        if not timeout > 0:
+            raise ValueError(f"timeout={timeout!r}: must be > 0 seconds")
+        deadline = time.monotonic() + timeout
+        while not check(self):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.0001)
+        return True
+
     # -- writing: one round trip, seen by every store ------------------------
     def set(
         self, name: str, on: bool = True, value: Any = None, *, percent: float = 100.0
@@ -245,3 +263,29 @@ class FlagStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def propagation_ms(
+    writer: FlagStore, reader: FlagStore, n: int = 50, *, flag: str = "probe"
+) -> list[float]:
+    """Time ``n`` changes from ``writer.set`` until ``reader``'s copy has them.
+
+    Milliseconds per change (each waits at most 5 s). ``flag`` is set to
+    0..n-1 and deleted afterwards.
+
+    Raises:
+        TimeoutError: A change did not reach ``reader`` within 5 s.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r}: must be an int >= 1")
+    delays = []
+    try:
+        for i in range(n):
+            start = time.perf_counter()
+            writer.set(flag, value=i)
+            if not reader.wait_until(lambda s, i=i: s.value(flag) == i):
+                raise TimeoutError(f"change {i} of {flag!r} did not arrive in 5 s")
+            delays.append((time.perf_counter() - start) * 1000)
+    finally:
+        writer.delete(flag)
+    return delays

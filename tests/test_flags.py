@@ -13,7 +13,7 @@ import pytest
 import redis
 
 import labkit
-from labkit.flags import Flag, FlagStore, rollout_bucket
+from labkit.flags import Flag, FlagStore, propagation_ms, rollout_bucket
 from labkit.ratelimit import GCRA
 from labkit.server import Server
 
@@ -58,6 +58,19 @@ def test_change_reaches_another_store(r: redis.Redis, other: redis.Redis) -> Non
         assert wait_until(lambda: not b.is_enabled("beta"))
         a.delete("beta")
         assert wait_until(lambda: b.get("beta") is None)
+
+
+def test_wait_until_and_propagation(r: redis.Redis, other: redis.Redis) -> None:
+    """wait_until sees another store's change (False on timeout); probes clean up."""
+    with FlagStore(r) as a, FlagStore(other) as b:
+        a.set("beta", on=True)
+        assert b.wait_until(lambda s: s.is_enabled("beta"))
+        assert not b.wait_until(lambda s: s.value("never") == 1, timeout=0.05)
+        delays = propagation_ms(a, b, n=5)
+        assert len(delays) == 5 and all(d >= 0 for d in delays)
+        assert r.hget(a.key, "probe") is None
+        with pytest.raises(ValueError, match="timeout=0"):
+            b.wait_until(lambda s: True, timeout=0)
 
 
 def test_existing_flags_are_loaded_at_start(r: redis.Redis, other: redis.Redis) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import redis
 
+import labkit
 from labkit.plots.ratelimit import burst_curves, decision_timeline, trailing_admitted
 from labkit.ratelimit import (
     ALGORITHMS,
@@ -25,7 +26,13 @@ from labkit.ratelimit import (
 )
 from labkit.ratelimit.contention import NAIVE, Contention
 from labkit.ratelimit.naive import TutorialWindow, get_then_incr, incr_refresh_expire
-from labkit.ratelimit.simulate import admitted_per_period, simulate, traffic
+from labkit.ratelimit.simulate import (
+    admitted_per_period,
+    compare,
+    peak,
+    simulate,
+    traffic,
+)
 
 ALL = list(ALGORITHMS.values())
 WINDOWS = [FixedWindow, SlidingLog, SlidingWindow]
@@ -246,7 +253,7 @@ def _admitted_in_any_period(times: list[float], period: float) -> int:
 
 
 def test_fixed_window_admits_twice_the_limit_at_an_edge(r: redis.Redis) -> None:
-    """Fixed window: limit at a window's end + limit at the next start; log: never."""
+    """Fixed window: limit - 1 at a window's end + limit after it; log: never."""
     clock = Clock()
     fixed = FixedWindow(r, limit=10, period=60, clock=clock)
     log = SlidingLog(r, limit=10, period=60, clock=clock)
@@ -349,6 +356,22 @@ def test_get_then_incr_is_exact_alone(r: redis.Redis) -> None:
     assert sum(get_then_incr(r, "k", 5, 60) for _ in range(8)) == 5
 
 
+def test_get_then_incr_races_when_interleaved(r: redis.Redis, redis_url: str) -> None:
+    """Another client's request between GET and INCR: both admitted, limit exceeded."""
+    other = labkit.connect(redis_url)
+    try:
+        r.set("k", 4)
+        inner: list[bool] = []
+
+        def other_request() -> None:
+            inner.append(get_then_incr(other, "k", 5, 60))
+
+        outer = get_then_incr(r, "k", 5, 60, between=other_request)
+        assert outer and inner == [True] and r.get("k") == "6"
+    finally:
+        other.close()
+
+
 @pytest.fixture(scope="module")
 def contention(redis_url: str) -> Iterator[Contention]:
     """16 worker processes (spawn), each with its own client to the test server."""
@@ -409,6 +432,19 @@ def test_simulate_and_trailing_count(r: redis.Redis) -> None:
     assert t.tolist() == [0.0, 0.1, 10.0, 10.1] and counts.tolist() == [1, 2, 2, 2]
 
 
+def test_compare_and_peak(r: redis.Redis) -> None:
+    """compare replays one trace per algorithm; peak is the trailing maximum."""
+    times, got = compare(
+        r, ["gcra", "sliding_log", "gcra"], rate=2, burstiness=0.5, limit=5, period=10
+    )
+    assert list(got) == ["gcra", "sliding_log"] and r.dbsize() == 0
+    assert np.array_equal(times, traffic(2, 120, burstiness=0.5, seed=7))
+    assert peak(times, got["sliding_log"], 10) == 5 < peak(times, got["gcra"], 10)
+    assert peak([], np.array([], dtype=bool), 10) == 0
+    with pytest.raises(ValueError, match="'nope'"):
+        compare(r, ["nope"], rate=1, burstiness=0, limit=1, period=1)
+
+
 def test_plots_draw(r: redis.Redis) -> None:
     """Each rate-limit plot returns a figure with the expected axes content."""
     times = traffic(2.0, 30, seed=0)
@@ -417,7 +453,7 @@ def test_plots_draw(r: redis.Redis) -> None:
         trailing_admitted(
             {"gcra": admitted_per_period(times, ok, 10)}, limit=5, period=10
         ),
-        decision_timeline(times, {"gcra": ok}),
+        decision_timeline(times, {"gcra": ok}, period=10),
         burst_curves({"gcra": (times, ok)}, rate=0.5),
     ]
     for fig in figs:

@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from labkit.ratelimit.simulate import peak
+
 __all__ = ["burst_curves", "decision_timeline", "trailing_admitted"]
 
 Series = Sequence[float] | np.ndarray
@@ -49,6 +51,7 @@ def decision_timeline(
     times: Series,
     decisions: Mapping[str, Series],
     *,
+    period: float | None = None,
     title: str = "Allowed (green) and refused (red), same traffic",
 ) -> Figure:
     """One row per limiter: a tick per request, green if allowed, red if refused.
@@ -56,6 +59,8 @@ def decision_timeline(
     Args:
         times: Arrival time of each request (seconds).
         decisions: label -> booleans, one per request (True = allowed).
+        period: If given, each row's label also shows the most requests it
+            admitted in any ``period`` seconds.
     """
     t = np.asarray(times)
     rows = list(decisions.items())
@@ -67,7 +72,10 @@ def decision_timeline(
         y = len(rows) - 1 - row
         ax.eventplot(t[~ok], lineoffsets=y, linelengths=0.35, colors="tab:red")
         ax.eventplot(t[ok], lineoffsets=y, linelengths=0.7, colors="tab:green")
-        labels.append(f"{label} ({ok.sum()} allowed)")
+        most = ""
+        if period is not None:
+            most = f", max {peak(t, ok, period)} per {period:g} s"
+        labels.append(f"{label} ({ok.sum()} allowed{most})")
     ax.set_yticks(range(len(rows), -1, -1), labels)
     ax.set_xlabel("seconds")
     ax.set_title(title)

@@ -7,15 +7,16 @@ traffic take a fraction of a second and the decisions are the same every run.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import redis
 
+from labkit.ratelimit import ALGORITHMS
 from labkit.ratelimit._base import Limiter
 
-__all__ = ["admitted_per_period", "simulate", "traffic"]
+__all__ = ["admitted_per_period", "compare", "peak", "simulate", "traffic"]
 
 
 def traffic(
@@ -94,3 +95,46 @@ def admitted_per_period(
     us = np.round(t * 1e6).astype(np.int64)
     first = np.searchsorted(us, us - round(period * 1e6), side="right")
     return t, np.arange(1, t.size + 1) - first
+
+
+def peak(
+    times: Sequence[float] | np.ndarray, allowed: np.ndarray, period: float
+) -> int:
+    """The most requests admitted in any ``period`` seconds of the trace."""
+    counts = admitted_per_period(times, allowed, period)[1]
+    return int(counts.max()) if counts.size else 0
+
+
+def compare(
+    client: redis.Redis,
+    algorithms: Iterable[str],
+    *,
+    rate: float,
+    burstiness: float,
+    limit: int,
+    period: float,
+    seconds: float = 120.0,
+    seed: int = 7,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One seeded trace (see :func:`traffic`) replayed through several limiters.
+
+    Args:
+        algorithms: Names from ``labkit.ratelimit.ALGORITHMS``; duplicates are
+            run once.
+
+    Returns:
+        (arrival times, {name: allowed booleans}), in the order given.
+
+    Raises:
+        ValueError: An unknown algorithm name, or a bad trace parameter.
+    """
+    names = list(dict.fromkeys(algorithms))
+    for name in names:
+        if name not in ALGORITHMS:
+            known = ", ".join(ALGORITHMS)
+            raise ValueError(f"algorithms: {name!r} is not one of {known}")
+    times = traffic(rate, seconds, burstiness=burstiness, seed=seed)
+    return times, {
+        name: simulate(client, ALGORITHMS[name], times, limit=limit, period=period)
+        for name in names
+    }
