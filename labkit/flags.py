@@ -283,7 +283,10 @@ def propagation_ms(
         for i in range(n):
             start = time.perf_counter()
             writer.set(flag, value=i)
-            if not reader.wait_until(lambda s, i=i: s.value(flag) == i):
+            def arrived(store: FlagStore, i: int = i) -> bool:
+                return bool(store.value(flag) == i)
+
+            if not reader.wait_until(arrived):
                 raise TimeoutError(f"change {i} of {flag!r} did not arrive in 5 s")
             delays.append((time.perf_counter() - start) * 1000)
     finally:
