@@ -8,11 +8,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 
 import labkit
 from labkit.cache import Cache, ClientSideCache, GroupedCache, supports_field_expiry
+from labkit.cache.experiments import get_on_new_connection, herd_trial, ttl_trace
 
 MODES = ["none", "lock", "xfetch"]
 
@@ -325,10 +327,12 @@ def test_client_side_cache_is_invalidated_by_another_client(
         assert [local.get("city") for _ in range(3)] == ["Lima"] * 3
         assert (local.stats.misses, local.stats.hits) == (1, 2)
         r.set("city", "Oslo")  # another connection writes
+        assert local.wait_invalidated("city", timeout=5)
         assert local.get("city") == "Oslo"
         assert local.invalidations == 1 and local.stats.misses == 2
         r.flushdb()
-        assert "city" not in local and local.get("city") is None
+        assert local.wait_invalidated("city", timeout=5)
+        assert local.get("city") is None
 
 
 def test_client_side_cache_needs_resp3(r: redis.Redis) -> None:
@@ -351,3 +355,43 @@ def test_latency_samples_keep_the_latest(r: redis.Redis) -> None:
     cache.get_or_load("k", lambda: 1)
     cache.get_or_load("k", lambda: 1)
     assert [o for o, _ in cache.stats.samples] == ["miss", "hit"]
+
+
+HERD = [("none", 8), ("lock", 1), ("xfetch", 8)]
+
+
+@pytest.mark.parametrize(("mode", "expected"), HERD)
+def test_herd_trial_counts_are_exact(r: redis.Redis, mode: str, expected: int) -> None:
+    """Eight readers of an expired key: eight origin calls, or one with the lock."""
+    for _ in range(2):
+        assert herd_trial(r, mode, 8, load_seconds=0.01) == expected
+    assert r.dbsize() == 0
+
+
+@pytest.mark.parametrize("per_field", [True, False], ids=["hexpire", "key-per-entry"])
+def test_entry_ttls_list_every_entry(r: redis.Redis, per_field: bool) -> None:
+    """entry_ttls() gives each entry's remaining TTL in both modes, {} once dropped."""
+    cache = GroupedCache(r, "ttls", ttl=60, per_field_expiry=per_field)
+    for query in ("b", "a"):
+        cache.get_or_load(7, query, lambda: 1)
+    ttls = cache.entry_ttls(7)
+    assert list(ttls) == ["a", "b"] and all(0 < ms <= 60_000 for ms in ttls.values())
+    assert 0 < r.pttl(cache.group_key(7)) <= 60_000
+    cache.invalidate_owner(7)
+    assert cache.entry_ttls(7) == {}
+
+
+def test_ttl_trace_never_runs_past_its_duration(r: redis.Redis) -> None:
+    """1 s of reads with a 0.4 s TTL: at most three loads, one per TTL period."""
+    cache = Cache(r, namespace="trace", ttl=0.4)
+    times, ttls, loads = ttl_trace(cache, "k", lambda: 1, duration=1.0, step=0.05)
+    assert times[-1] < 1.0 and ttls[0] == 0 and 2 <= loads[-1] <= 3
+    assert set(np.diff(loads)) <= {0, 1}
+
+
+def test_get_on_new_connection_opens_one_per_call(r: redis.Redis) -> None:
+    """Each call opens (and closes) its own connection."""
+    r.set("k", "v")
+    before = r.info("stats")["total_connections_received"]
+    assert [get_on_new_connection(r, "k") for _ in range(3)] == ["v"] * 3
+    assert r.info("stats")["total_connections_received"] - before >= 3

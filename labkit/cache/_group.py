@@ -24,6 +24,10 @@ from labkit.cache._base import (
 __all__ = ["GroupedCache", "supports_field_expiry"]
 
 
+def _text(name: str | bytes) -> str:
+    return name.decode() if isinstance(name, bytes) else name
+
+
 def supports_field_expiry(client: Any) -> bool:
     """True if the server knows ``HEXPIRE`` (Redis 7.4+, Valkey 9+).
 
@@ -108,6 +112,35 @@ class GroupedCache:
     def index_key(self, owner: str | int) -> str:
         """The set listing ``owner``'s entry keys (key-per-entry mode)."""
         return f"{self.owner_key(owner)}:index"
+
+    def group_key(self, owner: str | int) -> str:
+        """The key that groups ``owner``'s entries: the hash, or the index set."""
+        if self.per_field_expiry:
+            return self.owner_key(owner)
+        return self.index_key(owner)
+
+    def entry_ttls(self, owner: str | int) -> dict[str, int]:
+        """Remaining TTL in ms of each of ``owner``'s cached entries, by key.
+
+        The same answer in both modes (``HPTTL`` of the hash's fields, or
+        ``PTTL`` of the entry keys the index lists); ``{}`` when none are left.
+        """
+        if self.per_field_expiry:
+            group = self.owner_key(owner)
+            keys = sorted(_text(k) for k in self.client.hkeys(group))
+            ttls = self.client.hpttl(group, *keys) if keys else []
+        else:
+            entries = sorted(
+                _text(k) for k in self.client.smembers(self.index_key(owner))
+            )
+            pipe = self.client.pipeline(transaction=False)
+            for entry in entries:
+                pipe.pttl(entry)
+            ttls = pipe.execute()
+            cut = len(self.entry_key(owner, ""))
+            keys = [entry[cut:] for entry in entries]
+        # -2: the entry expired after being listed, so it is not cached.
+        return {k: int(t) for k, t in zip(keys, ttls, strict=True) if t != -2}
 
     def get_or_load(
         self, owner: str | int, key: str | int, loader: Callable[[], Any]

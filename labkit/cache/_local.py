@@ -18,9 +18,11 @@ class ClientSideCache:
     The client owns one connection in RESP3 with tracking on: the server
     remembers which keys that connection read and, when any client changes
     one, pushes an ``invalidate`` message on it. Before every local read the
-    pending pushes are applied, so a value changed by another client is never
-    served once the writer's command has returned to it. A local hit costs a
-    dict lookup and a poll of the socket; a server hit costs a round trip.
+    pending pushes are applied, so a changed value is dropped as soon as its
+    push has arrived; until then (a short window in general) the old copy can
+    still be served. :meth:`wait_invalidated` waits for one key's push. A
+    local hit costs a dict lookup and a poll of the socket; a server hit costs
+    a round trip.
 
     redis-py 8 has this built in (``protocol=3, cache_config=CacheConfig()``)
     but refuses any server whose HELLO does not say ``redis`` >= 7.4, Valkey
@@ -94,6 +96,29 @@ class ClientSideCache:
                     self._local.popitem(last=False)
             self.stats.record("miss", time.perf_counter() - start)
             return value
+
+    def wait_invalidated(self, key: str, timeout: float = 1.0) -> bool:
+        """Wait (at most ``timeout`` s) until ``key`` is no longer held locally.
+
+        The server sends an invalidation as a push on this connection after
+        another client's write; it is not part of that write's reply, so a
+        read right after the write can, in general, still see the old copy.
+        Call this after a write to be sure its push has been applied.
+
+        Returns:
+            True once the local copy is gone, False if it was still there at
+            the timeout.
+        """
+        key = check_key("key", key)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._drain()
+                if key not in self._local:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
 
     def __len__(self) -> int:
         with self._lock:

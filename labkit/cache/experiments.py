@@ -15,14 +15,139 @@ import numpy as np
 import redis
 
 from labkit.cache._aside import Cache
+from labkit.measure import time_calls
 
 __all__ = [
     "EvictionResult",
+    "WindowResult",
     "eviction_trial",
+    "get_on_new_connection",
+    "herd_trial",
+    "miss_hit",
     "stampede_trial",
     "ttl_trace",
     "zipf_keys",
 ]
+
+
+def get_on_new_connection(client: Any, key: str) -> Any:
+    """``GET key`` on a connection opened for this call and closed after it.
+
+    What a handler that connects per request does: every call pays the TCP
+    handshake and the connection's setup commands (``AUTH``, ``CLIENT
+    SETINFO``) before its ``GET``. The connection copies ``client``'s settings.
+    """
+    pool = redis.ConnectionPool(
+        connection_class=client.connection_pool.connection_class,
+        **client.connection_pool.connection_kwargs,
+    )
+    try:
+        return redis.Redis(connection_pool=pool).get(key)
+    finally:
+        pool.disconnect()
+
+
+def miss_hit(
+    read: Any, drop: Any, *, n_miss: int = 20, n_hit: int = 2000
+) -> dict[str, np.ndarray]:
+    """Latency samples (seconds) of ``read()`` as a miss and as a hit.
+
+    A miss is ``drop()`` (the entry's invalidation) then ``read()``, timed
+    together, ``n_miss`` times without warm-up; then ``n_hit`` hits, after
+    :func:`labkit.measure.time_calls`' warm-up reads.
+    """
+
+    def miss() -> Any:
+        drop()
+        return read()
+
+    return {
+        "miss": time_calls(miss, n=n_miss, warmup=0),
+        "hit": time_calls(read, n=n_hit),
+    }
+
+
+def herd_trial(
+    client: Any,
+    stampede: str,
+    readers: int,
+    *,
+    load_seconds: float = 0.02,
+    timeout: float = 10.0,
+) -> int:
+    """Origin calls when ``readers`` threads all miss one just-expired hot key.
+
+    The key is stored, expired, and then ``readers`` threads read it at once.
+    The loader (the origin) sleeps ``load_seconds`` and then holds until every
+    reader has either called it or is waiting for another reader's load
+    (``stats.loads + stats.waits == readers``). That forces the worst case,
+    every reader arriving before the first load is stored, so the count does
+    not depend on thread scheduling: ``readers`` for ``"none"`` and
+    ``"xfetch"`` (which can only act before expiry), 1 for ``"lock"``.
+
+    Raises:
+        TimeoutError: The readers did not all arrive within ``timeout`` s.
+    """
+    if not isinstance(readers, int) or readers < 1:
+        raise ValueError(f"readers={readers!r}: expected an int >= 1")
+    cache = Cache(
+        client,
+        f"herd-{stampede}",
+        ttl=60,
+        stampede=stampede,
+        lease_ttl=2 * timeout,  # the lease must outlive the held loader
+        poll_interval=0.002,
+    )
+    cache.set("hot", 42)
+    client.pexpire(cache.key("hot"), 5)
+    deadline = time.monotonic() + timeout
+    while client.exists(cache.key("hot")) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    cache.stats.reset()
+
+    def origin() -> int:
+        time.sleep(load_seconds)
+        stats = cache.stats
+        while stats.loads + stats.waits < readers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {stats.loads + stats.waits} readers arrived")
+            time.sleep(0.001)
+        return 42
+
+    start = threading.Barrier(readers)
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        start.wait()
+        try:
+            cache.get_or_load("hot", origin)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(readers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=3 * timeout)
+    cache.invalidate("hot")
+    if errors:
+        raise errors[0]
+    return cache.stats.loads
+
+
+class WindowResult(NamedTuple):
+    """One :func:`stampede_trial`.
+
+    Attributes:
+        loads: Origin calls during the window (the priming load not counted),
+            early reloads included.
+        misses: Reads that found the key missing.
+        early: Reads that reloaded before expiry (XFetch only).
+    """
+
+    loads: int
+    misses: int
+    early: int
 
 
 def stampede_trial(
@@ -34,18 +159,18 @@ def stampede_trial(
     ttl: float = 0.25,
     think: float = 0.002,
     seed: int = 0,
-) -> int:
-    """Count origin calls when one hot key expires under ``readers`` threads.
+) -> WindowResult:
+    """Origin calls while ``readers`` threads poll one hot key across its expiry.
 
     The key is loaded once, then ``readers`` threads read it in a loop (a
     ``think`` pause between reads) from before its expiry until ``3 *
     load_seconds`` after it. The loader sleeps ``load_seconds``, standing in
-    for the origin.
+    for the origin. The counts depend on thread scheduling and (XFetch) on
+    random draws: a measurement to look at, not to assert exact values on
+    (:func:`herd_trial` is the deterministic version).
 
     Returns:
-        Loads made for that one expiry (the priming load not counted). With
-        ``"none"`` it grows with ``readers``; with ``"lock"`` it is 1; with
-        ``"xfetch"`` the reload usually happens before expiry.
+        The loads, misses and early reloads during that window.
     """
     if readers < 1:
         raise ValueError(f"readers={readers!r}: expected an int >= 1")
@@ -64,6 +189,7 @@ def stampede_trial(
         return 42
 
     cache.get_or_load("hot", origin)
+    cache.stats.reset()
     stop = time.monotonic() + ttl + 3 * load_seconds
     barrier = threading.Barrier(readers)
 
@@ -79,7 +205,8 @@ def stampede_trial(
     for t in threads:
         t.join()
     cache.invalidate("hot")
-    return cache.stats.loads - 1
+    stats = cache.stats
+    return WindowResult(stats.loads, stats.misses, stats.early_recomputes)
 
 
 def ttl_trace(
@@ -91,6 +218,10 @@ def ttl_trace(
     step: float = 0.05,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read ``key`` every ``step`` seconds for ``duration``; watch it expire.
+
+    Reads stop at ``duration`` even if some were delayed, so a stalled machine
+    makes fewer reads, never a longer trace: the loads stay at most one per
+    TTL period (``ceil(duration / ttl)``).
 
     Returns:
         Three arrays, one entry per read: seconds since the start, the
@@ -106,6 +237,8 @@ def ttl_trace(
     times, ttls, loads = [], [], []
     for i in range(int(duration / step)):
         time.sleep(max(0.0, start + i * step - time.monotonic()))
+        if time.monotonic() - start >= duration:
+            break
         times.append(time.monotonic() - start)
         ttls.append(max(0, cache.client.pttl(cache.key(key))))
         cache.get_or_load(key, loader)
