@@ -8,6 +8,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "claims_vs_measured",
@@ -186,7 +187,7 @@ def ttl_timeline(
     calls.step(times, loads, where="post", color="tab:red", label="origin calls")
     calls.set_ylabel("origin calls so far", color="tab:red")
     calls.set_ylim(0, max(int(loads.max()), 1) + 1)
-    calls.yaxis.get_major_locator().set_params(integer=True)
+    calls.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title or "Expiry: each time the TTL reaches 0, one origin call")
     fig.tight_layout()
     return fig
