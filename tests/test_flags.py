@@ -169,14 +169,20 @@ def test_flags_scenario(r: redis.Redis, other: redis.Redis) -> None:
 
 def test_listener_recovers_after_server_restart() -> None:
     """After the server restarts, the store re-subscribes and reloads the flag set."""
-    with Server() as server, FlagStore(server.client()) as flags:
-        server.restart()
+    # AOF keeps the write across the restart. It is written without a publish,
+    # before the restart, so only the reload that follows the re-subscribe can
+    # show it to the store (and there is no race with the reconnect).
+    with (
+        Server(config={"appendonly": "yes"}) as server,
+        FlagStore(server.client()) as flags,
+    ):
         writer = server.client()
-        # Written without a publish: only the reload on re-subscribe can see it.
         writer.hset("lab:flags:default", "beta", '{"on": true}')
+        assert not flags.is_enabled("beta")  # no publish: the store missed it
+        writer.close()
+        server.restart()
         assert wait_until(lambda: flags.is_enabled("beta"), timeout=15)
         assert flags._thread.is_alive()
-        writer.close()
 
 
 def test_close_stops_the_listener(r: redis.Redis) -> None:
