@@ -28,20 +28,30 @@ def _honest(result) -> bool:
 
 
 @pytest.mark.parametrize("run", range(3))
-@pytest.mark.parametrize("policy", ["aof-always", "aof-everysec"])
+@pytest.mark.parametrize("policy", ["aof-always", "aof-no"])
 def test_aof_loses_no_acknowledged_write(policy: str, run: int) -> None:
-    """Under AOF always/everysec a SIGKILL mid-stream loses zero acknowledged writes."""
+    """Under AOF always/no a SIGKILL mid-stream loses zero acknowledged writes."""
     result = crash_test(policy, writes=600, kill_at=300)
     assert result.acked >= 300 and result.acked < 600  # killed mid-stream
     assert result.lost == 0 and _honest(result)
     assert result.acked <= result.recovered <= result.acked + result.in_flight
 
 
-@pytest.mark.parametrize("policy", ["aof-no", "rdb+aof"])
-def test_other_aof_policies_survive_a_process_kill(policy: str) -> None:
-    """appendfsync no, and RDB+AOF, also lose nothing to a process kill."""
-    result = crash_test(policy, writes=1000)
-    assert result.lost == 0 and _honest(result)
+@pytest.mark.parametrize("run", range(3))
+@pytest.mark.parametrize("policy", ["aof-everysec", "rdb+aof"])
+def test_everysec_loses_at_most_the_held_back_tail(policy: str, run: int) -> None:
+    """Under everysec a SIGKILL loses nothing, or only the newest acknowledged writes.
+
+    Usually nothing: the AOF buffer is written before the replies go out. But
+    while the previous second's background fsync still runs, the server holds
+    the write back for up to 2 s and replies anyway, so a kill then loses the
+    newest writes (seen once in CI, with the disk busy). What can never happen
+    is a hole: an older write missing while a newer one survived.
+    """
+    result = crash_test(policy, writes=600, kill_at=300)
+    assert result.acked >= 300 and _honest(result)
+    assert result.lost == 0 or result.lost_newest
+    print(f"{policy}: acked {result.acked}, lost {result.lost}")
 
 
 def test_rdb_loses_the_writes_after_the_last_snapshot() -> None:

@@ -50,10 +50,11 @@ def _read_sysctl(name: str, default: int) -> int:
 class OsCrashExposure(NamedTuple):
     """Acknowledged writes an OS crash or power loss could destroy (MODELLED).
 
-    A process kill (SIGKILL) cannot show this: the server has already handed
+    A process kill (SIGKILL) cannot show this: the server has normally handed
     every acknowledged write to the kernel, which keeps the page cache across
-    a process death. Only losing the kernel itself (OS crash, power cut) drops
-    what was not yet fsynced. These numbers come from the documented
+    a process death (the exception: ``everysec`` holding a write back while a
+    slow background fsync runs; see :func:`crash_test`). Only losing the
+    kernel itself (OS crash, power cut) drops what was not yet fsynced. These numbers come from the documented
     behaviour of each policy, not from a measurement.
 
     Attributes:
