@@ -54,8 +54,9 @@ class OsCrashExposure(NamedTuple):
     every acknowledged write to the kernel, which keeps the page cache across
     a process death (the exception: ``everysec`` holding a write back while a
     slow background fsync runs; see :func:`crash_test`). Only losing the
-    kernel itself (OS crash, power cut) drops what was not yet fsynced. These numbers come from the documented
-    behaviour of each policy, not from a measurement.
+    kernel itself (OS crash, power cut) drops what was not yet fsynced.
+    These numbers come from the documented behaviour of each policy, not
+    from a measurement.
 
     Attributes:
         policy: The durability policy.
