@@ -196,7 +196,7 @@ class Server:
     ``appendonly no``), so that each experiment starts from a known state.
 
     Example:
-        >>> with Server(config={"appendonly": "yes"}) as srv:
+        >>> with Server(config={"appendonly": "yes", "appendfsync": "always"}) as srv:
         ...     r = srv.client()
         ...     r.set("k", "v")
         ...     srv.kill()       # SIGKILL, as in a crash
