@@ -25,19 +25,15 @@ from tqdm import tqdm
 
 import labkit
 from labkit.pubsub import Publisher, Subscriber, measure_fanout
+from labkit.server import fresh_client
 
 COUNTS = [1, 3, 10, 30, 100]
 
 
 def throughput(client: redis.Redis, subscribers: int, messages: int) -> dict:
     """Messages/s and deliveries/s for ``messages`` pipelined publishes."""
-    base = client.connection_pool
-    pool = redis.ConnectionPool(
-        connection_class=base.connection_class,
-        max_connections=subscribers,
-        **base.connection_kwargs,
-    )
-    listen = redis.Redis(connection_pool=pool)
+    listen = fresh_client(client, max_connections=subscribers)
+    pool = listen.connection_pool
     subs = [
         Subscriber(listen, ["bench:tp"], name=f"bench-{i}") for i in range(subscribers)
     ]

@@ -269,3 +269,15 @@ def test_orphan_finder_sees_running_servers() -> None:
         pids = [pid for pid, _ in labkit_server_processes()]
         assert server.pid in pids
     assert server.pid not in [pid for pid, _ in labkit_server_processes()]
+
+
+def test_fresh_client_copies_settings_on_its_own_pool() -> None:
+    """fresh_client talks to the same server and db, over a pool of its own."""
+    with Server() as server:
+        base = server.client()
+        base.set("k", "v")
+        twin = labkit.server.fresh_client(base, max_connections=2)
+        assert twin.connection_pool is not base.connection_pool
+        assert twin.connection_pool.max_connections == 2
+        assert twin.get("k") == "v"
+        twin.connection_pool.disconnect()

@@ -16,6 +16,7 @@ import redis
 
 from labkit.cache._aside import Cache
 from labkit.measure import time_calls
+from labkit.server import fresh_client
 
 __all__ = [
     "EvictionResult",
@@ -37,14 +38,11 @@ def get_on_new_connection(client: Any, key: str) -> Any:
     handshake and the connection's setup commands (``AUTH``, ``CLIENT
     SETINFO``) before its ``GET``. The connection copies ``client``'s settings.
     """
-    pool = redis.ConnectionPool(
-        connection_class=client.connection_pool.connection_class,
-        **client.connection_pool.connection_kwargs,
-    )
+    conn = fresh_client(client)
     try:
-        return redis.Redis(connection_pool=pool).get(key)
+        return conn.get(key)
     finally:
-        pool.disconnect()
+        conn.connection_pool.disconnect()
 
 
 def miss_hit(

@@ -10,6 +10,7 @@ import redis
 
 from labkit.pubsub._messages import Publisher
 from labkit.pubsub._subscriber import Subscriber
+from labkit.server import fresh_client
 
 __all__ = ["delivery_matrix", "measure_fanout", "wait_until"]
 
@@ -42,13 +43,8 @@ def measure_fanout(
         raise ValueError(f"messages={messages!r}: expected an int >= 1")
     # One connection per subscriber: a pool of their own, sized for them, so
     # the caller's pool (and its max_connections) is left alone.
-    base = client.connection_pool
-    pool = redis.ConnectionPool(
-        connection_class=base.connection_class,
-        max_connections=subscribers,
-        **base.connection_kwargs,
-    )
-    listen = redis.Redis(connection_pool=pool)
+    listen = fresh_client(client, max_connections=subscribers)
+    pool = listen.connection_pool
     subs = [
         Subscriber(listen, [channel], name=f"fanout-{i}") for i in range(subscribers)
     ]

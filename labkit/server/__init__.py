@@ -7,7 +7,7 @@ and is stopped when the Python process that started it ends.
 """
 
 from labkit.server._cluster import SLOTS, Cluster, slot_ranges
-from labkit.server._default import connect, default_server, mask_url
+from labkit.server._default import connect, default_server, fresh_client, mask_url
 from labkit.server._process import Server, find_server_binary, free_port, no_retry
 from labkit.server._sentinel import Sentinel, replica_config
 
@@ -20,6 +20,7 @@ __all__ = [
     "default_server",
     "find_server_binary",
     "free_port",
+    "fresh_client",
     "mask_url",
     "no_retry",
     "replica_config",

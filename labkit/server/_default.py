@@ -12,7 +12,7 @@ import redis
 from labkit.errors import ServerUnreachableError
 from labkit.server._process import Server, no_retry
 
-__all__ = ["connect", "default_server", "mask_url"]
+__all__ = ["connect", "default_server", "fresh_client", "mask_url"]
 
 _default: Server | None = None
 _default_lock = threading.Lock()
@@ -34,6 +34,24 @@ def default_server() -> Server:
         if _default is None or not _default.running:
             _default = Server().start()
         return _default
+
+
+def fresh_client(
+    client: redis.Redis, *, max_connections: int | None = None
+) -> redis.Redis:
+    """A client with ``client``'s settings on a connection pool of its own.
+
+    For experiments that need their own connections (many subscribers, a
+    connection per request) without touching the caller's pool or its
+    ``max_connections``. Call ``.connection_pool.disconnect()`` when done.
+    """
+    base = client.connection_pool
+    pool = redis.ConnectionPool(
+        connection_class=base.connection_class,
+        max_connections=max_connections,
+        **base.connection_kwargs,
+    )
+    return redis.Redis(connection_pool=pool)
 
 
 def connect(url: str | None = None, **kwargs: Any) -> redis.Redis:
