@@ -21,6 +21,8 @@ from typing import Any
 
 import redis
 
+from labkit.measure import wait_until
+
 __all__ = ["Flag", "FlagStore", "propagation_ms", "rollout_bucket"]
 
 
@@ -146,14 +148,7 @@ class FlagStore:
         For code that must see another process's change before going on
         (tests, demos): changes arrive asynchronously, within milliseconds.
         """
-        if not timeout > 0:
-            raise ValueError(f"timeout={timeout!r}: must be > 0 seconds")
-        deadline = time.monotonic() + timeout
-        while not check(self):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.0001)
-        return True
+        return wait_until(lambda: check(self), timeout, interval=0.0001)
 
     # -- writing: one round trip, seen by every store ------------------------
     def set(

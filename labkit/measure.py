@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Summary", "compare_rates", "rate", "summarize", "time_calls"]
+__all__ = ["Summary", "compare_rates", "rate", "summarize", "time_calls", "wait_until"]
 
 
 class Summary(NamedTuple):
@@ -127,3 +127,22 @@ def compare_rates(
                 rate(fn, seconds=seconds / rounds, ops_per_call=per_call)
             )
     return {label: float(np.median(v)) for label, v in samples.items()}
+
+
+def wait_until(
+    condition: Callable[[], object], timeout: float = 5.0, *, interval: float = 0.01
+) -> bool:
+    """Poll ``condition()`` until it is true; False if ``timeout`` seconds passed.
+
+    For conditions another thread or process makes true (a reconnect, a
+    counter, a flag change): the wait is bounded, and the caller asserts on
+    the answer instead of sleeping a fixed time and hoping.
+    """
+    if not isinstance(timeout, int | float) or timeout <= 0:
+        raise ValueError(f"timeout={timeout!r}: expected a number of seconds > 0")
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True

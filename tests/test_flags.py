@@ -6,26 +6,16 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
 
 import labkit
 from labkit.flags import Flag, FlagStore, propagation_ms, rollout_bucket
+from labkit.measure import wait_until
 from labkit.ratelimit import GCRA
 from labkit.server import Server
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``condition`` every millisecond for at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.001)
-    return condition()
 
 
 @pytest.fixture

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import redis
@@ -12,7 +11,7 @@ from labkit.pubsub._messages import Publisher
 from labkit.pubsub._subscriber import Subscriber
 from labkit.server import fresh_client
 
-__all__ = ["delivery_matrix", "measure_fanout", "wait_until"]
+__all__ = ["delivery_matrix", "measure_fanout"]
 
 
 def delivery_matrix(
@@ -65,22 +64,3 @@ def measure_fanout(
             s.stop()
         pool.disconnect()
     return out
-
-
-def wait_until(
-    condition: Callable[[], object], timeout: float = 5.0, *, interval: float = 0.01
-) -> bool:
-    """Poll ``condition()`` until it is true; False if ``timeout`` seconds passed.
-
-    For conditions a listener thread makes true (a reconnect, a counter): the
-    wait is bounded, and the caller asserts on the answer instead of sleeping
-    a fixed time and hoping.
-    """
-    if not isinstance(timeout, int | float) or timeout <= 0:
-        raise ValueError(f"timeout={timeout!r}: expected a number of seconds > 0")
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
