@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import redis
-
-from labkit.ratelimit._base import Limiter, Rate
+from labkit.ratelimit._base import Limiter
 
 __all__ = ["GCRA", "FixedWindow", "SlidingLog", "SlidingWindow", "TokenBucket"]
 
@@ -17,7 +13,8 @@ class FixedWindow(Limiter):
     A window opens with the first request after the previous one closed. Cheap
     (one small hash per key) but coarse: a client can spend its whole limit at
     the end of one window and again at the start of the next, so up to
-    ``2 * limit`` units get through in one period around a window edge.
+    ``2 * limit - 1`` units get through in one period around a window edge
+    (the window's first unit opened it, so it is a period before the edge).
 
     Keys: ``<prefix>:<key>``, a hash ``{w: window start (us), n: units used}``,
     expiring when the window closes.
@@ -25,20 +22,6 @@ class FixedWindow(Limiter):
 
     _script_name = "fixed_window"
     _default_prefix = "lab:ratelimit:fixed"
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        limit: int,
-        period: float,
-        *,
-        prefix: str | None = None,
-        lookup: Callable[[str], int | Rate | None] | None = None,
-        clock: Callable[[], float] | None = None,
-    ) -> None:
-        super().__init__(
-            client, limit, period, prefix=prefix, lookup=lookup, clock=clock
-        )
 
 
 class SlidingLog(Limiter):
@@ -54,20 +37,6 @@ class SlidingLog(Limiter):
 
     _script_name = "sliding_log"
     _default_prefix = "lab:ratelimit:log"
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        limit: int,
-        period: float,
-        *,
-        prefix: str | None = None,
-        lookup: Callable[[str], int | Rate | None] | None = None,
-        clock: Callable[[], float] | None = None,
-    ) -> None:
-        super().__init__(
-            client, limit, period, prefix=prefix, lookup=lookup, clock=clock
-        )
 
 
 class SlidingWindow(Limiter):
@@ -85,20 +54,6 @@ class SlidingWindow(Limiter):
 
     _script_name = "sliding_window"
     _default_prefix = "lab:ratelimit:sliding"
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        limit: int,
-        period: float,
-        *,
-        prefix: str | None = None,
-        lookup: Callable[[str], int | Rate | None] | None = None,
-        clock: Callable[[], float] | None = None,
-    ) -> None:
-        super().__init__(
-            client, limit, period, prefix=prefix, lookup=lookup, clock=clock
-        )
 
 
 class TokenBucket(Limiter):
