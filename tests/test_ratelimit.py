@@ -212,8 +212,8 @@ def test_bad_call(
 @pytest.mark.parametrize("cls", WINDOWS, ids=ids)
 def test_windows_have_no_burst(r: redis.Redis, cls: type[Limiter]) -> None:
     """burst= is refused by algorithms that have none."""
-    with pytest.raises(TypeError, match="burst"):
-        cls(r, limit=5, period=10, burst=3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"burst=3: \w+ has no burst"):
+        cls(r, limit=5, period=10, burst=3)
 
 
 @pytest.mark.parametrize("cls", BUCKETS, ids=ids)
