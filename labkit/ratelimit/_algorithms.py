@@ -28,7 +28,7 @@ class SlidingLog(Limiter):
     """At most ``limit`` units in any interval of ``period`` seconds, exactly.
 
     Remembers the time of every admitted unit in a sorted set, so memory grows
-    with the limit (one entry per unit, ~60-100 bytes each); exact, and the
+    with the limit (one entry per unit: see MEMORY USAGE); exact, and the
     reference the others approximate.
 
     Keys: ``<prefix>:<key>``, a sorted set of admission times (score, us),
