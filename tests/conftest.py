@@ -15,7 +15,7 @@ import pytest
 import redis
 
 import labkit
-from labkit.server import _default, _process
+from labkit.server import _default, _process, flushdb
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,7 @@ def redis_url() -> Iterator[str]:
 def r(redis_url: str) -> Iterator[redis.Redis]:
     """A ``decode_responses`` client on an empty database."""
     client = labkit.connect(redis_url)
-    client.flushdb()
+    flushdb(client)  # refuses db 0 of a server labkit did not start
     yield client
     client.close()
 
