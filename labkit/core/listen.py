@@ -208,6 +208,7 @@ class Listener:
                 if self.patterns:
                     self._pubsub.psubscribe(*self.patterns)
                 self._pubsub.connection.register_connect_callback(self._on_connect)
+                self._connected_once = True  # from here on, a connect is a reconnect
             self._await_confirmations(timeout)
         except BaseException:
             self._close_pubsub()
