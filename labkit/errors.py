@@ -20,7 +20,25 @@ class LabkitError(Exception):
     Errors that come from Redis itself (``redis.exceptions.*``) are not wrapped
     unless labkit can add something useful, in which case the original is kept
     as ``__cause__``.
+
+    Every labkit error survives pickling with its context attributes, so an
+    error raised in a worker process reaches the parent intact (the default
+    would call ``cls(*args)`` without the keyword-only context, fail, and
+    leave a ``multiprocessing`` parent waiting forever).
     """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(
+    cls: type[LabkitError], args: tuple[object, ...], state: dict[str, object]
+) -> LabkitError:
+    """Unpickle a labkit error without calling its ``__init__``."""
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 class ServerBinaryNotFoundError(LabkitError):
