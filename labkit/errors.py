@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "LabkitError",
+    "ProxyError",
     "ServerBinaryNotFoundError",
     "ServerStartError",
     "ServerUnreachableError",
@@ -49,3 +50,17 @@ class ServerUnreachableError(LabkitError):
     def __init__(self, message: str, *, url: str) -> None:
         super().__init__(message)
         self.url = url
+
+
+class ProxyError(LabkitError):
+    """A fault-injecting proxy (``labkit.lab.proxy``) could not start or stop.
+
+    Attributes:
+        upstream: The ``host:port`` the proxy forwards to.
+        port: The port it listens (or tried to listen) on, if known.
+    """
+
+    def __init__(self, message: str, *, upstream: str, port: int | None) -> None:
+        super().__init__(message)
+        self.upstream = upstream
+        self.port = port
