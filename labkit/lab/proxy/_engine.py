@@ -327,9 +327,8 @@ class Link:
             )
         except (OSError, TimeoutError) as exc:
             engine.counters.upstream_failures += 1
-            engine.counters.last_upstream_error = (
-                f"{host}:{port}: {exc or f'no answer in {engine.connect_timeout:g} s'}"
-            )
+            why = str(exc) or f"no answer in {engine.connect_timeout:g} s"
+            engine.counters.last_upstream_error = f"{host}:{port}: {why}"
             self.close(rst=True)  # the client sees "connection reset"
 
     def connected(self, transport: asyncio.Transport) -> None:
