@@ -132,6 +132,62 @@ def test_latency_keeps_order_and_does_not_limit_throughput(
     assert elapsed < 2.0, f"{elapsed:.2f} s: latency throttled the pipeline"
 
 
+@pytest.mark.parametrize(
+    "knob",
+    [
+        lambda px: None,
+        lambda px: px.set_rtt(2, jitter_ms=2),
+        lambda px: px.set_bandwidth(50_000_000),
+    ],
+    ids=["plain", "jittered-rtt", "bandwidth-cap"],
+)
+def test_large_values_cross_intact(proxy: Proxy, clients: Any, knob: Any) -> None:
+    """A 4 MB value goes up and comes back byte for byte, whatever the knobs."""
+    r = clients(proxy.client(decode_responses=False, socket_timeout=10))
+    knob(proxy)
+    value = secrets.token_bytes(4 * 1024 * 1024)
+    r.set("proxy:large", value)
+    assert r.get("proxy:large") == value
+    assert proxy.stats.bytes_up > len(value) and proxy.stats.bytes_down > len(value)
+
+
+def test_server_close_travels_behind_its_last_reply(
+    server: Server, proxy: Proxy
+) -> None:
+    """When the server closes, the client gets the last reply, then end of stream."""
+    proxy.set_rtt(10)
+    with socket.create_connection((proxy.host, proxy.port), timeout=2) as sock:
+        sock.sendall(f"AUTH {server.password}\r\nQUIT\r\n".encode())
+        got = b""
+        while chunk := sock.recv(100):
+            got += chunk
+        assert got == b"+OK\r\n+OK\r\n"
+    assert wait_until(lambda: proxy.stats.open_connections == 0, 3)
+
+
+def test_slow_subscriber_is_cut_by_the_output_buffer_limit(clients: Any) -> None:
+    """Behind a bandwidth cap a subscriber falls behind until the server drops it."""
+    config = {"client-output-buffer-limit": "pubsub 1mb 0 0"}
+    with Server(config=config) as srv, Proxy.to(srv) as px:
+        subscriber = clients(px.client(retry=no_retry(), socket_timeout=5))
+        pubsub = subscriber.pubsub()
+        pubsub.subscribe("proxy:ch")
+        assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+        px.set_bandwidth(20_000, direction="down")
+        publisher = clients(srv.client())
+        for _ in range(1000):  # 10 MB: more than the kernel buffers and 1 MB
+            publisher.publish("proxy:ch", "x" * 10_000)
+        stats = publisher.info("stats")
+        assert stats["client_output_buffer_limit_disconnections"] == 1
+        px.heal()
+        received = 0
+        with pytest.raises(redis.exceptions.ConnectionError):
+            while pubsub.get_message(timeout=2):
+                received += 1
+        assert 0 < received < 1000
+        pubsub.close()
+
+
 def test_bandwidth_cap_paces_a_large_reply(proxy: Proxy, clients: Any) -> None:
     """A 50 kB reply behind a 100 kB/s cap takes about half a second."""
     r = clients(proxy.client(socket_timeout=10, retry=no_retry()))

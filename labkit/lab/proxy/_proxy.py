@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import concurrent.futures
 import contextlib
 import math
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,10 +21,8 @@ from labkit.lab.proxy._engine import (
     Counters,
     Direction,
     Engine,
-    FineSelector,
     Knobs,
     Network,
-    fine_timer_slack,
 )
 
 if TYPE_CHECKING:
@@ -246,72 +243,56 @@ class Proxy:
             ``self``, so that ``px = Proxy(host, port).start()`` reads well.
 
         Raises:
-            ProxyError: The port could not be bound, or the thread did not
-                come up within 5 s.
+            ProxyError: The upstream host name does not resolve, or the port
+                cannot be bound (the message says which).
         """
+        upstream = f"{self.upstream_host}:{self.upstream_port}"
         with self._lock:
             if self._thread is not None:
                 return self
+            try:  # resolved here, so the proxy thread never blocks on DNS
+                family, _, _, _, sockaddr = socket.getaddrinfo(
+                    self.upstream_host, self.upstream_port, type=socket.SOCK_STREAM
+                )[0]
+            except OSError as exc:
+                raise ProxyError(
+                    f"upstream_host={self.upstream_host!r} does not resolve: {exc}",
+                    upstream=upstream,
+                    port=self._port,
+                ) from exc
             engine = Engine(
-                (self.upstream_host, self.upstream_port),
+                (family, sockaddr),
                 self._net,
                 self._counters,
                 self._rng,
                 connect_timeout=self.connect_timeout,
                 buffer_bytes=self._buffer_bytes,
             )
-            started: concurrent.futures.Future[int] = concurrent.futures.Future()
+            try:
+                self._port = engine.bind(self._port or 0)
+            except OSError as exc:
+                raise ProxyError(
+                    f"proxy to {upstream} could not listen on "
+                    f"127.0.0.1:{self._port or 'any port'}: {exc}",
+                    upstream=upstream,
+                    port=self._port,
+                ) from exc
             thread = threading.Thread(
-                target=self._run,
-                args=(engine, started),
-                name=f"labkit-proxy->{self.upstream_port}",
+                target=engine.run,
+                name=f"labkit-proxy:{self._port}->{self.upstream_port}",
                 daemon=True,  # never holds up interpreter exit; atexit stops it
             )
             thread.start()
-            try:
-                self._port = started.result(timeout=_CALL_TIMEOUT_S)
-            except (OSError, concurrent.futures.TimeoutError) as exc:
-                thread.join(_CALL_TIMEOUT_S)
-                raise ProxyError(
-                    f"proxy to {self.upstream_host}:{self.upstream_port} could not "
-                    f"listen on 127.0.0.1:{self._port or 'any port'}: {exc!r}",
-                    upstream=f"{self.upstream_host}:{self.upstream_port}",
-                    port=self._port,
-                ) from exc
             self._engine, self._thread = engine, thread
         with _running_lock:
             _running.add(self)
         return self
 
-    def _run(self, engine: Engine, started: concurrent.futures.Future[int]) -> None:
-        fine_timer_slack()
-        loop = asyncio.SelectorEventLoop(FineSelector())
-        asyncio.set_event_loop(loop)  # this thread's only
-        ready: asyncio.Future[int] = loop.create_future()
-
-        def hand_over(future: asyncio.Future[int]) -> None:
-            exc = future.exception()
-            if exc is not None:
-                started.set_exception(exc)
-            else:
-                started.set_result(future.result())
-
-        ready.add_done_callback(hand_over)
-        try:
-            loop.run_until_complete(engine.serve(self._port or 0, ready))
-        finally:
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_default_executor())
-            asyncio.set_event_loop(None)
-            loop.close()
-
     def stop(self, timeout: float = _CALL_TIMEOUT_S) -> None:
         """Reset every connection, stop listening and join the thread.
 
-        Stopping a stopped proxy does nothing. Knobs and counters are kept.
+        Stopping a stopped proxy does nothing. Knobs and counters are kept,
+        and :meth:`start` listens again on the same port.
 
         Raises:
             ProxyError: The thread did not end within ``timeout`` seconds.
@@ -319,9 +300,8 @@ class Proxy:
         with self._lock:
             engine, thread = self._engine, self._thread
             self._engine = self._thread = None
-            if engine is not None and engine.loop is not None:
-                with contextlib.suppress(RuntimeError):  # loop already closed
-                    engine.loop.call_soon_threadsafe(engine.request_stop)
+            if engine is not None:
+                engine.request_stop()
         with _running_lock:
             _running.discard(self)
         if thread is not None:
@@ -364,17 +344,9 @@ class Proxy:
                 name, _, value = entry.partition("=")
                 self._events.append(ProxyEvent(now, name, value))
             engine = self._engine
-            if engine is None or engine.loop is None:
+            if engine is None:
                 return change(None)
-            done: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-            def run() -> None:
-                try:
-                    done.set_result(change(engine))
-                except BaseException as exc:  # handed to the caller below
-                    done.set_exception(exc)
-
-            engine.loop.call_soon_threadsafe(run)
+            done = engine.call(lambda: change(engine))
         return done.result(timeout=_CALL_TIMEOUT_S)
 
     def set_latency(
