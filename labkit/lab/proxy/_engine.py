@@ -312,11 +312,15 @@ class Pipe:
         self.free_at = 0.0  # when a capped link has sent what it already took
         self.timer_at = math.inf
 
-    def feed(self, data: bytes | None) -> None:
-        """Take a chunk (or EOF, ``None``) read from the source."""
+    def feed(self, data: bytes | None) -> bool:
+        """Take a chunk (or EOF, ``None``) read from the source.
+
+        Returns:
+            True when the chunk went straight out whole (the fast path:
+            nothing queued, nothing for the selector to change).
+        """
         if data and not self.queue and self.knobs.plain and self.link.connected:
-            self._send(data)  # the fast path: no queue, no timer
-            return
+            return self._send(data)
         delay = self.knobs.delay_s
         if self.knobs.jitter_s:
             delay += self.engine.rng.uniform(-self.knobs.jitter_s, self.knobs.jitter_s)
@@ -325,8 +329,10 @@ class Pipe:
         self.queue.append((release, memoryview(data) if data else None))
         self.queued += len(data) if data else 0
         self.flush()
+        return False
 
-    def _send(self, data: bytes | memoryview) -> None:
+    def _send(self, data: bytes | memoryview) -> bool:
+        """Send now what the kernel takes, keep the rest; True if all went."""
         dst = self.dst
         assert dst.sock is not None
         sent = 0
@@ -337,10 +343,12 @@ class Pipe:
                 pass
             except OSError:
                 self.link.close(rst=True)
-                return
-        if sent < len(data):
-            dst.outbuf += data[sent:]
+                return False
         self.engine.counters.bytes[self.direction] += len(data)
+        if sent == len(data):
+            return True
+        dst.outbuf += data[sent:]
+        return False
 
     def flush(self) -> None:
         """Deliver what is due; arm a timer for the rest."""
@@ -528,7 +536,8 @@ class Link:
                 return
             if not data:
                 end.eof = True
-            out.feed(data or None)
+            if out.feed(data or None):
+                return
         self.update()
 
     def close(self, *, rst: bool) -> None:
