@@ -46,7 +46,8 @@ Example:
 """
 
 from labkit.lab.proxy._partition import Partition
-from labkit.lab.proxy._proxy import Proxy, ProxyEvent, ProxyStats
+from labkit.lab.proxy._proxy import Proxy
+from labkit.lab.proxy._state import ProxyEvent, ProxyStats
 from labkit.lab.proxy._wiring import announce_via, monitor_via, replicate_via
 
 __all__ = [

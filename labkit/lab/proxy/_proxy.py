@@ -11,18 +11,20 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import redis
 
 from labkit.errors import ProxyError
-from labkit.lab.proxy._engine import (
+from labkit.lab.proxy._loop import Engine
+from labkit.lab.proxy._state import (
     DIRECTIONS,
     Counters,
     Direction,
-    Engine,
     Knobs,
     Network,
+    ProxyEvent,
+    ProxyStats,
 )
 
 if TYPE_CHECKING:
@@ -35,40 +37,6 @@ MAX_BANDWIDTH = 10_000_000_000  # bytes per second
 _CALL_TIMEOUT_S = 5.0
 
 DirectionArg = Literal["both", "up", "down"]
-
-
-class ProxyStats(NamedTuple):
-    """A proxy's counters since it was created.
-
-    Attributes:
-        bytes_up: Bytes delivered from clients to the upstream server.
-        bytes_down: Bytes delivered from the upstream server to clients.
-        connections: Client connections accepted (refused ones included).
-        open_connections: Connections open now.
-        refused: Connections closed at once because of :meth:`Proxy.refuse`.
-        resets: Connections reset by :meth:`Proxy.reset` or on stop.
-        upstream_failures: Connections reset because upstream did not accept.
-        set_at: For each knob (``latency_up``, ``bandwidth_down``,
-            ``blackhole_up``, ``refuse``, ``reset``, ``heal``...), the
-            ``time.perf_counter()`` at which it was last set.
-    """
-
-    bytes_up: int
-    bytes_down: int
-    connections: int
-    open_connections: int
-    refused: int
-    resets: int
-    upstream_failures: int
-    set_at: dict[str, float]
-
-
-class ProxyEvent(NamedTuple):
-    """One knob change: ``at`` (``time.perf_counter()``), ``knob``, ``value``."""
-
-    at: float
-    knob: str
-    value: str
 
 
 _running: set[Proxy] = set()

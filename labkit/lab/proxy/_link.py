@@ -1,36 +1,23 @@
-"""The proxy's engine: one selector loop in one thread, two pipes per connection.
-
-A plain ``selectors`` loop rather than asyncio: at zero injected latency a
-chunk costs one ``recv`` and one ``send`` and little Python around them, which
-keeps the proxy's cost per round trip near that of the bare system calls
-(asyncio's transports and handles cost about half as much again). Everything
-here runs on the proxy's thread, except :meth:`Engine.bind` and
-:meth:`Engine.call`, which :mod:`._proxy` calls from its own.
-"""
+"""One proxied connection: its two sockets and a delay queue each way."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import ctypes
 import errno
-import heapq
-import itertools
 import math
 import os
-import random
 import selectors
 import socket
 import struct
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING
 
-Direction = Literal["up", "down"]
-DIRECTIONS: tuple[Direction, ...] = ("up", "down")
+from labkit.lab.proxy._state import Direction
+
+if TYPE_CHECKING:
+    from labkit.lab.proxy._loop import Engine
 
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _RECV_BYTES = 256 * 1024
@@ -40,86 +27,7 @@ _PACE_S = 0.005
 _NOT_YET = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY)
 
 
-@dataclass
-class Knobs:
-    """What the network does to one direction. Only the proxy thread writes it."""
-
-    delay_s: float = 0.0
-    jitter_s: float = 0.0
-    bandwidth: float | None = None  # bytes per second; None = no cap
-    held: bool = False  # black hole: nothing is read or delivered
-
-    def clear(self) -> None:
-        """Back to a perfect network."""
-        self.delay_s = self.jitter_s = 0.0
-        self.bandwidth = None
-        self.held = False
-
-    @property
-    def plain(self) -> bool:
-        """True when bytes may go straight through (the zero-overhead path)."""
-        return not self.held and self.delay_s == 0 and self.bandwidth is None
-
-
-@dataclass
-class Network:
-    """Both directions' knobs, and whether new connections are refused."""
-
-    knobs: dict[Direction, Knobs] = field(
-        default_factory=lambda: {"up": Knobs(), "down": Knobs()}
-    )
-    refusing: bool = False
-
-
-@dataclass
-class Counters:
-    """Running totals, written by the proxy thread, read by anyone."""
-
-    bytes: dict[Direction, int] = field(default_factory=lambda: {"up": 0, "down": 0})
-    connections: int = 0
-    open: int = 0
-    refused: int = 0
-    resets: int = 0
-    upstream_failures: int = 0
-    last_upstream_error: str = ""
-
-
-class FineSelector(selectors.DefaultSelector):
-    """The default selector, with sub-millisecond timeouts honoured.
-
-    ``epoll`` (and ``poll``) round every timeout up to a whole millisecond, so
-    an injected 0.1 ms delay would come out as 1 ms. Waits are split: the
-    whole milliseconds go to the selector (which then wakes a little early,
-    and the loop asks again with the rest), and a remainder below 1 ms is
-    slept after a non-blocking poll. During that short sleep other sockets
-    wait too, by less than 1 ms, and only while some delivery is that close.
-    """
-
-    def select(
-        self, timeout: float | None = None
-    ) -> list[tuple[selectors.SelectorKey, int]]:
-        if timeout is None or timeout <= 0:
-            return super().select(timeout)
-        whole = math.floor(timeout * 1000) / 1000
-        if whole > 0:
-            return super().select(whole)
-        ready = super().select(0)
-        if ready:
-            return ready
-        time.sleep(timeout)
-        return super().select(0)
-
-
-def fine_timer_slack() -> None:
-    """Ask Linux to wake this thread within 1 µs of a timer (default 50 µs)."""
-    if sys.platform != "linux":
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        pr_set_timerslack = 29
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_timerslack, 1000, 0, 0, 0)
-
-
-def _close(sock: socket.socket, *, rst: bool) -> None:
+def close_socket(sock: socket.socket, *, rst: bool) -> None:
     """Close ``sock``; with ``rst``, by a TCP RST (``SO_LINGER`` 0), not a FIN."""
     if rst:
         with contextlib.suppress(OSError):
@@ -129,156 +37,11 @@ def _close(sock: socket.socket, *, rst: bool) -> None:
     sock.close()
 
 
-def _nonblocking(sock: socket.socket) -> socket.socket:
+def nonblocking(sock: socket.socket) -> socket.socket:
     sock.setblocking(False)
     with contextlib.suppress(OSError):  # no Nagle: the lab measures latency
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
-
-
-class Engine:
-    """The loop of one running proxy and the state its connections share."""
-
-    def __init__(
-        self,
-        upstream: tuple[socket.AddressFamily, Any],
-        net: Network,
-        counters: Counters,
-        rng: random.Random,
-        *,
-        connect_timeout: float,
-        buffer_bytes: int,
-    ) -> None:
-        self.family, self.sockaddr = upstream
-        self.net = net
-        self.counters = counters
-        self.rng = rng
-        self.connect_timeout = connect_timeout
-        self.buffer_bytes = buffer_bytes
-        self.links: set[Link] = set()
-        self.selector = FineSelector()
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._calls: deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]]
-        self._calls = deque()
-        self._wake_r, self._wake_w = socket.socketpair()
-        for sock in (self._wake_r, self._wake_w):
-            sock.setblocking(False)
-        self.selector.register(self._wake_r, _READ, self._run_calls)
-        self.listener: socket.socket | None = None
-        self.running = False
-        self._stopping = False
-
-    # --- from the caller's thread -----------------------------------------
-    def bind(self, port: int) -> int:
-        """Listen on 127.0.0.1:``port`` (0: any free port); return the port."""
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(("127.0.0.1", port))
-            listener.listen(128)
-        except OSError:
-            listener.close()
-            self.close()
-            raise
-        listener.setblocking(False)
-        self.listener = listener
-        self.selector.register(listener, _READ, self._accept)
-        self.running = True
-        return int(listener.getsockname()[1])
-
-    def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
-        """Run ``fn`` on the proxy thread; its result arrives in the future."""
-        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        if not self.running:
-            done.set_exception(RuntimeError("the proxy thread is not running"))
-            return done
-        self._calls.append((fn, done))
-        with contextlib.suppress(BlockingIOError, OSError):  # already awake
-            self._wake_w.send(b"\0")
-        return done
-
-    def request_stop(self) -> concurrent.futures.Future[Any]:
-        """Ask the loop to close everything and end."""
-        return self.call(lambda: setattr(self, "_stopping", True))
-
-    # --- on the proxy thread ----------------------------------------------
-    def run(self) -> None:
-        """The loop: sockets, timers and calls, until stopped."""
-        fine_timer_slack()
-        timers = self._timers
-        try:
-            while not self._stopping:
-                timeout = None
-                if timers:
-                    timeout = max(0.0, timers[0][0] - time.monotonic())
-                for key, mask in self.selector.select(timeout):
-                    key.data(mask)
-                if timers:
-                    now = time.monotonic()
-                    while timers and timers[0][0] <= now:
-                        heapq.heappop(timers)[2]()
-        finally:
-            self.running = False
-            self.close()
-
-    def close(self) -> None:
-        """Reset every connection and close every socket (end of the loop)."""
-        for link in list(self.links):
-            link.close(rst=True)
-        for sock in (self.listener, self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
-        self.selector.close()
-        while self._calls:
-            _, done = self._calls.popleft()
-            if not done.done():
-                done.set_exception(RuntimeError("the proxy stopped"))
-
-    def at(self, when: float, fn: Callable[[], None]) -> None:
-        """Call ``fn`` at ``time.monotonic() == when`` (or soon after)."""
-        heapq.heappush(self._timers, (when, next(self._seq), fn))
-
-    def _run_calls(self, mask: int) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while self._wake_r.recv(4096):
-                pass
-        while self._calls:
-            fn, done = self._calls.popleft()
-            try:
-                done.set_result(fn())
-            except Exception as exc:  # handed to the caller's thread
-                done.set_exception(exc)
-
-    def _accept(self, mask: int) -> None:
-        assert self.listener is not None
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # e.g. out of file descriptors: try again later
-                return
-            self.counters.connections += 1
-            if self.net.refusing:
-                self.counters.refused += 1
-                _close(sock, rst=True)
-                continue
-            Link(self, _nonblocking(sock))
-
-    def refresh(self, directions: tuple[Direction, ...] = DIRECTIONS) -> None:
-        """Apply changed knobs to every open connection at once."""
-        for link in list(self.links):
-            for direction in directions:
-                link.pipes[direction].flush()
-
-    def reset_all(self) -> int:
-        """RST every open connection, both sides; return how many."""
-        links = list(self.links)
-        for link in links:
-            link.close(rst=True)
-        self.counters.resets += len(links)
-        return len(links)
 
 
 class End:
@@ -288,8 +51,8 @@ class End:
         self.sock = sock
         self.events = 0  # what the selector watches now
         self.outbuf = bytearray()  # released to this socket, not yet sent
-        self.eof = False  # its peer closed its sending side
-        self.close_when_sent = False  # an EOF is due once outbuf is empty
+        self.eof = False  # it closed its sending side (we read EOF)
+        self.shut_when_sent = False  # an EOF is due to it once outbuf drains
 
 
 class Pipe:
@@ -311,6 +74,7 @@ class Pipe:
         self.last_release = 0.0
         self.free_at = 0.0  # when a capped link has sent what it already took
         self.timer_at = math.inf
+        self.ended = False  # the source's EOF was passed on
 
     def feed(self, data: bytes | None) -> bool:
         """Take a chunk (or EOF, ``None``) read from the source.
@@ -364,13 +128,14 @@ class Pipe:
             if release > now:
                 self._wake_at(release)
                 break
-            if data is None:
+            if data is None:  # pass the half-close on, behind the data
                 self.queue.popleft()
-                if not dst.outbuf:
-                    link.close(rst=False)
-                    return
-                dst.close_when_sent = True  # closed once outbuf drains
-                break
+                self.ended = True
+                if dst.outbuf:
+                    dst.shut_when_sent = True
+                    break
+                link.shut(dst)
+                return
             if knobs.bandwidth is not None:
                 if self.free_at > now:
                     self._wake_at(self.free_at)
@@ -440,7 +205,7 @@ class Link:
     def _connect(self) -> None:
         engine = self.engine
         try:
-            sock = _nonblocking(socket.socket(engine.family, socket.SOCK_STREAM))
+            sock = nonblocking(socket.socket(engine.family, socket.SOCK_STREAM))
             self.server.sock = sock
             err = sock.connect_ex(engine.sockaddr)
         except OSError as exc:  # e.g. out of file descriptors
@@ -475,8 +240,9 @@ class Link:
         up, down = self.pipes["up"], self.pipes["down"]
         self._watch(self.client, self._on_client, up.reading, bool(self.client.outbuf))
         if self.server.sock is not None:
+            readable = down.reading and self.connected
             writable = bool(self.server.outbuf) or not self.connected
-            self._watch(self.server, self._on_server, down.reading, writable)
+            self._watch(self.server, self._on_server, readable, writable)
 
     def _watch(
         self, end: End, callback: Callable[[int], None], read: bool, write: bool
@@ -523,9 +289,11 @@ class Link:
             into.flush()  # room again: release what waited
             if self.closed:
                 return
-        if end.close_when_sent and not end.outbuf:
-            self.close(rst=False)
-            return
+        if end.shut_when_sent and not end.outbuf:
+            end.shut_when_sent = False
+            self.shut(end)
+            if self.closed:
+                return
         if mask & _READ and not self.closed:
             try:
                 data = sock.recv(_RECV_BYTES)
@@ -540,6 +308,16 @@ class Link:
                 return
         self.update()
 
+    def shut(self, end: End) -> None:
+        """Send ``end`` our EOF; once both ways have ended, close the link."""
+        assert end.sock is not None
+        with contextlib.suppress(OSError):
+            end.sock.shutdown(socket.SHUT_WR)
+        if self.pipes["up"].ended and self.pipes["down"].ended:
+            self.close(rst=False)
+        else:
+            self.update()
+
     def close(self, *, rst: bool) -> None:
         """Close both sockets: RST (``rst``) or FIN after what was sent."""
         if self.closed:
@@ -552,4 +330,4 @@ class Link:
                 if end.events:
                     self.engine.selector.unregister(end.sock)
                     end.events = 0
-                _close(end.sock, rst=rst)
+                close_socket(end.sock, rst=rst)
