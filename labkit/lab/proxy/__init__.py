@@ -10,8 +10,19 @@ demand; :class:`Partition` cuts several proxies at once.
 
 Why our own: Toxiproxy, the usual tool, is a Go server that no package
 registry the lab installs from (PyPI, Debian, npm) provides, and no
-maintained Python package does this. This one is a few hundred lines of
-asyncio, in the lab layer: applications never import it.
+maintained Python package does this. This one is a selectors loop in one
+thread per proxy, in the lab layer: applications never import it.
+
+What the knobs mean. "Up" is client to server, "down" server to client.
+Latency is one-way and per chunk, with order kept, so it does not limit
+throughput: ``set_rtt(0.2)`` (= ``set_latency(0.1)`` both ways) adds 0.2 ms
+to every request/reply round trip while a pipeline still streams. Each
+delivery is late by some tens of microseconds more (a thread waking up;
+more on a loaded machine), and the proxy itself adds a hop: measure the
+round trip you get (median PING through the proxy minus direct) rather
+than quoting the knob. A black hole delivers nothing and loses nothing
+(held bytes flow on after ``heal()``); a bandwidth cap or a black hole
+fills the proxy's small buffer and then the sender's, as a real link does.
 
 Routing a replica group through proxies. Put one proxy in front of each data
 server (its *ingress*): every other node reaches that server through it, so
@@ -32,7 +43,11 @@ Sentinel use the proxies' addresses instead of the servers' own ports:
 Clients on the primary's side of a planned partition connect to it directly
 (or through a proxy of their own), so that cutting the primary's ingress
 isolates it from the replica and Sentinel but not from them: the split-brain
-set-up. Everything listens on 127.0.0.1.
+set-up. With ``down_after_ms=500`` the replica is promoted about 2 s after
+the cut; after ``heal()`` Sentinel waits until the old primary has reported
+itself master for 8 s (four 2 s hello periods) before it sends ``REPLICAOF``,
+so the old primary rejoins, and drops the writes it acknowledged alone,
+about 10 s after the heal. Everything listens on 127.0.0.1.
 
 Example:
     >>> primary = Server(password=pw, config={"masterauth": pw}).start()
