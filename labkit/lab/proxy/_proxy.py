@@ -86,7 +86,8 @@ class Proxy:
         upstream_port: Its port.
         port: Port to listen on; by default a free one chosen by the OS
             (kept across :meth:`stop` / :meth:`start`).
-        seed: Seed of the ``random.Random`` that draws the jitter.
+        seed: Seed of the ``random.Random`` that draws the jitter (None:
+            from the OS, different every run).
         connect_timeout: Seconds to wait for upstream to accept a connection;
             when it does not (or refuses), the client's connection is reset.
         buffer_bytes: Bytes the proxy holds per direction and connection

@@ -72,7 +72,7 @@ class ProxyStats(NamedTuple):
         connections: Client connections accepted (refused ones included).
         open_connections: Connections open now.
         refused: Connections closed at once because of :meth:`Proxy.refuse`.
-        resets: Connections reset by :meth:`Proxy.reset` or on stop.
+        resets: Connections reset by :meth:`Proxy.reset`.
         upstream_failures: Connections reset because upstream did not accept.
         set_at: For each knob (``latency_up``, ``bandwidth_down``,
             ``blackhole_up``, ``refuse``, ``reset``, ``heal``...), the
