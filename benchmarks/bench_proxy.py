@@ -94,7 +94,10 @@ def main(seconds: float = 3.0) -> dict[str, Any]:
         if hasattr(select, "epoll"):
             bare_port, bare_stop = bare_forwarder((kw["host"], kw["port"]))
             bare = redis.Redis(
-                port=bare_port, password=kw.get("password"), db=kw.get("db", 0)
+                host="127.0.0.1",
+                port=bare_port,
+                password=kw.get("password"),
+                db=kw.get("db", 0),
             )
             ops["GET via bare forwarder"] = lambda: bare.get("bench:proxy")
         rates = compare_rates(ops, seconds=seconds, rounds=15)
