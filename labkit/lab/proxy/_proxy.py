@@ -363,8 +363,10 @@ class Proxy:
     def set_rtt(self, ms: float, jitter_ms: float = 0.0) -> None:
         """Add ``ms`` (± ``jitter_ms``) to every round trip: half each way.
 
-        ``set_rtt(0.2)`` is ``set_latency(0.1)`` in both directions: a GET
-        that took 0.05 ms on loopback now takes about 0.25 ms.
+        ``set_rtt(0.2)`` is ``set_latency(0.1)`` in both directions: every
+        request/reply round trip grows by 0.2 ms, on top of the proxy's own
+        hop (``benchmarks/bench_proxy.py`` measures both). The jitter is
+        split the same way, so a round trip varies by up to ``jitter_ms``.
         """
         rtt = _number("set_rtt: ms", ms, "milliseconds", 0, MAX_LATENCY_MS)
         jitter = _number(
