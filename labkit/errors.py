@@ -6,6 +6,7 @@ __all__ = [
     "LabkitError",
     "ListenerError",
     "MalformedMessageError",
+    "ProxyError",
     "ServerBinaryNotFoundError",
     "ServerStartError",
     "ServerUnreachableError",
@@ -126,3 +127,17 @@ class MalformedMessageError(LabkitError):
         super().__init__(message)
         self.channel = channel
         self.data = data
+
+
+class ProxyError(LabkitError):
+    """A fault-injecting proxy (``labkit.lab.proxy``) could not start or stop.
+
+    Attributes:
+        upstream: The ``host:port`` the proxy forwards to.
+        port: The port it listens (or tried to listen) on, if known.
+    """
+
+    def __init__(self, message: str, *, upstream: str, port: int | None) -> None:
+        super().__init__(message)
+        self.upstream = upstream
+        self.port = port
