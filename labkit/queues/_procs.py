@@ -8,7 +8,7 @@ import subprocess
 import sys
 from types import TracebackType
 
-from labkit.server._process import _set_parent_death_signal
+from labkit.server import spawn
 
 __all__ = ["WorkerProcesses"]
 
@@ -44,7 +44,7 @@ class WorkerProcesses:
         env = {**os.environ, "REDIS_URL": url}
         self.names = [f"proc-{i}" for i in range(n)]
         self.procs = [
-            subprocess.Popen(
+            spawn(
                 [
                     sys.executable,
                     "-m",
@@ -60,9 +60,6 @@ class WorkerProcesses:
                 ],
                 env=env,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=(
-                    _set_parent_death_signal if sys.platform == "linux" else None
-                ),
             )
             for consumer in self.names
         ]
