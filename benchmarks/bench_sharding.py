@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from itertools import cycle
 from typing import Any
 
-from labkit.measure import compare_rates
+from labkit.lab.measure import compare_rates
 from labkit.server import Server
 from labkit.sharding import (
     HashRing,

@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from labkit.measure import wait_until
+from labkit.core.wait import wait_until
 
 __all__ = ["Flag", "FlagStore", "propagation_ms", "rollout_bucket"]
 

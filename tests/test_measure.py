@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labkit.measure import compare_rates, rate, summarize, time_calls
+from labkit.lab.measure import compare_rates, rate, summarize, time_calls
 
 
 def test_time_calls_returns_one_sample_per_call() -> None:

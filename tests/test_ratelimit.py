@@ -12,7 +12,11 @@ import pytest
 import redis
 
 import labkit
-from labkit.plots.ratelimit import burst_curves, decision_timeline, trailing_admitted
+from labkit.lab.plots.ratelimit import (
+    burst_curves,
+    decision_timeline,
+    trailing_admitted,
+)
 from labkit.ratelimit import (
     ALGORITHMS,
     GCRA,

@@ -15,7 +15,7 @@ import numpy as np
 import redis
 
 from labkit.cache._aside import Cache
-from labkit.measure import time_calls
+from labkit.lab.measure import time_calls
 from labkit.server import flushdb, fresh_client, reconfigured
 
 __all__ = [
@@ -52,7 +52,7 @@ def miss_hit(
 
     A miss is ``drop()`` (the entry's invalidation) then ``read()``, timed
     together, ``n_miss`` times without warm-up; then ``n_hit`` hits, after
-    :func:`labkit.measure.time_calls`' warm-up reads.
+    :func:`labkit.lab.measure.time_calls`' warm-up reads.
     """
 
     def miss() -> Any:

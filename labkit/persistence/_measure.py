@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import redis
 
-from labkit.measure import compare_rates
+from labkit.lab.measure import compare_rates
 from labkit.persistence._policies import POLICIES, policy_config
 from labkit.server import Server
 

@@ -8,7 +8,7 @@ make it *visible*: :class:`Publisher` numbers every message per channel, and
 :class:`Subscriber` counts the gaps, the reconnects and the silent periods.
 """
 
-from labkit.measure import wait_until  # re-exported: notebook 05 uses it here
+from labkit.core.wait import wait_until  # re-exported: notebook 05 uses it here
 from labkit.pubsub._measure import delivery_matrix, measure_fanout
 from labkit.pubsub._messages import Publisher, Received, SubscriberStats, is_pong
 from labkit.pubsub._subscriber import Subscriber

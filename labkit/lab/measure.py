@@ -1,4 +1,4 @@
-"""Timing helpers for notebooks and benchmarks: samples, percentiles, ratios.
+"""Lab: timing helpers for notebooks and benchmarks: samples, percentiles, ratios.
 
 Every number the lab prints is measured by these helpers in the same run as the
 number it is compared with. Durations come from ``time.perf_counter()``;
@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from labkit.core.wait import wait_until  # re-exported: the notebooks' bounded wait
 
 __all__ = ["Summary", "compare_rates", "rate", "summarize", "time_calls", "wait_until"]
 
@@ -127,22 +129,3 @@ def compare_rates(
                 rate(fn, seconds=seconds / rounds, ops_per_call=per_call)
             )
     return {label: float(np.median(v)) for label, v in samples.items()}
-
-
-def wait_until(
-    condition: Callable[[], object], timeout: float = 5.0, *, interval: float = 0.01
-) -> bool:
-    """Poll ``condition()`` until it is true; False if ``timeout`` seconds passed.
-
-    For conditions another thread or process makes true (a reconnect, a
-    counter, a flag change): the wait is bounded, and the caller asserts on
-    the answer instead of sleeping a fixed time and hoping.
-    """
-    if not isinstance(timeout, int | float) or timeout <= 0:
-        raise ValueError(f"timeout={timeout!r}: expected a number of seconds > 0")
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True

@@ -59,7 +59,7 @@ def percentile_bars(
 
     Args:
         systems: ``{system: {"miss": seconds, "hit": seconds}}``, sample arrays
-            as :func:`labkit.measure.time_calls` returns them.
+            as :func:`labkit.lab.measure.time_calls` returns them.
         title: Figure title.
 
     One group of bars per system: misses in orange, hits in blue, the three
