@@ -143,7 +143,7 @@ def eviction_bars(results: Sequence[Any], *, title: str = "") -> Figure:
     """Hit ratio per ``maxmemory-policy``, with evictions and refused writes.
 
     Args:
-        results: :class:`labkit.cache.experiments.EvictionResult` items.
+        results: :class:`labkit.lab.caching.EvictionResult` items.
         title: Figure title.
     """
     fig, ax = plt.subplots(figsize=(8, 0.8 + 0.6 * len(results)))

@@ -1,4 +1,4 @@
-"""The caching notebook's experiments: a stampede at expiry, eviction under Zipf.
+"""Lab: the caching notebook's experiments: a stampede at expiry, eviction under Zipf.
 
 Each function runs one bounded trial against a real server and returns plain
 numbers; the notebook and the benchmark call them in loops and plot them.
@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import redis
 
-from labkit.cache._aside import Cache
+from labkit.cache import Cache
 from labkit.lab.measure import time_calls
 from labkit.server import flushdb, fresh_client, reconfigured
 

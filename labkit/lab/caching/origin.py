@@ -1,4 +1,4 @@
-"""A real, slow origin for the caching experiments: SQLite plus an added latency.
+"""Lab: a real, slow origin for the caching experiments: SQLite plus a latency.
 
 The tutorials cache reads from Postgres, MongoDB, GitHub and a slow HTTP API.
 :class:`Origin` stands in for all of them: a real SQLite database (users,
@@ -6,9 +6,7 @@ photos, blog posts, repositories with star counts, weather per city) whose every
 call first sleeps ``latency`` seconds, the knob the notebooks turn to the
 latencies the tutorials quote (150-200 ms, 409 ms, 900 ms, 1400 ms).
 
-The seed data is generated deterministically by :func:`seed_sql` and committed
-as ``data/origin_seed.sql``; when that file is absent (an installed package,
-not a checkout) the same SQL is generated on the fly.
+The seed data is generated deterministically by :func:`seed_sql`.
 """
 
 from __future__ import annotations
@@ -18,13 +16,9 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-__all__ = ["SEED_PATH", "Origin", "seed_sql"]
-
-#: The committed seed script (regenerate with ``python -m labkit.origin``).
-SEED_PATH = Path(__file__).resolve().parents[1] / "data" / "origin_seed.sql"
+__all__ = ["Origin", "seed_sql"]
 
 _SCHEMA = """\
 CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL);
@@ -98,8 +92,8 @@ class Origin:
         latency: Seconds every call sleeps before it runs its query (>= 0). Set
             the attribute to change it later; ``latency_for`` overrides it per
             method name (``{"list_photos": 1.4}``).
-        seed: Seed of the generated data; ``None`` loads ``data/origin_seed.sql``
-            when present (it equals ``seed_sql()``), else generates it.
+        seed: Seed of the generated data (:func:`seed_sql`); ``None`` means
+            the default seed, 2024.
 
     Calls are thread-safe and overlap: the sleep happens outside the database
     lock, as it would with a connection pool, so N concurrent readers take
@@ -112,10 +106,7 @@ class Origin:
         self.latency_for: dict[str, float] = {}
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
-        if seed is None and SEED_PATH.exists():
-            script = SEED_PATH.read_text()
-        else:
-            script = seed_sql(2024 if seed is None else seed)
+        script = seed_sql(2024 if seed is None else seed)
         self._db = sqlite3.connect(":memory:", check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.executescript(script)
@@ -223,8 +214,3 @@ class Origin:
         rows = self._run("weather", "SELECT * FROM weather WHERE city = ?", (city,))
         return rows[0] if rows else None
 
-
-if __name__ == "__main__":
-    SEED_PATH.parent.mkdir(exist_ok=True)
-    SEED_PATH.write_text(seed_sql())
-    print(f"wrote {SEED_PATH}")
