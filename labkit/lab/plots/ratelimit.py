@@ -1,4 +1,4 @@
-"""Plots for notebook 02: what a rate limiter lets through, over time."""
+"""Lab: plots for notebook 02: what a rate limiter lets through, over time."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
-
-from labkit.ratelimit.simulate import peak
 
 __all__ = ["burst_curves", "decision_timeline", "trailing_admitted"]
 
@@ -26,7 +24,7 @@ def trailing_admitted(
 
     Args:
         series: label -> (times of admitted requests, trailing counts), as
-            returned by ``labkit.ratelimit.simulate.admitted_per_period``.
+            returned by :func:`labkit.lab.ratelimit.admitted_per_period`.
         limit: Drawn as the promise (dashed) and twice it (dotted).
         period: Seconds, for the axis label.
     """
@@ -51,6 +49,7 @@ def decision_timeline(
     times: Series,
     decisions: Mapping[str, Series],
     *,
+    peaks: Mapping[str, int] | None = None,
     period: float | None = None,
     title: str = "Allowed (green) and refused (red), same traffic",
 ) -> Figure:
@@ -59,9 +58,13 @@ def decision_timeline(
     Args:
         times: Arrival time of each request (seconds).
         decisions: label -> booleans, one per request (True = allowed).
-        period: If given, each row's label also shows the most requests it
-            admitted in any ``period`` seconds.
+        peaks: If given, label -> the most requests that limiter admitted in
+            any ``period`` seconds (:func:`labkit.lab.ratelimit.peak`), shown
+            in its row's label.
+        period: The period of ``peaks``, in seconds (required with ``peaks``).
     """
+    if peaks is not None and period is None:
+        raise ValueError("peaks needs period= (the seconds the peaks count over)")
     t = np.asarray(times)
     rows = list(decisions.items())
     fig, ax = plt.subplots(figsize=(9, 0.6 + 0.55 * (len(rows) + 1)))
@@ -73,8 +76,8 @@ def decision_timeline(
         ax.eventplot(t[~ok], lineoffsets=y, linelengths=0.35, colors="tab:red")
         ax.eventplot(t[ok], lineoffsets=y, linelengths=0.7, colors="tab:green")
         most = ""
-        if period is not None:
-            most = f", max {peak(t, ok, period)} per {period:g} s"
+        if peaks is not None:
+            most = f", max {peaks[label]} per {period:g} s"
         labels.append(f"{label} ({ok.sum()} allowed{most})")
     ax.set_yticks(range(len(rows), -1, -1), labels)
     ax.set_xlabel("seconds")

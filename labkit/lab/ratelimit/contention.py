@@ -1,4 +1,4 @@
-"""Many processes hammering one key: does a limiter admit exactly its limit?
+"""Lab: many processes hammering one key: does a limiter admit exactly its limit?
 
 Used by the tests and notebook 02. Workers are real processes (``spawn``), each
 with its own client made from the server URL, released together by a barrier so
@@ -13,8 +13,8 @@ from types import TracebackType
 from typing import Any
 
 import labkit
+from labkit.lab.ratelimit.naive import get_then_incr
 from labkit.ratelimit import ALGORITHMS
-from labkit.ratelimit.naive import get_then_incr
 
 __all__ = ["NAIVE", "Contention"]
 

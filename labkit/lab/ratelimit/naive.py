@@ -1,4 +1,4 @@
-"""The tutorials' limiters, reproduced to measure what goes wrong with them.
+"""Lab: the tutorials' limiters, reproduced to measure what goes wrong with them.
 
 Do not use these: they are here so that notebook 02 and the tests can run them
 into their failures. Each takes the client first and the caller's key as is.
@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import redis
 
-from labkit.ratelimit._base import _load_lua
+from labkit.core.scripts import Script
 
 __all__ = ["TutorialWindow", "get_then_incr", "incr_refresh_expire"]
 
@@ -25,12 +25,13 @@ class TutorialWindow:
     """
 
     def __init__(self, client: redis.Redis, limit: int = 5, window: int = 60) -> None:
+        self.client = client
         self.limit, self.window = limit, window
-        self._script = client.register_script(_load_lua("tutorial_window"))
+        self._script = Script("ratelimit_tutorial_window")
 
     def allow(self, key: str) -> bool:
         """True if the request is admitted (the tutorial answers 429 otherwise)."""
-        return self._script(keys=[key], args=[self.limit, self.window]) == 1
+        return self._script(self.client, [key], [self.limit, self.window]) == 1
 
 
 def incr_refresh_expire(client: redis.Redis, key: str, ttl: int = 2) -> str:

@@ -1,4 +1,4 @@
-"""Replay a traffic trace through a limiter, on the real server, faster than time.
+"""Lab: replay a traffic trace through a limiter, on the real server, faster than time.
 
 The limiter gets a clock that reads the trace's timestamps, so two minutes of
 traffic take a fraction of a second and the decisions are the same every run.
@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from labkit.ratelimit import ALGORITHMS
-from labkit.ratelimit._base import Limiter
+from labkit.ratelimit import ALGORITHMS, Limiter
 
 __all__ = ["admitted_per_period", "compare", "peak", "simulate", "traffic"]
 
