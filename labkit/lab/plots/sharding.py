@@ -1,4 +1,4 @@
-"""Plots for notebook 03: where keys land, what moves, and the cluster's slots."""
+"""Lab: plots for notebook 03: where keys land, what moves, and the cluster's slots."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from labkit.sharding import growth_cost, load_spread, make_router
-
 __all__ = [
     "keys_per_node",
     "moved_bars",
-    "router_explorer",
     "slot_map",
     "spread_vs_vnodes",
 ]
@@ -140,24 +137,3 @@ def slot_map(
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
-
-
-def router_explorer(
-    keys: Sequence[str], router: str = "hash ring", nodes: int = 4, vnodes: int = 160
-) -> Figure:
-    """Keys per node for one router, titled with what adding a node would move.
-
-    Args:
-        keys: The keys to place.
-        router: A label from :data:`labkit.sharding.ROUTER_KINDS`.
-        nodes: Number of nodes (named ``node0`` ...).
-        vnodes: Virtual nodes per node (hash ring only).
-    """
-    names = [f"node{i}" for i in range(nodes)]
-    frac = growth_cost(router, nodes, keys, vnodes=vnodes)
-    counts = load_spread(make_router(router, names, vnodes=vnodes), keys).counts
-    return keys_per_node(
-        {router: counts},
-        title=f"{nodes} -> {nodes + 1} nodes moves {frac:.1%} "
-        f"(ideal {1 / (nodes + 1):.1%})",
-    )

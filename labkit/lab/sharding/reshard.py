@@ -1,4 +1,4 @@
-"""Live resharding of a :class:`labkit.server.Cluster`: grow it and move slots.
+"""Lab: live resharding of a :class:`labkit.server.Cluster`: grow it and move slots.
 
 The moves are the ones ``redis-cli --cluster reshard`` makes, written out so
 each step can be read and timed. For every slot:
@@ -27,13 +27,13 @@ from typing import Any, NamedTuple
 import redis
 
 from labkit.errors import LabkitError
-from labkit.server import Cluster, Server
-from labkit.sharding._live import (
+from labkit.lab.sharding._live import (
     LiveTraffic,
     ReshardSafeCluster,
     TrafficReport,
     safe_client,
 )
+from labkit.server import Cluster, Server
 
 __all__ = [
     "LiveTraffic",

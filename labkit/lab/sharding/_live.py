@@ -1,6 +1,6 @@
-"""Cluster clients under live resharding: a redirect-safe client, test traffic.
+"""Lab: cluster clients under live resharding: a redirect-safe client, test traffic.
 
-Housed here to keep :mod:`labkit.reshard` short; import them from there.
+Housed here to keep :mod:`labkit.lab.sharding.reshard` short; import them from there.
 """
 
 from __future__ import annotations

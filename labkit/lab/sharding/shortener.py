@@ -1,4 +1,4 @@
-"""A URL shortener spread over several servers with client-side sharding.
+"""Lab: the tutorial's URL shortener over several servers, client-side sharding.
 
 The tutorial system (three servers, a short code -> URL with a one-hour TTL,
 redirect or 404, hit/miss counts), rebuilt on :mod:`labkit.sharding` so the

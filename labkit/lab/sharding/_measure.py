@@ -1,4 +1,4 @@
-"""How well a router spreads keys, and how many keys move when nodes change."""
+"""Lab: how well a router spreads keys, and how many keys move when nodes change."""
 
 from __future__ import annotations
 
@@ -8,18 +8,22 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from labkit.sharding._hash import char_sum
-from labkit.sharding._routers import (
+from matplotlib.figure import Figure
+
+from labkit.lab.plots.sharding import keys_per_node
+from labkit.sharding import (
     HashRing,
     JumpHash,
     ModuloRouter,
     Rendezvous,
     Router,
+    char_sum,
 )
 
 __all__ = [
     "ROUTER_KINDS",
     "Spread",
+    "explore_router",
     "growth_cost",
     "load_spread",
     "make_router",
@@ -144,3 +148,27 @@ def ring_balance(vnodes: int, *, nodes: int = 4, seed: int = 0) -> float:
         raise ValueError(f"nodes={nodes!r}: must be an int >= 1")
     ring = HashRing([f"s{seed}-n{i}" for i in range(nodes)], vnodes=vnodes)
     return max(ring.shares().values()) * nodes
+
+
+def explore_router(
+    keys: Sequence[str], router: str = "hash ring", nodes: int = 4, vnodes: int = 160
+) -> Figure:
+    """Keys per node for one router, titled with what adding a node would move.
+
+    Computes the placement and the growth cost, then draws them with
+    :func:`labkit.lab.plots.sharding.keys_per_node`.
+
+    Args:
+        keys: The keys to place.
+        router: A label from :data:`ROUTER_KINDS`.
+        nodes: Number of nodes (named ``node0`` ...).
+        vnodes: Virtual nodes per node (hash ring only).
+    """
+    names = [f"node{i}" for i in range(nodes)]
+    frac = growth_cost(router, nodes, keys, vnodes=vnodes)
+    counts = load_spread(make_router(router, names, vnodes=vnodes), keys).counts
+    return keys_per_node(
+        {router: counts},
+        title=f"{nodes} -> {nodes + 1} nodes moves {frac:.1%} "
+        f"(ideal {1 / (nodes + 1):.1%})",
+    )
