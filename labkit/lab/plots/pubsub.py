@@ -18,7 +18,7 @@ def delivery_heatmap(
 
     Args:
         matrix: ``{subscriber: {channel: count}}``, as from
-            :func:`labkit.pubsub.delivery_matrix`.
+            :func:`labkit.lab.pubsub.delivery_matrix`.
         title: Figure title.
     """
     rows = list(matrix)
@@ -43,7 +43,7 @@ def fanout_latency(
 
     Args:
         latencies: ``{subscribers: seconds}``, each value an array of shape
-            ``(messages, subscribers)`` (:func:`labkit.pubsub.measure_fanout`).
+            ``(messages, subscribers)`` (:func:`labkit.lab.pubsub.measure_fanout`).
         title: Figure title.
 
     Two views: every delivery (left), and the *last* subscriber to get each

@@ -1,4 +1,4 @@
-"""Measuring pub/sub: who received what, fan-out latency, waiting for a condition."""
+"""Lab: measuring pub/sub: who received what, fan-out latency."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import redis
 
-from labkit.pubsub._messages import Publisher
-from labkit.pubsub._subscriber import Subscriber
+from labkit.pubsub import Publisher, Subscriber
 from labkit.server import fresh_client
 
 __all__ = ["delivery_matrix", "measure_fanout"]

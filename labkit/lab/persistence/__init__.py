@@ -1,7 +1,7 @@
-"""Durability experiments on real servers: crash tests, costs, failover."""
+"""Lab: durability experiments on real servers: crash tests, costs, failover."""
 
-from labkit.persistence._crash import CrashResult, crash_test
-from labkit.persistence._measure import (
+from labkit.lab.persistence._crash import CrashResult, crash_test
+from labkit.lab.persistence._measure import (
     AofFile,
     RestartResult,
     aof_files,
@@ -11,14 +11,14 @@ from labkit.persistence._measure import (
     servers_for,
     write_throughput,
 )
-from labkit.persistence._memory import (
+from labkit.lab.persistence._memory import (
     FillResult,
     OverLimit,
     fill_to_limit,
     lua_over_limit,
     series_lua,
 )
-from labkit.persistence._policies import (
+from labkit.lab.persistence._policies import (
     POLICIES,
     OsCrashExposure,
     os_crash_exposure,

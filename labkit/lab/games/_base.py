@@ -59,11 +59,6 @@ class GameState(NamedTuple):
         """True once someone has won or the board is full."""
         return self.winner != ""
 
-    def render(self) -> str:
-        """The board as three lines of text."""
-        rows = [" ".join(self.board[i : i + 3]) for i in (0, 3, 6)]
-        return "\n".join(rows)
-
 
 class MoveResult(NamedTuple):
     """What a server answered to one move.

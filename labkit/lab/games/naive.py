@@ -3,7 +3,7 @@
 Each server holds the board in its own memory, checks a move against that
 copy, and publishes the whole state on one channel; every server replaces its
 board with whatever state it receives. Three things go wrong, each shown by
-:mod:`labkit.games.scenarios`: a restart stays local, two servers accept moves
+:mod:`labkit.lab.games.scenarios`: a restart stays local, two servers accept moves
 from the same position at the same time, and a server that was disconnected
 plays on from a stale board and then overwrites everyone else's.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from labkit.games._base import ChannelServer, GameState, MoveResult, check_move_args
-from labkit.games._base import winner_of as _winner_of
+from labkit.lab.games._base import ChannelServer, GameState, MoveResult, check_move_args
+from labkit.lab.games._base import winner_of as _winner_of
 
 __all__ = ["NaiveGameServer"]
 

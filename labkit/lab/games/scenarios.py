@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from labkit.games._base import winner_of
+from labkit.lab.games._base import winner_of
 
 __all__ = [
     "SCENARIOS",

@@ -6,8 +6,8 @@ from typing import Any
 
 from ipywidgets import HTML, Button, GridBox, HBox, Layout, VBox
 
-from labkit.games._base import MoveResult
-from labkit.games.tictactoe import GameServer
+from labkit.lab.games._base import MoveResult
+from labkit.lab.games.tictactoe import GameServer
 
 __all__ = ["Board"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from labkit.persistence._policies import policy_config
+from labkit.lab.persistence._policies import policy_config
 from labkit.server import Server, no_retry
 
 __all__ = ["CrashResult", "crash_test"]
@@ -115,7 +115,7 @@ def crash_test(
     taken during the stream, so the writes after it are what a crash loses.
 
     Args:
-        policy: One of ``labkit.persistence.POLICIES``.
+        policy: One of ``labkit.lab.persistence.POLICIES``.
         writes: Cap on writes sent (>= 2).
         kill_at: Acknowledged writes before the kill (default ``writes // 2``).
         rate: Writes per second for the writer (None: as fast as it can).

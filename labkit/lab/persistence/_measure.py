@@ -13,7 +13,7 @@ from typing import NamedTuple
 import redis
 
 from labkit.lab.measure import compare_rates
-from labkit.persistence._policies import POLICIES, policy_config
+from labkit.lab.persistence._policies import POLICIES, policy_config
 from labkit.server import Server
 
 __all__ = [

@@ -12,7 +12,7 @@ import threading
 from importlib import resources
 from typing import Any
 
-from labkit.games._base import ChannelServer, GameState, MoveResult, check_move_args
+from labkit.lab.games._base import ChannelServer, GameState, MoveResult, check_move_args
 from labkit.pubsub import Received, Subscriber
 
 __all__ = ["GameServer"]
