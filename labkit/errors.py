@@ -10,6 +10,7 @@ __all__ = [
     "ServerStartError",
     "ServerUnreachableError",
     "ServerVersionError",
+    "SessionExpiredError",
     "UnsafeServerError",
 ]
 
@@ -108,3 +109,18 @@ class MalformedMessageError(LabkitError):
         super().__init__(message)
         self.channel = channel
         self.data = data
+
+
+class SessionExpiredError(LabkitError):
+    """A chat session (:mod:`labkit.lab.chat`) is unknown or its hour is over.
+
+    Attributes:
+        token: The token that was given.
+    """
+
+    def __init__(self, token: str) -> None:
+        super().__init__(
+            f"session {token!r} does not exist or has expired; start a new one "
+            "with ChatService.new_session()"
+        )
+        self.token = token

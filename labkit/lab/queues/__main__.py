@@ -1,4 +1,4 @@
-"""``python -m labkit.queues worker --name NAME --handler module:function``.
+"""``python -m labkit.lab.queues worker --name NAME --handler module:function``.
 
 Runs one worker in this process until SIGTERM/SIGINT (it finishes the job in
 hand, then exits) or, with ``--burst``, until the queue is drained. The server
@@ -14,8 +14,7 @@ import sys
 from types import FrameType
 
 import labkit
-from labkit.queues._queue import JobQueue
-from labkit.queues._worker import Handler, Worker
+from labkit.queues import Handler, JobQueue, Worker
 
 
 def load_handler(spec: str) -> Handler:
@@ -27,12 +26,12 @@ def load_handler(spec: str) -> Handler:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labkit.queues")
+    parser = argparse.ArgumentParser(prog="python -m labkit.lab.queues")
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("worker", help="run one worker")
     w.add_argument("--url", default=None, help="server URL (default: REDIS_URL)")
     w.add_argument("--name", required=True, help="queue name")
-    w.add_argument("--handler", default="labkit.queues.demo:record")
+    w.add_argument("--handler", default="labkit.lab.queues.demo:record")
     w.add_argument("--consumer", default=None, help="consumer name in the group")
     w.add_argument("--prefix", default="lab:queue")
     w.add_argument("--visibility", type=float, default=30.0, help="seconds")

@@ -1,6 +1,6 @@
-"""Stand-in handlers and experiments for the lab (notebook 06, tests, benchmark).
+"""Lab: stand-in handlers and experiments (notebook 06, tests, benchmark).
 
-``python -m labkit.queues worker --handler labkit.queues.demo:record`` runs
+``python -m labkit.lab.queues worker --handler labkit.lab.queues.demo:record`` runs
 one of these in a separate process. They do no real work: they record that
 they ran, so that tests and notebooks can count runs, duplicates and losses.
 :func:`crash_run` SIGKILLs a worker process mid-batch and counts;
@@ -16,10 +16,16 @@ from typing import Any
 
 import redis
 
-from labkit.queues._procs import WorkerProcesses
-from labkit.queues._queue import GROUP, Job, JobQueue
-from labkit.queues._types import QueueCounts
-from labkit.queues._worker import Handler, RunResult, run_threads
+from labkit.lab.queues._procs import WorkerProcesses
+from labkit.queues import (
+    GROUP,
+    Handler,
+    Job,
+    JobQueue,
+    QueueCounts,
+    RunResult,
+    run_threads,
+)
 
 __all__ = [
     "CrashRun",
@@ -106,7 +112,7 @@ def crash_run(
 ) -> CrashRun:
     """SIGKILL one of ``workers`` worker processes mid-batch and count.
 
-    Worker processes (``python -m labkit.queues worker``, handler
+    Worker processes (``python -m labkit.lab.queues worker``, handler
     :func:`record`, visibility timeout 1 s) work on queue ``name`` of the
     server at ``url``. Once ``kill_after`` of the jobs are done and worker 0
     holds at least 3 unacknowledged jobs, it is SIGKILLed; the run ends when

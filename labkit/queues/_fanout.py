@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import redis
 
-from labkit.queues import Job, JobQueue
+from labkit.queues._queue import Job, JobQueue
 
 __all__ = ["FanOut", "PartResult"]
 

@@ -1,4 +1,4 @@
-"""A chat service on streams: sessions with a TTL, a worker pool, private replies.
+"""Lab: the AI-chatbot tutorial system on streams: sessions with a TTL, private replies.
 
 Clients append their message to the session history and add a request to one
 stream; workers in a consumer group each get different requests, build the
@@ -20,14 +20,13 @@ from typing import Any, NamedTuple
 
 import redis
 
-from labkit.errors import LabkitError
+from labkit.errors import SessionExpiredError
 
 __all__ = [
     "ChatClient",
     "ChatService",
     "ChatWorker",
     "Reply",
-    "SessionExpiredError",
     "echo_model",
 ]
 
@@ -36,21 +35,6 @@ Model = Callable[[Sequence[Mapping[str, str]]], str]
 
 GROUP = "chat-workers"
 CONTEXT = 4  # messages of history the prompt is built from
-
-
-class SessionExpiredError(LabkitError):
-    """The session token is unknown or its one-hour lifetime is over.
-
-    Attributes:
-        token: The token that was given.
-    """
-
-    def __init__(self, token: str) -> None:
-        super().__init__(
-            f"session {token!r} does not exist or has expired; start a new one "
-            "with ChatService.new_session()"
-        )
-        self.token = token
 
 
 class Reply(NamedTuple):

@@ -1,4 +1,4 @@
-"""Worker processes: start real ``python -m labkit.queues worker`` processes."""
+"""Lab: worker processes: real ``python -m labkit.lab.queues worker`` processes."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class WorkerProcesses:
         n: Number of processes.
         handler: ``module:function`` of the handler, importable by the child.
         options: Extra command-line options, e.g. ``["--visibility", "1"]``
-            (see ``python -m labkit.queues worker --help``).
+            (see ``python -m labkit.lab.queues worker --help``).
 
     A context manager: leaving it stops every worker (SIGTERM: finish the job
     in hand, then exit), and on Linux a worker dies with the process that
@@ -36,7 +36,7 @@ class WorkerProcesses:
         name: str,
         n: int = 1,
         *,
-        handler: str = "labkit.queues.demo:record",
+        handler: str = "labkit.lab.queues.demo:record",
         options: list[str] | None = None,
     ) -> None:
         if not isinstance(n, int) or n < 1:
@@ -48,7 +48,7 @@ class WorkerProcesses:
                 [
                     sys.executable,
                     "-m",
-                    "labkit.queues",
+                    "labkit.lab.queues",
                     "worker",
                     "--name",
                     name,
