@@ -1,4 +1,4 @@
-"""The lab's exceptions: one base class, a few subclasses that carry context."""
+"""Library: labkit's exceptions: one base class, subclasses that carry context."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Feature flags in Redis, read from a local copy kept fresh by pub/sub.
+"""Library: feature flags in Redis, read from a local copy kept fresh by pub/sub.
 
 Reading a flag costs no round trip: every :class:`FlagStore` holds a copy of
 the flag set, and a background thread applies the changes other processes

@@ -1,4 +1,4 @@
-"""labkit.measure: sample shapes, units and argument checks (no timing asserts)."""
+"""labkit.lab.measure: sample shapes, units and argument checks (no timing asserts)."""
 
 from __future__ import annotations
 

