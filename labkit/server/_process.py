@@ -164,6 +164,9 @@ def spawn(argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen[bytes]:
 
     Returns:
         The started process.
+
+    Raises:
+        TypeError: ``preexec_fn`` was passed.
     """
     if "preexec_fn" in popen_kwargs:
         raise TypeError("spawn() sets preexec_fn itself (the death signal)")
