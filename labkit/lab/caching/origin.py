@@ -213,4 +213,3 @@ class Origin:
         """Current weather of a city, or None."""
         rows = self._run("weather", "SELECT * FROM weather WHERE city = ?", (city,))
         return rows[0] if rows else None
-
