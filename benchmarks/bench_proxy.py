@@ -30,8 +30,8 @@ from typing import Any
 import redis
 
 import labkit
+from labkit.lab.measure import compare_rates
 from labkit.lab.proxy import Proxy
-from labkit.measure import compare_rates
 
 TARGET_MS = 0.1
 RTTS_MS = [0.2, 1.0, 5.0]

@@ -1,4 +1,4 @@
-"""The lab's exceptions: one base class, a few subclasses that carry context."""
+"""Library: labkit's exceptions: one base class, subclasses that carry context."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ __all__ = [
     "ServerStartError",
     "ServerUnreachableError",
     "ServerVersionError",
+    "SessionExpiredError",
     "UnsafeServerError",
 ]
 
@@ -141,3 +142,18 @@ class ProxyError(LabkitError):
         super().__init__(message)
         self.upstream = upstream
         self.port = port
+
+
+class SessionExpiredError(LabkitError):
+    """A chat session (:mod:`labkit.lab.chat`) is unknown or its hour is over.
+
+    Attributes:
+        token: The token that was given.
+    """
+
+    def __init__(self, token: str) -> None:
+        super().__init__(
+            f"session {token!r} does not exist or has expired; start a new one "
+            "with ChatService.new_session()"
+        )
+        self.token = token

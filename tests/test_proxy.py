@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 
+from labkit.core.wait import wait_until
 from labkit.errors import ProxyError
 from labkit.lab.proxy import (
     Partition,
@@ -22,9 +23,8 @@ from labkit.lab.proxy import (
     announce_via,
     monitor_via,
     replicate_via,
+    running_proxies,
 )
-from labkit.lab.proxy import _proxy as proxy_module
-from labkit.measure import wait_until
 from labkit.server import Sentinel, Server, free_port, no_retry
 
 
@@ -47,7 +47,7 @@ def no_leaks(server: Server) -> Iterator[None]:
     assert wait_until(lambda: set(threading.enumerate()) <= threads, 3), (
         f"threads left running: {set(threading.enumerate()) - threads}"
     )
-    assert not proxy_module._running, f"proxies left running: {proxy_module._running}"
+    assert not running_proxies(), f"proxies left running: {running_proxies()}"
     assert wait_until(lambda: _open_fds() <= fds, 3), (
         f"file descriptors: {fds} before, {_open_fds()} after"
     )

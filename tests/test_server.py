@@ -75,7 +75,7 @@ def test_several_servers_are_independent() -> None:
 def test_kill_then_restart_with_aof_keeps_acknowledged_writes() -> None:
     """SIGKILL loses no acknowledged write when appendonly is on."""
     # appendfsync always: with everysec a write held back while a slow
-    # background fsync runs could still be lost (labkit.persistence.crash_test).
+    # background fsync runs could still be lost (labkit.lab.persistence.crash_test).
     with Server(config={"appendonly": "yes", "appendfsync": "always"}) as server:
         r = server.client()
         for i in range(500):

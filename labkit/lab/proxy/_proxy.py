@@ -43,6 +43,12 @@ _running: set[Proxy] = set()
 _running_lock = threading.Lock()
 
 
+def running_proxies() -> list[Proxy]:
+    """Every proxy started in this process and not stopped yet."""
+    with _running_lock:
+        return list(_running)
+
+
 @atexit.register
 def _stop_all() -> None:
     with _running_lock:
