@@ -1,4 +1,4 @@
-"""Lab: plots for notebook 02: what a rate limiter lets through, over time."""
+"""Lab: plots for notebook 03: what a rate limiter lets through, over time."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Lab: rate-limit experiments: the tutorials' limiters, trace replay, contention."""
 
 from labkit.lab.ratelimit.contention import NAIVE, Contention
+from labkit.lab.ratelimit.flags import propagation_ms
 from labkit.lab.ratelimit.naive import (
     TutorialWindow,
     get_then_incr,
@@ -23,6 +24,7 @@ __all__ = [
     "get_then_incr",
     "incr_refresh_expire",
     "peak",
+    "propagation_ms",
     "simulate",
     "traffic",
 ]
