@@ -125,7 +125,7 @@ class FlagStore:
 
     Keys:
         ``lab:flags:<namespace>`` (hash): one field per flag, a JSON document
-        ``{on, value, percent}`` of at most MAX_DOCUMENT bytes; no TTL (it is
+        {on, value, percent} of at most MAX_DOCUMENT bytes; no TTL (it is
         configuration: one field per flag, removed by delete).
         ``lab:flags:<namespace>:version`` (string): the number of changes
         ever made to the set; no TTL (one integer per flag set).

@@ -37,8 +37,8 @@ class SlidingLog(Limiter):
 
     Keys:
         ``<prefix>:<key>`` (sorted set): one member per admitted unit, scored
-        by its admission time (us); at most ``limit`` members, and it expires
-        ``period`` after the last admission.
+        by its admission time (us); at most `limit` members, and it expires
+        `period` after the last admission.
     """
 
     script = Script("ratelimit_sliding_log")

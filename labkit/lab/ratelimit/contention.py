@@ -28,6 +28,7 @@ NAIVE = "get_then_incr"
 #: Seconds a worker's socket may stay silent before its call fails.
 SOCKET_TIMEOUT = 10.0
 _barrier: Any = None
+_clients: dict[str, Any] = {}
 
 
 def _init(barrier: Any) -> None:
@@ -35,22 +36,26 @@ def _init(barrier: Any) -> None:
     _barrier = barrier
 
 
+def _client(url: str) -> Any:
+    """This worker's client for ``url``, made once and kept for later trials."""
+    global _clients
+    if url not in _clients:
+        _clients[url] = labkit.connect(url, socket_timeout=SOCKET_TIMEOUT)
+    return _clients[url]
+
+
 def _hammer(
     url: str, algorithm: str, key: str, attempts: int, limit: int, period: float
 ) -> int:
     """One worker's share: ``attempts`` requests on ``key``; how many got through."""
     try:
-        client = labkit.connect(url, socket_timeout=SOCKET_TIMEOUT)
-    except BaseException:
-        _barrier.abort()  # the others stop waiting for this one
-        raise
-    try:
+        client = _client(url)
         limiter = (
             None
             if algorithm == NAIVE
             else ALGORITHMS[algorithm](client, limit=limit, period=period)
         )
-        client.ping()  # connect before the start line
+        client.ping()  # connected before the start line
         _barrier.wait(timeout=60)
         admitted = 0
         for _ in range(attempts):
@@ -60,10 +65,8 @@ def _hammer(
                 admitted += limiter.allow(key).allowed
         return admitted
     except BaseException:
-        _barrier.abort()
+        _barrier.abort()  # the others stop waiting for this one
         raise
-    finally:
-        client.close()
 
 
 class Contention:

@@ -13,9 +13,20 @@ from typing import Any
 import numpy as np
 import redis
 
+from labkit.core.args import DAY, check_int, check_number, check_seconds
 from labkit.ratelimit import ALGORITHMS, Limiter
 
-__all__ = ["admitted_per_period", "compare", "peak", "simulate", "traffic"]
+__all__ = [
+    "MAX_REQUESTS",
+    "admitted_per_period",
+    "compare",
+    "peak",
+    "simulate",
+    "traffic",
+]
+
+#: The most requests a generated trace may hold (its mean; it is a sample).
+MAX_REQUESTS = 1_000_000
 
 
 def traffic(
@@ -34,12 +45,15 @@ def traffic(
     Returns:
         Sorted float64 array of arrival times in ``[0, seconds)``.
     """
-    if not rate > 0:
-        raise ValueError(f"rate={rate!r}: must be > 0 requests per second")
-    if not seconds > 0:
-        raise ValueError(f"seconds={seconds!r}: must be > 0")
-    if not 0 <= burstiness < 1:
-        raise ValueError(f"burstiness={burstiness!r}: must be in [0, 1)")
+    check_number("rate", rate, min=0, max=1e5, min_open=True, unit="per second")
+    check_seconds("seconds", seconds, max=DAY)
+    check_number("burstiness", burstiness, min=0, max=0.99)
+    if rate * seconds > MAX_REQUESTS:
+        raise ValueError(
+            f"rate={rate!r}, seconds={seconds!r}: about {rate * seconds:,.0f} "
+            f"requests; a trace holds at most {MAX_REQUESTS:,}"
+        )
+    check_int("seed", seed, min=0, max=2**63 - 1)
     rng = np.random.default_rng(seed)
     mean_clump = 1 / (1 - burstiness)
     n_clumps = rng.poisson(rate * seconds / mean_clump)
