@@ -100,6 +100,9 @@ class Limiter:
     Works on a ``RedisCluster`` as on one server: each script touches one key,
     and a batch is a cluster pipeline split by slot. On a frozen server a call
     fails when the client's ``socket_timeout`` runs out: give the client one.
+    A call that timed out may still be decided once the server wakes up (its
+    request was already in the server's socket): a timeout is not a refusal,
+    and retrying it may take a second unit.
 
     Args:
         client: A ``redis.Redis`` (or ``RedisCluster``), either decoding.
