@@ -132,7 +132,7 @@ def test_percentage_rollout(r: redis.Redis) -> None:
 
 
 def test_flags_scenario(r: redis.Redis, other: redis.Redis) -> None:
-    """The Go flag service: /ping limited by flag rate_limit (20, then 10); /beta 404s."""
+    """The Go flag service: /ping limited by flag rate_limit (20, then 10); /beta."""
     admin = FlagStore(other)
     admin.set("rate_limit", value=20)
     admin.set("beta", on=False)

@@ -298,7 +298,7 @@ def test_never_more_than_limit_plus_burst_in_a_period(
 
 
 def test_bucket4j_tiers(r: redis.Redis) -> None:
-    """The Bucket4J tutorial's tiers: user 1 gets 10 a minute, user 2 gets 20; the 11th differs."""
+    """Bucket4J tiers: user 1 gets 10 a minute, user 2 gets 20; the 11th differs."""
     tiers = {"user:1": 10, "user:2": 20}
     bucket = TokenBucket(r, limit=10, period=60, lookup=tiers.get)
     for user in tiers:
@@ -342,14 +342,14 @@ def test_survives_script_flush(r: redis.Redis, cls: type[Limiter]) -> None:
 
 
 def test_tutorial_window_is_a_fixed_window(r: redis.Redis) -> None:
-    """The Node.js Lua limiter: its "token bucket" admits 5 then refuses, and has a TTL."""
+    """The Node.js Lua "token bucket" admits 5 then refuses, and has a TTL."""
     lim = TutorialWindow(r, limit=5, window=60)
     assert [lim.allow("ip:1") for _ in range(6)] == [True] * 5 + [False]
     assert 0 < r.ttl("ip:1") <= 60
 
 
 def test_refreshed_expire_locks_a_steady_client_out(r: redis.Redis) -> None:
-    """The intro IP limiter: a client that never pauses ttl seconds is refused for good."""
+    """The intro IP limiter: a client never pausing ttl seconds is refused for good."""
     answers = [incr_refresh_expire(r, "ip:2", ttl=1) for _ in range(16)]
     assert answers[10] == "about-to-rate-limit" and answers[15] == "rate-limited"
     deadline = time.monotonic() + 2.5  # 2.5 ttl's worth of steady traffic
