@@ -15,19 +15,24 @@ import labkit
 from labkit.lab.plots.ratelimit import (
     burst_curves,
     decision_timeline,
+    log_memory,
     trailing_admitted,
 )
 from labkit.lab.ratelimit.contention import NAIVE, Contention
 from labkit.lab.ratelimit.naive import (
     TutorialWindow,
     get_then_incr,
+    incr_expire_nx,
     incr_refresh_expire,
 )
+from labkit.lab.ratelimit.search import worst_case
 from labkit.lab.ratelimit.simulate import (
+    ORIGIN,
     admitted_per_period,
     compare,
     peak,
     simulate,
+    simulate_many,
     traffic,
 )
 from labkit.ratelimit import (
@@ -467,6 +472,60 @@ def test_plots_draw(r: redis.Redis) -> None:
         ),
         burst_curves({"gcra": (times, ok)}, rate=0.5),
     ]
+    memory = log_memory({8: 300, 16: 560, 24: 2000}, threshold=16)
+    assert memory.axes[0].get_xlabel() == "limit (entries in the log)"
+    plt.close(memory)
     for fig in figs:
         assert len(fig.axes) == 1 and fig.axes[0].get_xlabel() == "seconds"
         plt.close(fig)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=ids)
+def test_simulate_decides_like_allow(r: redis.Redis, cls: type[Limiter]) -> None:
+    """A replay in one round trip decides like one allow() per request."""
+    times = traffic(3.0, 40, burstiness=0.5, seed=4)
+    clock = Clock()
+    lim = cls(r, limit=6, period=5, clock=clock)
+    one_by_one = []
+    for t in times:
+        clock.now = ORIGIN + float(t)
+        one_by_one.append(lim.allow("u").allowed)
+    assert simulate(r, cls, times, limit=6, period=5).tolist() == one_by_one
+    assert r.dbsize() == 1  # only the one-by-one key; the replay deleted its own
+
+
+def test_simulate_many_and_skew(r: redis.Redis) -> None:
+    """Several traces in one call match single replays; skew moves the clock."""
+    a, b = traffic(2.0, 30, seed=1), traffic(2.0, 30, seed=2)
+    both = simulate_many(r, FixedWindow, [a, b], limit=5, period=10)
+    assert [x.tolist() for x in both] == [
+        simulate(r, FixedWindow, t, limit=5, period=10).tolist() for t in (a, b)
+    ]
+    steady = np.arange(0, 30, 0.5)
+    shifted = simulate(r, FixedWindow, steady + 3, limit=5, period=10)
+    skewed = simulate(r, FixedWindow, steady, limit=5, period=10, skew=[3] * 60)
+    assert skewed.tolist() == shifted.tolist()
+    assert simulate_many(r, GCRA, [], limit=1, period=1) == []
+    assert r.dbsize() == 0
+
+
+def test_worst_case_search(r: redis.Redis) -> None:
+    """The search reaches the proven bounds at small sizes, and its trace replays."""
+    fixed = worst_case(r, FixedWindow, limit=3, period=10, stop_at=5, steps=200)
+    log = worst_case(r, SlidingLog, limit=3, period=10, steps=5)
+    assert (fixed.peak, log.peak) == (5, 3) and log.steps == 5
+    again = simulate(r, FixedWindow, fixed.times, limit=3, period=10)
+    assert again.tolist() == fixed.allowed.tolist()
+    assert peak(fixed.times, again, 10) == 5 == fixed.history[-1]
+    assert r.dbsize() == 0
+    with pytest.raises(ValueError, match="chains=0"):
+        worst_case(r, GCRA, limit=3, period=10, chains=0)
+
+
+def test_expire_nx_fix_is_a_window(r: redis.Redis) -> None:
+    """EXPIRE NX in the same MULTI: the expiry is set once, not re-armed."""
+    assert [incr_expire_nx(r, "ip:3", ttl=60) for _ in range(16)][-1] == "rate-limited"
+    first = r.pttl("ip:3")
+    time.sleep(0.05)
+    incr_expire_nx(r, "ip:3", ttl=60)
+    assert 0 < r.pttl("ip:3") < first <= 60_000

@@ -285,9 +285,11 @@ class Limiter:
 
         Each decision is atomic on its own (the batch as a whole is not: it
         is a non-transactional pipeline). A key listed twice is decided twice,
-        in order. Every key and argument is checked before anything is sent;
-        if one key holds something else, :class:`LimiterKeyError` is raised
-        after the batch ran (the other keys' decisions were taken).
+        in order. With a ``clock``, it is read once per key, in order, so a
+        trace of timestamps can be replayed in one round trip. Every key and
+        argument is checked before anything is sent; if one key holds
+        something else, :class:`LimiterKeyError` is raised after the batch
+        ran (the other keys' decisions were taken).
 
         Returns:
             One :class:`Decision` per key, in the order given.
