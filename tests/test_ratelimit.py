@@ -529,3 +529,21 @@ def test_expire_nx_fix_is_a_window(r: redis.Redis) -> None:
     time.sleep(0.05)
     incr_expire_nx(r, "ip:3", ttl=60)
     assert 0 < r.pttl("ip:3") < first <= 60_000
+
+
+@pytest.mark.parametrize("cls", [FixedWindow, SlidingWindow], ids=ids)
+def test_window_expiry_is_the_window_end(r: redis.Redis, cls: type[Limiter]) -> None:
+    """Within a window only the count changes: the expiry set when the window
+    was first written stays (the window's end), it is not pushed later."""
+    clock = Clock(1_000_020.0)  # a whole number of periods: window start
+    lim = cls(r, limit=10, period=60, clock=clock)
+    lim.allow("u")
+    first = r.pttl(lim.key("u"))
+    time.sleep(0.05)
+    clock.now += 30
+    assert lim.allow("u").remaining < 9
+    assert r.pttl(lim.key("u")) < first
+    clock.now += 40  # the next window, 10 s in: the key is rewritten, expiry re-armed
+    assert lim.allow("u").allowed
+    rearmed = 60_000 if cls is FixedWindow else 110_000  # to the (next) window's end
+    assert abs(r.pttl(lim.key("u")) - rearmed) < 1_000

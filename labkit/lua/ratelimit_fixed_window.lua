@@ -31,7 +31,8 @@ if (state[1] or state[2] or redis.call('EXISTS', KEYS[1]) == 1) and not (start a
   return redis.error_reply('BADSTATE ratelimit_fixed_window: ' .. KEYS[1] .. ' does not hold a fixed window {w, n}')
 end
 used = used or 0
-if start == nil or now >= start + period or now < start then
+local opens = start == nil or now >= start + period or now < start
+if opens then
   start = now
   used = 0
 end
@@ -41,7 +42,12 @@ if used + cost > limit then
   return string.format('0 %d %.0f %.0f', math.max(0, limit - used), reset, reset)
 end
 used = used + cost
-redis.call('HSET', KEYS[1], 'w', string.format('%.0f', start), 'n', used)
--- The state is worthless once the window closes: expire it then.
-redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(reset / 1000)))
+if opens then
+  redis.call('HSET', KEYS[1], 'w', string.format('%.0f', start), 'n', used)
+  -- The state is worthless once the window closes: expire it then (the
+  -- window's later requests only count, and keep this expiry).
+  redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(reset / 1000)))
+else
+  redis.call('HINCRBY', KEYS[1], 'n', cost)
+end
 return string.format('1 %d 0 %.0f', limit - used, reset)

@@ -59,9 +59,15 @@ if used + cost > limit + 1e-9 then
   return string.format('0 %d %.0f %.0f', remaining, math.ceil(wait), reset)
 end
 cur = cur + cost
-redis.call('HSET', KEYS[1], 'w', string.format('%.0f', idx), 'c', cur, 'p', prev)
--- This window's count weighs nothing once the next window has passed.
 local reset = 2 * period - elapsed
-redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(reset / 1000)))
+if idx == w then
+  -- Same window: only its count changes, and the expiry set when the window
+  -- was first written still falls when its count stops weighing.
+  redis.call('HINCRBY', KEYS[1], 'c', cost)
+else
+  redis.call('HSET', KEYS[1], 'w', string.format('%.0f', idx), 'c', cur, 'p', prev)
+  -- This window's count weighs nothing once the next window has passed.
+  redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(reset / 1000)))
+end
 local remaining = math.max(0, math.floor(limit - prev * weight - cur + 1e-9))
 return string.format('1 %d 0 %.0f', remaining, reset)

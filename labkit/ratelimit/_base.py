@@ -71,9 +71,15 @@ def _period_us(name: str, value: object) -> int:
 def _decision(reply: str | bytes) -> Decision:
     """Parse a script's ``"<allowed> <remaining> <retry us> <reset us>"``."""
     allowed, remaining, retry, reset = reply.split()
-    return Decision(
-        allowed in ("1", b"1"), int(remaining), int(retry) / _US, int(reset) / _US
+    # tuple.__new__ straight away: NamedTuple's own __new__ is a Python call
+    # more, on the hot path of every decision.
+    return _new_tuple(
+        Decision,
+        (allowed in ("1", b"1"), int(remaining), int(retry) / _US, int(reset) / _US),
     )
+
+
+_new_tuple = tuple.__new__
 
 
 def _check_keys(keys: object) -> list[Any]:
@@ -274,8 +280,13 @@ class Limiter:
         if type(key) is not str or not key:
             key = check_key("key", key)
         full = f"{self.prefix}:{key}"
+        plain = self.lookup is None and self.clock is None
+        if plain and type(cost) is int and cost == 1:
+            args: tuple[Any, ...] = (self._config,)  # the common case, inlined
+        else:
+            args = self._args(key, cost)
         try:
-            reply = self.script(self.client, (full,), self._args(key, cost))
+            reply = self.script(self.client, (full,), args)
         except redis.ResponseError as exc:
             raise self._key_error(full, exc) from exc
         return _decision(reply)
