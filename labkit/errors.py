@@ -7,12 +7,17 @@ __all__ = [
     "ListenerError",
     "MalformedMessageError",
     "ProxyError",
+    "QueueFullError",
+    "QueueKeyError",
     "ServerBinaryNotFoundError",
     "ServerStartError",
     "ServerUnreachableError",
     "ServerVersionError",
     "SessionExpiredError",
+    "UnknownFanOutError",
     "UnsafeServerError",
+    "WorkerError",
+    "WorkerProcessError",
 ]
 
 
@@ -157,3 +162,92 @@ class SessionExpiredError(LabkitError):
             "with ChatService.new_session()"
         )
         self.token = token
+
+
+# --- labkit.queues, labkit.lab.queues and labkit.lab.chat ----------------------
+
+
+class QueueKeyError(LabkitError):
+    """A key of a queue, fan-out or chat holds another type of value (or a
+    record labkit cannot read), so nothing was done and nothing written.
+
+    Attributes:
+        key: The Redis key.
+        found: What is there (a Redis type such as ``"string"``, or a short
+            description of the bad record).
+        expected: What labkit keeps there.
+    """
+
+    def __init__(self, message: str, *, key: str, found: str, expected: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.found = found
+        self.expected = expected
+
+
+class QueueFullError(LabkitError):
+    """An enqueue was refused because the queue already holds its maximum
+    (backpressure); nothing was written.
+
+    Attributes:
+        queue: The queue's name.
+        length: Jobs it held (waiting, running and delayed).
+        max_length: Its bound.
+    """
+
+    def __init__(
+        self, message: str, *, queue: str, length: int, max_length: int
+    ) -> None:
+        super().__init__(message)
+        self.queue = queue
+        self.length = length
+        self.max_length = max_length
+
+
+class UnknownFanOutError(LabkitError):
+    """A part was finished for a fanned-out job that has no completion record
+    (never created, or expired); nothing was written.
+
+    Attributes:
+        job_id: The fanned-out job.
+        key: Its completion record's key.
+    """
+
+    def __init__(self, message: str, *, job_id: str, key: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.key = key
+
+
+class WorkerError(LabkitError):
+    """A queue worker stopped on an error that is not a job's failure: its
+    server stayed unreachable, or a worker thread raised.
+
+    Attributes:
+        worker: The worker's consumer name.
+        queue: The queue's name.
+    """
+
+    def __init__(self, message: str, *, worker: str, queue: str) -> None:
+        super().__init__(message)
+        self.worker = worker
+        self.queue = queue
+
+
+class WorkerProcessError(LabkitError):
+    """A worker process (``python -m labkit.lab.queues worker``) exited with an
+    error or did not start in time.
+
+    Attributes:
+        worker: Its consumer name.
+        returncode: Its exit status (None if it was still running).
+        output: The last lines it wrote to stderr.
+    """
+
+    def __init__(
+        self, message: str, *, worker: str, returncode: int | None, output: str
+    ) -> None:
+        super().__init__(message)
+        self.worker = worker
+        self.returncode = returncode
+        self.output = output
