@@ -88,8 +88,8 @@ def poison(job: Job) -> None:
 
 def spin(job: Job) -> None:
     """Burn ``payload["ms"]`` milliseconds of CPU (a CPU-bound job)."""
-    end = time.process_time() + float(job.payload["ms"]) / 1000
-    while time.process_time() < end:
+    end = time.thread_time() + float(job.payload["ms"]) / 1000
+    while time.thread_time() < end:
         pass
 
 
@@ -111,6 +111,9 @@ class CrashRun:
             succeeds at once, so only a crash charges a second attempt).
         returned_after: For each held job, seconds from the kill to its next
             start (wall clock).
+        idle_at_kill: For each held job (same order), seconds its entry had
+            been idle when the worker died (XPENDING's time since delivery,
+            reset when its job started).
         times, completed: The completion curve (seconds, jobs completed).
         killed_at: Seconds from the start to the kill (None if none).
         visibility: The queue's visibility timeout, in seconds.
@@ -123,6 +126,7 @@ class CrashRun:
     duplicates: int
     extra_attempts: int
     returned_after: list[float]
+    idle_at_kill: list[float]
     times: list[float]
     completed: list[int]
     killed_at: float | None
@@ -186,7 +190,8 @@ def crash_run(
     check_seconds("timeout", timeout, max=DAY)
     q = JobQueue(client, name, visibility_timeout=visibility)
     curve: list[tuple[float, int]] = [(0.0, 0)]
-    killed_at, kill_ms, held_ids = None, 0, []
+    killed_at, kill_ms = None, 0
+    held: list[tuple[str, float]] = []  # (job id, idle seconds) at the kill
     opts = ["--visibility", str(visibility)]
     with WorkerProcesses(
         url, name, workers, handler=handler, path=path, options=opts
@@ -203,11 +208,12 @@ def crash_run(
                 procs.kill(0)  # mid-batch: it holds >= 3 unacked jobs
                 kill_ms = round(time.time() * 1000)
                 killed_at = curve[-1][0]
-                held_ids = _held_jobs(q, "proc-0")
+                held = _held_jobs(q, "proc-0")
     got: Any = client.hgetall(runs_key(q.base))
     runs = [int(v) for v in got.values()]
+    held_ids = [job_id for job_id, _ in held]
     starts: Any = client.hmget(starts_key(q.base), held_ids) if held_ids else []
-    returned = [(int(s) - kill_ms) / 1000 for s in starts if s is not None]
+    returned = [(int(s) - kill_ms) / 1000 if s else -1.0 for s in starts]
     attempts = _attempts(q, list(got))
     times, completed = (list(v) for v in zip(*curve, strict=True))
     return CrashRun(
@@ -217,7 +223,8 @@ def crash_run(
         jobs - len(runs),
         sum(runs) - len(runs),
         attempts - len(runs),
-        sorted(returned),
+        returned,
+        [idle for _, idle in held],
         times,
         completed,
         killed_at,
@@ -231,13 +238,17 @@ def _pending(q: JobQueue) -> dict[str, int]:
     return {c["name"]: c["pending"] for c in got}
 
 
-def _held_jobs(q: JobQueue, consumer: str) -> list[str]:
-    """Job ids of the entries ``consumer`` holds (XPENDING, then XRANGE)."""
+def _held_jobs(q: JobQueue, consumer: str) -> list[tuple[str, float]]:
+    """(job id, idle seconds) of the entries ``consumer`` holds (XPENDING, XRANGE)."""
     got: Any = q.client.xpending_range(q.stream, GROUP, "-", "+", 1000, consumer)
     pipe = q.client.pipeline(transaction=False)
     for p in got:
         pipe.xrange(q.stream, p["message_id"], p["message_id"])
-    return [entries[0][1]["job"] for entries in pipe.execute() if entries]
+    return [
+        (entries[0][1]["job"], p["time_since_delivered"] / 1000)
+        for p, entries in zip(got, pipe.execute(), strict=True)
+        if entries
+    ]
 
 
 def _attempts(q: JobQueue, ids: Sequence[str]) -> int:

@@ -10,6 +10,7 @@ acknowledged that never ran, and jobs that ran twice.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import redis
 
 from labkit.core.args import DAY, check_choice, check_count, check_number, check_seconds
 from labkit.lab.persistence import policy_config
-from labkit.lab.persistence.ha import ReplicatedGroup
+from labkit.lab.proxy import Proxy
 from labkit.queues import Job, JobQueue, Worker
 from labkit.server import Server, no_retry
 
@@ -112,15 +113,41 @@ class _Workers:
 
 
 @contextlib.contextmanager
-def _servers(setting: str) -> Iterator[tuple[Server, Server | None]]:
+def _servers(
+    setting: str, lag_ms: float
+) -> Iterator[tuple[Server, Server | None, Proxy | None]]:
     policy = SETTINGS[setting]
     if policy is not None:
         with Server(config=policy_config(policy)) as server:
-            yield server, None
+            yield server, None, None
         return
-    with ReplicatedGroup(replicas=1, config=policy_config("none")) as group:
-        assert group.primary is not None
-        yield group.primary, group.replicas[0]
+    # A primary, and a replica that hears from it through a proxy adding
+    # ``lag_ms`` to the replication stream (a replica farther away).
+    password = secrets.token_hex(16)
+    base = {**policy_config("none"), "repl-diskless-sync-delay": "0"}
+    with contextlib.ExitStack() as stack:
+        primary = stack.enter_context(
+            Server(config={**base, "masterauth": password}, password=password)
+        )
+        link = stack.enter_context(Proxy.to(primary))
+        replica = stack.enter_context(
+            Server(
+                config={
+                    **base,
+                    "replicaof": f"{link.host} {link.port}",
+                    "masterauth": password,
+                },
+                password=password,
+            )
+        )
+        probe = replica.client()
+        deadline = time.monotonic() + 30
+        while probe.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replica not in sync:\n{replica.log_tail(10)}")
+            time.sleep(0.02)
+        link.set_latency(lag_ms, direction="down")
+        yield primary, replica, link
 
 
 def _client(server: Server) -> redis.Redis:
@@ -136,6 +163,7 @@ def server_crash_run(
     job_seconds: float = 0.004,
     workers: int = 1,
     kill_after: float = 0.4,
+    replica_lag_ms: float = 0.0,
     timeout: float = 60.0,
 ) -> ServerCrash:
     """SIGKILL the queue's server mid-stream and count what the crash cost.
@@ -152,6 +180,9 @@ def server_crash_run(
     Args:
         ledger: Where runs are counted (the notebook's own server).
         setting: One of :data:`SETTINGS`.
+        replica_lag_ms: For the failover: milliseconds added to the
+            replication stream (through a proxy), as for a replica farther
+            away than this machine's loopback.
 
     Raises:
         ValueError: Unknown setting or counts out of range.
@@ -162,6 +193,7 @@ def server_crash_run(
     check_seconds("job_seconds", job_seconds, max=10, min_open=False)
     check_count("workers", workers, max=16)
     check_number("kill_after", kill_after, min=0, max=1, min_open=True)
+    check_number("replica_lag_ms", replica_lag_ms, min=0, max=10_000)
     check_seconds("timeout", timeout, max=DAY)
     runs = f"lab:server-crash:{setting.replace(' ', '-')}:runs"
     ledger.delete(runs)
@@ -171,7 +203,7 @@ def server_crash_run(
         time.sleep(job_seconds)
 
     deadline = time.monotonic() + timeout
-    with _servers(setting) as (primary, replica):
+    with _servers(setting, replica_lag_ms) as (primary, replica, link):
         queue = JobQueue(_client(primary), "crash", visibility_timeout=1)
         producer = _Producer(queue, jobs, rate, deadline)
         crew = _Workers(queue, workers, handler)
@@ -182,6 +214,8 @@ def server_crash_run(
                     raise TimeoutError(f"{setting}: the producer stalled")
                 time.sleep(0.001)
             c = queue.counts()
+            if link is not None:
+                link.blackhole()  # the machine dies with what is still on the wire
             primary.kill()
             killed = time.monotonic()
             if replica is None:
