@@ -26,7 +26,8 @@ from labkit.core.args import (
 )
 from labkit.core.clients import check_client
 from labkit.core.scripts import Script
-from labkit.queues._queue import Job, JobQueue, encode_payload, raise_script_error
+from labkit.queues._queue import Job, JobQueue
+from labkit.queues._scripts import encode_payload, raise_script_error
 
 FINISH = Script("queues_fanout_finish")
 
