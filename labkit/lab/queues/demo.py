@@ -182,6 +182,7 @@ def crash_run(
         WorkerProcessError: A worker process failed (say, the URL did not
             answer, or the handler could not be imported): its error is in
             the message, within seconds.
+        TimeoutError: The jobs were not all done within ``timeout`` seconds.
     """
     check_count("jobs", jobs, max=100_000)
     check_count("workers", workers, max=16)
@@ -209,6 +210,9 @@ def crash_run(
                 kill_ms = round(time.time() * 1000)
                 killed_at = curve[-1][0]
                 held = _held_jobs(q, "proc-0")
+        if q.counts().completed < jobs:
+            # Counting now would call "lost" what simply has not run yet.
+            raise TimeoutError(f"{name}: jobs not all done within {timeout:g} s")
     got: Any = client.hgetall(runs_key(q.base))
     runs = [int(v) for v in got.values()]
     held_ids = [job_id for job_id, _ in held]
