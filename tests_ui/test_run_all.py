@@ -1,0 +1,242 @@
+"""Run All in a real JupyterLab, in headless Chromium, as a learner does.
+
+Each notebook is opened in a fresh page, its stored outputs are cleared (so
+that none of them can pass for this run's), and Run > Run All Cells is clicked
+in the menu. Once the kernel is idle and no cell shows [*], the page is
+checked: every code cell ran, no cell shows an error unless it carries the
+``raises-exception`` tag, every widget rendered, every image loaded.
+Screenshots of each notebook go to the run's temporary folder.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from lab_server import KERNEL_NAME, LabServer
+from playwright.sync_api import Browser, Page
+from ui_settings import RunState, run_timeout
+
+PROBE = Path(__file__).with_name("probe.js")
+VIEWPORT = {"width": 1400, "height": 900}
+OPEN_TIMEOUT = 180.0  # seconds to load JupyterLab and start a kernel
+SETTLE_TIMEOUT = 30.0  # seconds for widget views and images to finish rendering
+MAX_SHOTS = 40  # scrolled screenshots per notebook
+MAX_TALL = 16000  # pixels: height cap of the one tall screenshot
+
+
+def probe(page: Page, call: str, arg: Any = None) -> Any:
+    """Evaluate ``labkitProbe.<call>(arg)`` in the page (see probe.js)."""
+    return page.evaluate(f"arg => window.labkitProbe.{call}(arg)", arg)
+
+
+def answer_dialog(page: Page) -> str | None:
+    """Accept an open JupyterLab dialog (a kernel picker gets python3).
+
+    Returns:
+        The dialog's text, or None when no dialog is open.
+    """
+    dialog = page.locator(".jp-Dialog").first
+    if not dialog.is_visible():
+        return None
+    text = " ".join(dialog.inner_text().split())[:200]
+    for select in dialog.locator("select").all():
+        for option in select.locator("option").all():
+            if f'"{KERNEL_NAME}"' in (option.get_attribute("value") or ""):
+                select.select_option(value=option.get_attribute("value"))
+    dialog.locator(".jp-Dialog-button.jp-mod-accept").first.click()
+    return text
+
+
+def open_notebook(page: Page, lab: LabServer, relpath: str) -> None:
+    """Open ``relpath`` and wait until its kernel is the venv's python3, idle."""
+    page.goto(lab.notebook_url(relpath), timeout=OPEN_TIMEOUT * 1000)
+    deadline = time.monotonic() + OPEN_TIMEOUT
+    while (state := probe(page, "findPanel", relpath)) != "ok":
+        assert time.monotonic() < deadline, f"{relpath} did not open: {state}"
+        time.sleep(0.5)
+    changed = False
+    while True:
+        answer_dialog(page)
+        session = probe(page, "session")
+        if session["ready"] and session["kernel"] != KERNEL_NAME and not changed:
+            probe(page, "changeKernel", KERNEL_NAME)  # "No Kernel" or another one
+            changed = True
+        elif session["kernel"] == KERNEL_NAME and session["status"] == "idle":
+            break
+        assert time.monotonic() < deadline, f"no idle kernel: {session}"
+        time.sleep(0.5)
+    pythons = lab.kernel_pythons()
+    assert pythons == {lab.python}, f"kernel runs {pythons}, not {lab.python}"
+
+
+def run_all_from_menu(page: Page) -> None:
+    """Click Run > Run All Cells in the menu bar."""
+    bar_label = page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$"))
+    page.locator(".lm-MenuBar-item", has=bar_label).click()
+    label = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
+    page.locator(".lm-Menu-item", has=label).click()
+
+
+def wait_until_idle(page: Page, lab: LabServer, seen: dict[int, str]) -> dict[str, Any]:
+    """Wait (bounded) until the kernel is idle and no cell shows [*] for 2 s.
+
+    Args:
+        page: the notebook's page, Run All just clicked.
+        lab: the server, whose kernel processes are recorded into ``seen``.
+        seen: {pid: start time} of every process seen below JupyterLab.
+
+    Returns:
+        ``timed_out``, ``seconds`` and the ``dialogs`` that opened meanwhile.
+    """
+    timeout = run_timeout()
+    start = time.monotonic()
+    dialogs: list[str] = []
+    quiet_since: float | None = None
+    while True:
+        elapsed = time.monotonic() - start
+        if dialog := answer_dialog(page):  # e.g. "the kernel appears to have died"
+            dialogs.append(dialog)
+        seen.update(lab.kernel_processes())
+        p = probe(page, "progress")
+        started = p["executed"] > 0 or p["running"] > 0 or elapsed > 5
+        if started and p["status"] == "idle" and p["running"] == 0:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= 2:
+                return {"timed_out": False, "seconds": elapsed, "dialogs": dialogs}
+        else:
+            quiet_since = None
+        if elapsed > timeout:
+            return {"timed_out": True, "seconds": elapsed, "dialogs": dialogs}
+        time.sleep(0.5)
+
+
+def wait_for_rendering(page: Page) -> None:
+    """Wait (bounded) until no widget view is loading and no image decoding."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    last, same = None, 0
+    while time.monotonic() < deadline and same < 4:
+        now = probe(page, "pending")
+        settled = now["loading"] == 0 and now["images"] == 0
+        same = same + 1 if settled and now == last else 0
+        last = now
+        time.sleep(0.25)
+
+
+def take_screenshots(page: Page, stem: Path) -> None:
+    """Save STEM-01.png, STEM-02.png, ... scrolled through, and one STEM-full.png."""
+    geometry = probe(page, "scroller")
+    view, total = geometry["clientHeight"], geometry["scrollHeight"]
+    last_top = max(0, total - view)
+    tops = list(range(0, last_top + 1, max(view - 80, 100)))[:MAX_SHOTS]
+    if tops[-1] != last_top and len(tops) < MAX_SHOTS:
+        tops.append(last_top)
+    for k, top in enumerate(tops, 1):
+        probe(page, "scrollTo", top)
+        page.screenshot(path=f"{stem}-{k:02d}.png")
+    # The tall one: a window high enough that the notebook needs no scrolling.
+    page.set_viewport_size(
+        {
+            "width": VIEWPORT["width"],
+            "height": min(VIEWPORT["height"] + last_top, MAX_TALL),
+        }
+    )
+    probe(page, "scrollTo", 0)
+    time.sleep(1)  # let the layout follow the new window size
+    page.screenshot(path=f"{stem}-full.png")
+    page.set_viewport_size(VIEWPORT)
+
+
+def cell_list(indexes: list[int], limit: int = 12) -> str:
+    """``cells[3, 5, 8, ...]`` for a message (indexes into the notebook's cells)."""
+    shown = ", ".join(map(str, indexes[:limit]))
+    more = f", ... ({len(indexes)} in all)" if len(indexes) > limit else ""
+    return f"cells[{shown}{more}]"
+
+
+def problems(cells: list[dict[str, Any]], run: dict[str, Any]) -> list[str]:
+    """What a learner would see go wrong, one line per problem."""
+    found: list[str] = []
+    if run["timed_out"]:
+        found.append(
+            f"still busy after {run_timeout():.0f} s (LABKIT_UI_TIMEOUT); "
+            "screenshots show where"
+        )
+    found += [f"dialog opened during Run All: {text}" for text in run["dialogs"]]
+    for c in cells:
+        where = f"cells[{c['index']}] ({c['source']!r})"
+        if not c["expectsError"]:
+            found += [
+                f"{where} raised {e['ename']}: {e['evalue']}" for e in c["errors"]
+            ]
+        missing = c["widgetOutputs"] - c["widgetsRendered"]
+        if missing > 0 or c["widgetsFailed"]:
+            found.append(
+                f"{where}: {c['widgetsRendered']} of {c['widgetOutputs']} widget "
+                f"output(s) rendered, {c['widgetsFailed']} show an error or "
+                "'Loading widget...'"
+            )
+        if c["imagesBroken"]:
+            found.append(f"{where}: {c['imagesBroken']} broken image(s)")
+    code = [c for c in cells if c["type"] == "code" and not c["blank"]]
+    not_run = [c["index"] for c in code if not c["executed"]]
+    if not_run:
+        found.append(
+            f"{len(not_run)} of {len(code)} code cells did not run: "
+            f"{cell_list(not_run)}"
+        )
+    return found
+
+
+def summarize(
+    relpath: str, cells: list[dict[str, Any]], run: dict[str, Any]
+) -> dict[str, Any]:
+    """One notebook's line of the closing summary."""
+    code = [c for c in cells if c["type"] == "code"]
+    failing = [c for c in code if c["errors"]]
+    return {
+        "notebook": relpath,
+        "code_cells": len(code),
+        "executed": sum(c["executed"] for c in code),
+        "errors": sum(not c["expectsError"] for c in failing),
+        "expected_errors": sum(c["expectsError"] for c in failing),
+        "widgets": sum(c["widgetsRendered"] for c in code),
+        "images": sum(c["images"] for c in code),
+        "seconds": run["seconds"],
+        "timed_out": run["timed_out"],
+    }
+
+
+def test_run_all(
+    notebook: Path,
+    lab: LabServer,
+    browser: Browser,
+    run_state: RunState,
+    kernel_cleanup: dict[int, str],
+) -> None:
+    """Run > Run All Cells runs the whole notebook and shows no failure."""
+    relpath = notebook.relative_to(lab.root).as_posix()
+    stem = run_state.shots / notebook.stem
+    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    context.add_init_script(path=PROBE)
+    page = context.new_page()
+    try:
+        open_notebook(page, lab, relpath)
+        kernel_cleanup.update(lab.kernel_processes())
+        left = probe(page, "clearOutputs")
+        assert left == 0, f"{left} cell(s) kept their stored outputs"
+        run_all_from_menu(page)
+        run = wait_until_idle(page, lab, kernel_cleanup)
+        wait_for_rendering(page)
+        cells = probe(page, "report")
+        take_screenshots(page, stem)
+    except Exception:
+        page.screenshot(path=f"{stem}-failure.png")
+        raise
+    finally:
+        context.close()
+    run_state.results.append(summarize(relpath, cells, run))
+    found = problems(cells, run)
+    assert not found, f"{relpath}, after Run All:\n  " + "\n  ".join(found)
