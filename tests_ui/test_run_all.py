@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from lab_server import KERNEL_NAME, LabServer
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, ViewportSize
 from ui_settings import RunState, run_timeout
 
 PROBE = Path(__file__).with_name("probe.js")
-VIEWPORT = {"width": 1400, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1400, "height": 900}
 OPEN_TIMEOUT = 180.0  # seconds to load JupyterLab and start a kernel
 SETTLE_TIMEOUT = 30.0  # seconds for widget views and images to finish rendering
 MAX_SHOTS = 40  # scrolled screenshots per notebook
@@ -219,7 +219,7 @@ def test_run_all(
     """Run > Run All Cells runs the whole notebook and shows no failure."""
     relpath = notebook.relative_to(lab.root).as_posix()
     stem = run_state.shots / notebook.stem
-    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    context = browser.new_context(viewport=VIEWPORT)
     context.add_init_script(path=PROBE)
     page = context.new_page()
     try:
