@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,9 +63,18 @@ def git_status(root: Path) -> list[str] | None:
     return sorted(result.stdout.splitlines()) if result.returncode == 0 else None
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM/SIGHUP: stop like Ctrl-C, so that the fixtures clean up (once)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Become a subreaper, tag this run's servers, make the screenshot folder."""
     become_subreaper()
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     tag = os.environ.setdefault("LABKIT_RUN_TAG", f"ui{int(time.time())}")
     shots = Path(tempfile.mkdtemp(prefix="labkit-ui-"))
     config.stash[RUN] = RunState(shots=shots, tag=tag)
@@ -120,7 +130,8 @@ def pytest_terminal_summary(
             f"{r['notebook']}: {r['executed']}/{r['code_cells']} code cells ran, "
             f"{r['errors']} error cell(s) (+{r['expected_errors']} tagged "
             f"raises-exception), {r['widgets']} widget(s), {r['images']} image(s), "
-            f"{r['seconds']:.0f} s{', TIMED OUT' if r['timed_out'] else ''}"
+            f"Run All {r['seconds']:.0f} s ({r['total']:.0f} s in all)"
+            f"{', TIMED OUT' if r['timed_out'] else ''}"
         )
     for problem in run.problems:
         write(f"FAIL: {problem}", red=True)

@@ -142,6 +142,15 @@ def reap(pids: Iterable[int]) -> None:
             os.waitpid(pid, os.WNOHANG)
 
 
+def _prctl(option: int, value: int) -> None:
+    """Linux prctl(option, value), raising OSError on failure."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}, {value}) failed")
+
+
 def become_subreaper() -> None:
     """Have orphans of this run's processes re-parented here, not to PID 1.
 
@@ -149,12 +158,14 @@ def become_subreaper() -> None:
     worker process) then stays a descendant of the test run, where the test
     finds it and ends it.
     """
-    import ctypes
-
     pr_set_child_subreaper = 36
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+    _prctl(pr_set_child_subreaper, 1)
+
+
+def _term_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test run dies (even SIGKILLed)."""
+    pr_set_pdeathsig = 1
+    _prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -260,6 +271,7 @@ class LabServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_term_with_parent,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

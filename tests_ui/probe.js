@@ -81,13 +81,17 @@ window.labkitProbe = (() => {
         const model = cell.model;
         const tags = model.getMetadata("tags") || [];
         const source = model.sharedModel.getSource();
+        // The first line that says something (not an nbval marker), for messages.
+        const first = source.split("\n").find((l) => l.trim() && !/^# NBVAL_/.test(l));
         const rec = {
           index,
           type: model.type,
-          source: source.trim().split("\n")[0].slice(0, 80),
+          source: (first || "").trim().slice(0, 80),
           blank: !source.trim(), // JupyterLab does not run an empty cell
+          nbvalRaises: source.includes("NBVAL_RAISES_EXCEPTION"),
           expectsError: Array.isArray(tags) && tags.includes("raises-exception"),
           executed: model.type === "code" && model.executionCount != null,
+          running: (cell.node.querySelector(".jp-InputPrompt") || {}).textContent === "[*]:",
           errors: [],
           widgetOutputs: 0,
           widgetsRendered: 0,
@@ -102,15 +106,19 @@ window.labkitProbe = (() => {
           }
           if (o.data && o.data[WIDGET_MIME]) rec.widgetOutputs++;
         }
-        // An exception in a widget callback or a thread prints here, not as an error.
-        const stderr = cell.node.querySelectorAll(
-          ".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']"
-        );
-        for (const e of stderr) {
-          if (e.textContent.includes("Traceback")) {
-            const last = e.textContent.trim().split("\n").pop();
-            rec.errors.push({ ename: "Traceback on stderr", evalue: last.slice(0, 300) });
-          }
+        // Printed tracebacks: a thread's (stderr stream) or a widget callback's
+        // (shown inside the widget's Output, which is not in the cell's outputs).
+        const printed = model.outputs.toJSON()
+          .filter((o) => o.output_type === "stream" && o.name === "stderr")
+          .map((o) => [].concat(o.text).join(""));
+        for (const e of cell.node.querySelectorAll(
+          ".jupyter-widgets .jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']"
+        )) {
+          printed.push(e.textContent);
+        }
+        for (const text of printed.filter((t) => t.includes("Traceback"))) {
+          const last = text.trim().split("\n").pop();
+          rec.errors.push({ ename: "Traceback printed", evalue: last.slice(0, 300) });
         }
         for (const out of cell.node.querySelectorAll(".jp-OutputArea-output")) {
           const view = out.querySelector(".jupyter-widgets");
@@ -138,6 +146,12 @@ window.labkitProbe = (() => {
         .forEach((e) => e.removeAttribute("data-labkit-scroller"));
       s.setAttribute("data-labkit-scroller", "1");
       return { scrollHeight: s.scrollHeight, clientHeight: s.clientHeight };
+    },
+
+    // Scroll cell ``index`` to the top of the notebook's view.
+    async showCell(index) {
+      panel.content.widgets[index].node.scrollIntoView({ block: "start" });
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
     },
 
     async scrollTo(y) {

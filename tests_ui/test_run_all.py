@@ -10,13 +10,16 @@ Screenshots of each notebook go to the run's temporary folder.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from lab_server import KERNEL_NAME, LabServer
 from playwright.sync_api import Browser, Page, ViewportSize
+from playwright.sync_api import Error as PlaywrightError
 from ui_settings import RunState, run_timeout
 
 PROBE = Path(__file__).with_name("probe.js")
@@ -125,8 +128,12 @@ def wait_for_rendering(page: Page) -> None:
         time.sleep(0.25)
 
 
-def take_screenshots(page: Page, stem: Path) -> None:
-    """Save STEM-01.png, STEM-02.png, ... scrolled through, and one STEM-full.png."""
+def take_screenshots(page: Page, stem: Path, problem_cell: int | None) -> None:
+    """Save the notebook's screenshots, named after ``stem``.
+
+    STEM-01.png, STEM-02.png, ... scroll through it; STEM-problem.png shows
+    ``problem_cell`` (if any) at the top; STEM-full.png is one tall picture.
+    """
     geometry = probe(page, "scroller")
     view, total = geometry["clientHeight"], geometry["scrollHeight"]
     last_top = max(0, total - view)
@@ -136,17 +143,15 @@ def take_screenshots(page: Page, stem: Path) -> None:
     for k, top in enumerate(tops, 1):
         probe(page, "scrollTo", top)
         page.screenshot(path=f"{stem}-{k:02d}.png")
+    if problem_cell is not None:
+        probe(page, "showCell", problem_cell)
+        page.screenshot(path=f"{stem}-problem.png")
     # The tall one: a window high enough that the notebook needs no scrolling.
-    page.set_viewport_size(
-        {
-            "width": VIEWPORT["width"],
-            "height": min(VIEWPORT["height"] + last_top, MAX_TALL),
-        }
-    )
+    height = min(VIEWPORT["height"] + last_top, MAX_TALL)
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
     probe(page, "scrollTo", 0)
     time.sleep(1)  # let the layout follow the new window size
     page.screenshot(path=f"{stem}-full.png")
-    page.set_viewport_size(VIEWPORT)
 
 
 def cell_list(indexes: list[int], limit: int = 12) -> str:
@@ -156,36 +161,59 @@ def cell_list(indexes: list[int], limit: int = 12) -> str:
     return f"cells[{shown}{more}]"
 
 
-def problems(cells: list[dict[str, Any]], run: dict[str, Any]) -> list[str]:
-    """What a learner would see go wrong, one line per problem."""
-    found: list[str] = []
+def problems(
+    cells: list[dict[str, Any]], run: dict[str, Any]
+) -> list[tuple[int | None, str]]:
+    """What a learner would see go wrong: (cell index or None, message) pairs."""
+    found: list[tuple[int | None, str]] = []
     if run["timed_out"]:
+        limit = f"{run_timeout():.0f} s (LABKIT_UI_TIMEOUT)"
+        busy = [c for c in cells if c["running"]]
         found.append(
-            f"still busy after {run_timeout():.0f} s (LABKIT_UI_TIMEOUT); "
-            "screenshots show where"
+            (
+                busy[0]["index"] if busy else None,
+                f"still busy after {limit}; "
+                + (
+                    f"cells[{busy[0]['index']}] ({busy[0]['source']!r}) shows [*]"
+                    if busy
+                    else "no cell shows [*]"
+                ),
+            )
         )
-    found += [f"dialog opened during Run All: {text}" for text in run["dialogs"]]
+    found += [(None, f"dialog during Run All: {text}") for text in run["dialogs"]]
     for c in cells:
-        where = f"cells[{c['index']}] ({c['source']!r})"
+        i, where = c["index"], f"cells[{c['index']}] ({c['source']!r})"
         if not c["expectsError"]:
+            hint = (
+                "; it is marked NBVAL_RAISES_EXCEPTION but not tagged "
+                "raises-exception, so Run All stops there"
+                if c["nbvalRaises"]
+                else ""
+            )
             found += [
-                f"{where} raised {e['ename']}: {e['evalue']}" for e in c["errors"]
+                (i, f"{where} raised {e['ename']}: {e['evalue']}{hint}")
+                for e in c["errors"]
             ]
-        missing = c["widgetOutputs"] - c["widgetsRendered"]
-        if missing > 0 or c["widgetsFailed"]:
+        if c["widgetOutputs"] > c["widgetsRendered"] or c["widgetsFailed"]:
             found.append(
-                f"{where}: {c['widgetsRendered']} of {c['widgetOutputs']} widget "
-                f"output(s) rendered, {c['widgetsFailed']} show an error or "
-                "'Loading widget...'"
+                (
+                    i,
+                    f"{where}: {c['widgetsRendered']} of {c['widgetOutputs']} widget "
+                    f"output(s) rendered, {c['widgetsFailed']} show an error or "
+                    "'Loading widget...'",
+                )
             )
         if c["imagesBroken"]:
-            found.append(f"{where}: {c['imagesBroken']} broken image(s)")
+            found.append((i, f"{where}: {c['imagesBroken']} broken image(s)"))
     code = [c for c in cells if c["type"] == "code" and not c["blank"]]
     not_run = [c["index"] for c in code if not c["executed"]]
     if not_run:
         found.append(
-            f"{len(not_run)} of {len(code)} code cells did not run: "
-            f"{cell_list(not_run)}"
+            (
+                not_run[0],
+                f"{len(not_run)} of {len(code)} code cells did not run: "
+                f"{cell_list(not_run)}",
+            )
         )
     return found
 
@@ -205,6 +233,7 @@ def summarize(
         "widgets": sum(c["widgetsRendered"] for c in code),
         "images": sum(c["images"] for c in code),
         "seconds": run["seconds"],
+        "total": run["total"],
         "timed_out": run["timed_out"],
     }
 
@@ -217,6 +246,7 @@ def test_run_all(
     kernel_cleanup: dict[int, str],
 ) -> None:
     """Run > Run All Cells runs the whole notebook and shows no failure."""
+    started = time.monotonic()
     relpath = notebook.relative_to(lab.root).as_posix()
     stem = run_state.shots / notebook.stem
     context = browser.new_context(viewport=VIEWPORT)
@@ -231,12 +261,20 @@ def test_run_all(
         run = wait_until_idle(page, lab, kernel_cleanup)
         wait_for_rendering(page)
         cells = probe(page, "report")
-        take_screenshots(page, stem)
+        found = problems(cells, run)
+        first_cell = next((i for i, _ in found if i is not None), None)
+        take_screenshots(page, stem, first_cell)
     except Exception:
-        page.screenshot(path=f"{stem}-failure.png")
+        with contextlib.suppress(PlaywrightError):
+            page.screenshot(path=f"{stem}-failure.png")
         raise
     finally:
         context.close()
+    run["total"] = time.monotonic() - started
     run_state.results.append(summarize(relpath, cells, run))
-    found = problems(cells, run)
-    assert not found, f"{relpath}, after Run All:\n  " + "\n  ".join(found)
+    shot = (
+        f"\n  first one shown in {stem}-problem.png" if first_cell is not None else ""
+    )
+    if found:
+        messages = "\n  ".join(message for _, message in found)
+        pytest.fail(f"{relpath}, after Run All:\n  {messages}{shot}", pytrace=False)
