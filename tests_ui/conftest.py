@@ -39,6 +39,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    "--disable-crash-reporter",  # no crashpad daemons, no ~/.config writes
+    "--disable-breakpad",
 ]
 INSTALL_HINT = (
     "make test-ui needs Debian's chromium: sudo apt-get install chromium "
