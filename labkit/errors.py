@@ -4,9 +4,13 @@ from __future__ import annotations
 
 __all__ = [
     "LabkitError",
+    "ListenerError",
+    "MalformedMessageError",
     "ServerBinaryNotFoundError",
     "ServerStartError",
     "ServerUnreachableError",
+    "ServerVersionError",
+    "UnsafeServerError",
 ]
 
 
@@ -49,3 +53,58 @@ class ServerUnreachableError(LabkitError):
     def __init__(self, message: str, *, url: str) -> None:
         super().__init__(message)
         self.url = url
+
+
+class UnsafeServerError(LabkitError):
+    """A destructive command (FLUSHDB, CONFIG SET) was refused on a server that
+    labkit did not start, in database 0, without the user's opt-in.
+
+    Attributes:
+        url: The server, password masked.
+        keys: How many keys its database held.
+    """
+
+    def __init__(self, message: str, *, url: str, keys: int) -> None:
+        super().__init__(message)
+        self.url = url
+        self.keys = keys
+
+
+class ServerVersionError(LabkitError):
+    """The server is older than labkit needs (Redis or Valkey 7.0).
+
+    Attributes:
+        url: The server's URL, password masked ("" if not known).
+        version: What it reported, e.g. ``"redis 6.2.14"``.
+    """
+
+    def __init__(self, message: str, *, url: str, version: str) -> None:
+        super().__init__(message)
+        self.url = url
+        self.version = version
+
+
+class ListenerError(LabkitError):
+    """A pub/sub listener could not subscribe, answer or stop in time.
+
+    Attributes:
+        name: The listener's name.
+    """
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class MalformedMessageError(LabkitError):
+    """A pub/sub message could not be parsed (raised by a listener's callback).
+
+    Attributes:
+        channel: Where it arrived.
+        data: What it carried (possibly truncated).
+    """
+
+    def __init__(self, message: str, *, channel: str, data: object) -> None:
+        super().__init__(message)
+        self.channel = channel
+        self.data = data

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import redis
 
 from labkit.errors import LabkitError
+from labkit.server import flushdb
 from labkit.sharding import Router, ShardedClient, hash64, move_keys
 
 __all__ = ["Growth", "Resolution", "Shortener", "ShortenerStats", "grow"]
@@ -214,7 +215,7 @@ def grow(
             f"{len(names) - 1} (one less than the {len(names)} servers)"
         )
     for c in clients.values():
-        c.flushdb()
+        flushdb(c)
     first = {n: clients[n] for n in names[:nodes_before]}
     old = Shortener(ShardedClient(first, make_router(names[:nodes_before])))
     links = [old.shorten(u) for u in urls]

@@ -15,7 +15,8 @@ import pytest
 import redis
 
 import labkit
-from labkit.server import _default, _process
+from labkit.core.clients import server_version, supports
+from labkit.server import _default, _process, flushdb
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +34,34 @@ def redis_url() -> Iterator[str]:
 def r(redis_url: str) -> Iterator[redis.Redis]:
     """A ``decode_responses`` client on an empty database."""
     client = labkit.connect(redis_url)
-    client.flushdb()
+    flushdb(client)  # refuses db 0 of a server labkit did not start
     yield client
     client.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the lab's markers."""
+    config.addinivalue_line(
+        "markers",
+        "needs(feature): skip unless the tests' server has the feature "
+        "(a key of labkit.core.clients.FEATURES, e.g. 'hash-field-ttl')",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _skip_unless_supported(request: pytest.FixtureRequest) -> None:
+    """Honour ``@pytest.mark.needs(feature)`` against the server in use."""
+    marker = request.node.get_closest_marker("needs")
+    if marker is None:
+        return
+    url = request.getfixturevalue("redis_url")
+    client = labkit.connect(url)
+    try:
+        missing = [f for f in marker.args if not supports(client, f)]
+        if missing:
+            pytest.skip(f"{server_version(client)} lacks {', '.join(missing)}")
+    finally:
+        client.close()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -4,7 +4,9 @@ Usage: python tools/execute_notebooks.py notebooks/00-redis-basics.ipynb [...]
 
 Runs each notebook top to bottom in a fresh kernel of the current environment
 (with REDIS_URL removed, so the embedded server is used) and writes the outputs
-back, with volatile metadata stripped so diffs stay small. Commit the result;
+back, with volatile metadata stripped so diffs stay small. A cell that raises
+on purpose must carry the ``raises-exception`` tag (an old
+``# NBVAL_RAISES_EXCEPTION`` first line is turned into it). Commit the result;
 `make test` then checks the committed outputs with pytest --nbval.
 """
 
@@ -18,25 +20,32 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-RAISES = "# NBVAL_RAISES_EXCEPTION"
 TAG = "raises-exception"
+LEGACY = "# NBVAL_RAISES_EXCEPTION"
 
 
-def _raising(cell: dict) -> bool:
-    return cell.cell_type == "code" and cell.source.lstrip().startswith(RAISES)
+def tag_intended_errors(nb: nbformat.NotebookNode) -> None:
+    """Give each cell that raises on purpose the ``raises-exception`` tag.
+
+    JupyterLab's Run All, nbclient and nbval all honour the tag (JupyterLab
+    ignores nbval's comment), so it is the one marker: an old
+    ``# NBVAL_RAISES_EXCEPTION`` first line is turned into the tag.
+    """
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        lines = cell.source.splitlines()
+        if lines and lines[0].strip() == LEGACY:
+            cell.source = "\n".join(lines[1:])
+            tags = cell.metadata.setdefault("tags", [])
+            if TAG not in tags:
+                tags.append(TAG)
 
 
 def execute(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     os.environ.pop("REDIS_URL", None)
-    # nbclient stops at an error unless the cell carries the raises-exception
-    # tag; nbval reads the comment. Tag such cells for this run only, so the
-    # comment stays the one marker (both at once make nbval warn).
-    for cell in nb.cells:
-        if _raising(cell):
-            tags = cell.metadata.setdefault("tags", [])
-            if TAG not in tags:
-                tags.append(TAG)
+    tag_intended_errors(nb)
     started = time.perf_counter()
     NotebookClient(
         nb,
@@ -46,12 +55,6 @@ def execute(path: Path) -> None:
     ).execute()
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
-        if _raising(cell):
-            tags = [t for t in cell.metadata.get("tags", []) if t != TAG]
-            if tags:
-                cell.metadata["tags"] = tags
-            else:
-                cell.metadata.pop("tags", None)
     nbformat.write(nb, path)
     print(f"{path}: executed in {time.perf_counter() - started:.1f} s")
 

@@ -16,7 +16,7 @@ import redis
 
 from labkit.cache._aside import Cache
 from labkit.measure import time_calls
-from labkit.server import fresh_client
+from labkit.server import flushdb, fresh_client, reconfigured
 
 __all__ = [
     "EvictionResult",
@@ -290,33 +290,33 @@ def eviction_trial(
     ``value_bytes``). Hit ratio is measured on the second half, once warm.
     The config is restored afterwards.
     """
-    client.flushdb()
-    old = client.config_get("maxmemory*")
-    client.config_set("maxmemory-policy", policy)
-    client.config_set("maxmemory", client.info("memory")["used_memory"] + budget_bytes)
-    client.config_resetstat()
+    flushdb(client)
+    limits: dict[str, str | int] = {
+        "maxmemory-policy": policy,
+        "maxmemory": int(client.info("memory")["used_memory"]) + budget_bytes,
+    }
     value = "x" * value_bytes
     hits = total = errors = 0
     half = len(requests) // 2
-    try:
-        for start in range(0, len(requests), batch):
-            ids = requests[start : start + batch]
-            keys = [f"zipf:{k}" for k in ids]
-            found = client.mget(keys)
-            pipe = client.pipeline(transaction=False)
-            for key, got in zip(keys, found, strict=True):
-                if got is None:
-                    pipe.set(key, value)
-            replies = pipe.execute(raise_on_error=False)
-            errors += sum(
-                isinstance(x, redis.exceptions.ResponseError) for x in replies
-            )
-            if start >= half:
-                hits += sum(v is not None for v in found)
-                total += len(found)
-        evicted = int(client.info("stats")["evicted_keys"])
-    finally:
-        client.flushdb()
-        client.config_set("maxmemory", old["maxmemory"])
-        client.config_set("maxmemory-policy", old["maxmemory-policy"])
+    with reconfigured(client, limits):
+        client.config_resetstat()
+        try:
+            for start in range(0, len(requests), batch):
+                ids = requests[start : start + batch]
+                keys = [f"zipf:{k}" for k in ids]
+                found = client.mget(keys)
+                pipe = client.pipeline(transaction=False)
+                for key, got in zip(keys, found, strict=True):
+                    if got is None:
+                        pipe.set(key, value)
+                replies = pipe.execute(raise_on_error=False)
+                errors += sum(
+                    isinstance(x, redis.exceptions.ResponseError) for x in replies
+                )
+                if start >= half:
+                    hits += sum(v is not None for v in found)
+                    total += len(found)
+            evicted = int(client.info("stats")["evicted_keys"])
+        finally:
+            client.flushdb()  # checked above; empty before the limit is lifted
     return EvictionResult(policy, hits / total if total else 0.0, evicted, errors)

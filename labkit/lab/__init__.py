@@ -1,1 +1,1 @@
-"""The lab layer: experiments, harnesses, tutorial systems and plots (not for applications)."""
+"""The lab layer: experiments, harnesses, tutorial systems, plots; not for apps."""

@@ -9,6 +9,7 @@ and is stopped when the Python process that started it ends.
 from labkit.server._cluster import SLOTS, Cluster, slot_ranges
 from labkit.server._default import connect, default_server, fresh_client, mask_url
 from labkit.server._process import Server, find_server_binary, free_port, no_retry
+from labkit.server._safety import check_destructive, flushdb, reconfigured
 from labkit.server._sentinel import Sentinel, replica_config
 
 __all__ = [
@@ -16,13 +17,16 @@ __all__ = [
     "Cluster",
     "Sentinel",
     "Server",
+    "check_destructive",
     "connect",
     "default_server",
     "find_server_binary",
+    "flushdb",
     "free_port",
     "fresh_client",
     "mask_url",
     "no_retry",
+    "reconfigured",
     "replica_config",
     "slot_ranges",
 ]

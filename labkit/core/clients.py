@@ -1,0 +1,155 @@
+"""What a pattern needs of its client and of the server behind it, checked once.
+
+Patterns call :func:`check_client` in their constructor, so a wrong client fails
+there with a clear ``TypeError`` instead of deep inside a later call:
+
+- a ``RedisCluster`` where the pattern cannot work on a cluster (say why);
+- ``decode_responses=False`` where the pattern parses replies as ``str``.
+
+:func:`server_version` and :func:`supports` read the server's version once
+per client, for features newer than the lab's floor of Redis/Valkey 7.0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import weakref
+from typing import Any, NamedTuple
+
+import redis
+
+from labkit.errors import ServerVersionError
+
+__all__ = [
+    "FEATURES",
+    "MIN_VERSION",
+    "ServerVersion",
+    "check_client",
+    "require_version",
+    "server_version",
+    "supports",
+]
+
+#: The oldest server labkit works with: ``#!lua`` script flags, ``PEXPIRE
+#: NX/GT``, ``XAUTOCLAIM`` returning deleted ids, ``CLUSTER SHARDS``.
+MIN_VERSION = (7, 0)
+
+#: Features newer than :data:`MIN_VERSION`: ``{feature: {server: version}}``.
+#: A server missing from a feature's entry never has it.
+FEATURES: dict[str, dict[str, tuple[int, int]]] = {
+    "hash-field-ttl": {"redis": (7, 4), "valkey": (9, 0)},  # HEXPIRE, HPTTL...
+    "waitaof": {"redis": (7, 2), "valkey": (7, 2)},
+    "cluster-slot-stats": {"valkey": (8, 0)},
+    "atomic-slot-migration": {"valkey": (9, 0)},  # CLUSTER MIGRATESLOTS
+}
+
+
+class ServerVersion(NamedTuple):
+    """Which server answers, and its version.
+
+    Attributes:
+        name: ``"valkey"`` or ``"redis"``.
+        version: ``(major, minor, patch)``. Valkey's own version, not the
+            Redis version it reports for compatibility (7.2.4).
+    """
+
+    name: str
+    version: tuple[int, int, int]
+
+    def __str__(self) -> str:
+        return f"{self.name} {'.'.join(map(str, self.version))}"
+
+
+_versions: weakref.WeakKeyDictionary[Any, ServerVersion] = weakref.WeakKeyDictionary()
+
+
+def _parse(text: str) -> tuple[int, int, int]:
+    parts = [int(p) for p in re.findall(r"\d+", str(text))[:3]]
+    return (*parts, 0, 0, 0)[:3]  # type: ignore[return-value]
+
+
+def server_version(client: redis.Redis | redis.RedisCluster) -> ServerVersion:
+    """The server's name and version (one ``INFO server``, cached per client)."""
+    try:
+        return _versions[client]
+    except (KeyError, TypeError):
+        pass
+    if isinstance(client, redis.RedisCluster):
+        info = client.info("server", target_nodes=redis.RedisCluster.RANDOM)
+    else:
+        info = client.info("server")
+    if "valkey_version" in info:
+        found = ServerVersion("valkey", _parse(info["valkey_version"]))
+    else:
+        found = ServerVersion("redis", _parse(info.get("redis_version", "0")))
+    with contextlib.suppress(TypeError):  # an object that cannot be weakly referenced
+        _versions[client] = found
+    return found
+
+
+def supports(client: redis.Redis | redis.RedisCluster, feature: str) -> bool:
+    """True if the client's server has ``feature`` (a key of :data:`FEATURES`)."""
+    if feature not in FEATURES:
+        raise ValueError(f"feature={feature!r}: must be one of {sorted(FEATURES)}")
+    found = server_version(client)
+    needed = FEATURES[feature].get(found.name)
+    return needed is not None and found.version[:2] >= needed
+
+
+def require_version(
+    client: redis.Redis | redis.RedisCluster, url: str = ""
+) -> ServerVersion:
+    """Raise :class:`ServerVersionError` unless the server is >= :data:`MIN_VERSION`."""
+    found = server_version(client)
+    if found.version[:2] < MIN_VERSION:
+        where = f" at {url}" if url else ""
+        raise ServerVersionError(
+            f"The server{where} is {found}; labkit needs Redis or Valkey "
+            f">= {MIN_VERSION[0]}.{MIN_VERSION[1]} (its scripts use #!lua flags, "
+            "its expiries PEXPIRE NX/GT, its queues XAUTOCLAIM). Upgrade the "
+            "server, or unset REDIS_URL to use the embedded Valkey server.",
+            url=url,
+            version=str(found),
+        )
+    return found
+
+
+def _decodes(client: Any) -> bool:
+    return bool(client.get_encoder().decode_responses)
+
+
+def check_client(
+    client: Any,
+    *,
+    owner: str,
+    cluster: bool | str = True,
+    decode: bool = False,
+) -> Any:
+    """Return ``client`` if ``owner`` can use it; else raise a clear TypeError.
+
+    Args:
+        client: What the caller passed.
+        owner: The class asking, for the message (e.g. ``"JobQueue"``).
+        cluster: True if the pattern works on a ``RedisCluster``; else a
+            string saying why it does not (it is put in the message).
+        decode: True if the pattern needs ``decode_responses=True``.
+    """
+    if not isinstance(client, redis.Redis | redis.RedisCluster):
+        raise TypeError(
+            f"client={client!r}: {owner} needs a redis.Redis"
+            f"{' or redis.RedisCluster' if cluster is True else ''} "
+            "(e.g. labkit.connect())"
+        )
+    if isinstance(client, redis.RedisCluster) and cluster is not True:
+        reason = f": {cluster}" if isinstance(cluster, str) else ""
+        raise TypeError(
+            f"client={client!r}: {owner} does not work on a RedisCluster{reason}. "
+            "Pass a redis.Redis for one server (or one node)."
+        )
+    if decode and not _decodes(client):
+        raise TypeError(
+            f"client={client!r}: {owner} needs a client made with "
+            "decode_responses=True (labkit.connect() does that by default)"
+        )
+    return client

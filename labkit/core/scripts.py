@@ -1,0 +1,121 @@
+"""Lua scripts: loaded once from ``labkit/lua/``, called one way, NOSCRIPT handled here.
+
+Every labkit script is a :class:`Script`. A call is ``EVALSHA`` straight away
+(one round trip); only if the server answers ``NOSCRIPT`` (a restart, a
+``SCRIPT FLUSH``, a failover to a replica that never saw it) is the source
+loaded and the call sent again. The same works on a ``RedisCluster``, where
+redis-py routes ``EVALSHA`` by its first key and ``SCRIPT LOAD`` goes to every
+primary.
+
+Why not ``client.register_script``? Its objects, queued in a pipeline, make
+redis-py send ``SCRIPT EXISTS`` before every ``execute()`` (it forgets the
+pipeline's scripts afterwards): a second round trip per batch. And a
+``ClusterPipeline`` refuses its ``evalsha`` method. :meth:`Script.queue` sends
+the raw command instead.
+
+Each ``.lua`` file starts with a header naming its KEYS, ARGV and return value;
+``print(Script("queues_enqueue").source)`` shows it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from functools import cached_property
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.exceptions import NoScriptError
+
+__all__ = ["Script", "run_batch"]
+
+Arg = str | bytes | int | float
+
+
+class Script:
+    """One script of ``labkit/lua/<name>.lua``.
+
+    Args:
+        name: The file's stem, e.g. ``"ratelimit_gcra"``.
+
+    The source is read on first use; the SHA1 is computed locally, so no
+    server is needed until the first call.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Script({self.name!r})"
+
+    @cached_property
+    def source(self) -> str:
+        """The Lua source, header included."""
+        path = resources.files("labkit").joinpath("lua", f"{self.name}.lua")
+        return path.read_text(encoding="utf-8")
+
+    @cached_property
+    def sha(self) -> str:
+        """SHA1 of the source, as ``EVALSHA`` wants it."""
+        return hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+
+    def load(self, client: redis.Redis | redis.RedisCluster) -> None:
+        """``SCRIPT LOAD`` the source (on every primary of a cluster)."""
+        client.script_load(self.source)
+
+    def __call__(
+        self,
+        client: redis.Redis | redis.RedisCluster,
+        keys: Sequence[str] = (),
+        args: Sequence[Arg] = (),
+    ) -> Any:
+        """Run the script: one ``EVALSHA`` round trip, two after a ``NOSCRIPT``."""
+        try:
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            self.load(client)
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    def queue(
+        self, pipe: Any, keys: Sequence[str] = (), args: Sequence[Arg] = ()
+    ) -> None:
+        """Add one call to ``pipe`` (a pipeline, plain or cluster, or a MULTI)."""
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+def run_batch(
+    client: redis.Redis | redis.RedisCluster,
+    calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]],
+) -> list[Any]:
+    """Run many script calls in one non-transactional pipeline round trip.
+
+    A call answered ``NOSCRIPT`` did not run, so it is safe to send again once
+    the script is loaded: that costs a second round trip, only then. Any other
+    error is raised (after the rest of the batch ran, as pipelines do).
+
+    Returns:
+        One reply per call, in order.
+    """
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        for i in todo:
+            script, keys, args = calls[i]
+            script.queue(pipe, keys, args)
+        results = pipe.execute(raise_on_error=False)
+        missing: list[int] = []
+        for i, res in zip(todo, results, strict=True):
+            if isinstance(res, NoScriptError) and attempt == 0:
+                missing.append(i)
+            elif isinstance(res, Exception):
+                raise res
+            else:
+                replies[i] = res
+        if not missing:
+            break
+        for script in {calls[i][0] for i in missing}:
+            script.load(client)
+        todo = missing
+    return replies

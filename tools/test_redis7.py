@@ -1,0 +1,104 @@
+"""Run the test suite and every notebook against Redis 7.0 (Debian's redis-server).
+
+Usage: python tools/test_redis7.py [pytest args...]
+
+labkit promises Redis >= 7.0 as well as the bundled Valkey. This starts the
+``redis-server`` found on PATH (or ``$REDIS7_BIN``) on 127.0.0.1, a free port,
+a random password and a temporary directory; checks that it is a 7.x server;
+then runs, with ``REDIS_URL`` pointing at its database 15:
+
+1. ``pytest tests`` (features newer than 7.0 skip with the reason);
+2. ``pytest --nbval-lax notebooks``: every notebook runs to the end, every
+   assert cell included, against the 7.0 server. Outputs are not compared
+   (they differ on purpose where a notebook shows what 7.0 lacks).
+
+The server is shut down and its directory removed at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main(argv: list[str]) -> int:
+    binary = os.environ.get("REDIS7_BIN") or shutil.which("redis-server")
+    if not binary:
+        sys.exit(
+            "test-redis7 needs Debian's redis-server 7.x: `apt-get install "
+            "redis-server` (as root), or set REDIS7_BIN=/path/to/redis-server"
+        )
+    version = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    if " v=7." not in version:
+        sys.exit(f"{binary} is not a 7.x server: {version.strip()}")
+    port, password = _free_port(), secrets.token_hex(16)
+    workdir = tempfile.mkdtemp(prefix="labkit-redis7-")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            password,
+            "--dir",
+            workdir,
+            "--logfile",
+            os.path.join(workdir, "redis.log"),
+        ],
+        stdin=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, password=password, socket_timeout=2)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    sys.exit(f"{binary} did not start; see {workdir}/redis.log")
+                time.sleep(0.05)
+        print(f"== {version.strip()} on 127.0.0.1:{port}", flush=True)
+        env = dict(os.environ, REDIS_URL=f"redis://:{password}@127.0.0.1:{port}/15")
+        pytest = [sys.executable, "-m", "pytest"]
+        code = subprocess.run([*pytest, "tests", *argv], env=env).returncode
+        nb = subprocess.run(
+            [*pytest, "notebooks", "--nbval-lax", "--nbval-current-env", *argv],
+            env=env,
+        ).returncode
+        return code or nb
+    finally:
+        client.close()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
