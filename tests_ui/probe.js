@@ -6,6 +6,7 @@ window.labkitProbe = (() => {
   const WIDGET_MIME = "application/vnd.jupyter.widget-view+json";
   const WIDGET_FAILED = /Error (displaying|rendering) widget|Loading widget\.\.\./;
   let panel = null; // the NotebookPanel under test
+  const requests = { sent: 0, answered: 0 }; // execute_requests since watch()
 
   const kernelOf = () => {
     const s = panel.sessionContext.session;
@@ -51,6 +52,18 @@ window.labkitProbe = (() => {
       ).length;
     },
 
+    // Count execute requests and replies from now on. The [*] prompts cannot
+    // tell when Run All is over: after an error in a cell tagged
+    // raises-exception, JupyterLab clears the [*] of every queued cell while
+    // the kernel goes on running them.
+    watch() {
+      kernelOf().anyMessage.connect((_, { msg, direction }) => {
+        const type = msg.header.msg_type;
+        if (direction === "send" && type === "execute_request") requests.sent++;
+        if (direction === "recv" && type === "execute_reply") requests.answered++;
+      });
+    },
+
     progress() {
       let running = 0;
       let executed = 0;
@@ -60,7 +73,7 @@ window.labkitProbe = (() => {
         if (cell.model.type === "code" && cell.model.executionCount != null) executed++;
       }
       const k = kernelOf();
-      return { status: k ? k.status : null, running, executed };
+      return { status: k ? k.status : null, running, executed, ...requests };
     },
 
     // Still changing: widget views loading, images decoding.

@@ -84,7 +84,10 @@ def run_all_from_menu(page: Page) -> None:
 
 
 def wait_until_idle(page: Page, lab: LabServer, seen: dict[int, str]) -> dict[str, Any]:
-    """Wait (bounded) until the kernel is idle and no cell shows [*] for 2 s.
+    """Wait (bounded) until every cell Run All sent is answered and the kernel idle.
+
+    Done means: the kernel answered every execute request sent since
+    ``labkitProbe.watch()``, it is idle, and no cell shows [*], for 2 s in a row.
 
     Args:
         page: the notebook's page, Run All just clicked.
@@ -104,8 +107,9 @@ def wait_until_idle(page: Page, lab: LabServer, seen: dict[int, str]) -> dict[st
             dialogs.append(dialog)
         seen.update(lab.kernel_processes())
         p = probe(page, "progress")
-        started = p["executed"] > 0 or p["running"] > 0 or elapsed > 5
-        if started and p["status"] == "idle" and p["running"] == 0:
+        started = p["sent"] > 0 or elapsed > 10  # 10 s: a notebook without code
+        quiet = p["answered"] >= p["sent"] and p["running"] == 0
+        if started and quiet and p["status"] == "idle":
             quiet_since = quiet_since or time.monotonic()
             if time.monotonic() - quiet_since >= 2:
                 return {"timed_out": False, "seconds": elapsed, "dialogs": dialogs}
@@ -168,18 +172,14 @@ def problems(
     found: list[tuple[int | None, str]] = []
     if run["timed_out"]:
         limit = f"{run_timeout():.0f} s (LABKIT_UI_TIMEOUT)"
-        busy = [c for c in cells if c["running"]]
-        found.append(
-            (
-                busy[0]["index"] if busy else None,
-                f"still busy after {limit}; "
-                + (
-                    f"cells[{busy[0]['index']}] ({busy[0]['source']!r}) shows [*]"
-                    if busy
-                    else "no cell shows [*]"
-                ),
-            )
+        # The cell at work: the one showing [*], else the first one unfinished
+        # (JupyterLab drops the [*] after an error in a raises-exception cell).
+        unfinished = [c for c in cells if c["type"] == "code" and not c["executed"]]
+        busy = next((c for c in cells if c["running"]), None) or next(
+            iter(unfinished), None
         )
+        at = f"; at cells[{busy['index']}] ({busy['source']!r})" if busy else ""
+        found.append((busy["index"] if busy else None, f"still busy after {limit}{at}"))
     found += [(None, f"dialog during Run All: {text}") for text in run["dialogs"]]
     for c in cells:
         i, where = c["index"], f"cells[{c['index']}] ({c['source']!r})"
@@ -257,6 +257,7 @@ def test_run_all(
         kernel_cleanup.update(lab.kernel_processes())
         left = probe(page, "clearOutputs")
         assert left == 0, f"{left} cell(s) kept their stored outputs"
+        probe(page, "watch")
         run_all_from_menu(page)
         run = wait_until_idle(page, lab, kernel_cleanup)
         wait_for_rendering(page)
