@@ -125,6 +125,9 @@ def pytest_terminal_summary(
 ) -> None:
     """Print one line per notebook, any leftovers, and where the screenshots are."""
     run = config.stash[RUN]
+    if not (run.results or run.problems or any(run.shots.iterdir())):
+        run.shots.rmdir()  # e.g. --collect-only: nothing was run
+        return
     write = terminalreporter.write_line
     terminalreporter.section("labkit browser test")
     for r in run.results:

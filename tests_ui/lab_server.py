@@ -216,7 +216,14 @@ class LabServer:
             path = self.state / "settings" / f"{plugin}.jupyterlab-settings"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(values))
-        for sub in ("workspaces", "runtime", "config", "data", "checkpoints"):
+        for sub in (
+            "workspaces",
+            "runtime",
+            "config",
+            "data",
+            "checkpoints",
+            "ipython",
+        ):
             (self.state / sub).mkdir(exist_ok=True)
         env = {
             k: v
@@ -230,6 +237,8 @@ class LabServer:
             JUPYTER_DATA_DIR=str(self.state / "data"),
             JUPYTER_CONFIG_DIR=str(self.state / "config"),
             JUPYTER_RUNTIME_DIR=str(self.state / "runtime"),
+            # The learner's IPython history stays free of test runs.
+            IPYTHONDIR=str(self.state / "ipython"),
             # Kernels inherit this: no __pycache__ written into the checkout.
             PYTHONDONTWRITEBYTECODE="1",
             PYTHONUNBUFFERED="1",
