@@ -2,10 +2,10 @@
 
 Each notebook is opened in a fresh page, its stored outputs are cleared (so
 that none of them can pass for this run's), and Run > Run All Cells is clicked
-in the menu. Once the kernel is idle and no cell shows [*], the page is
-checked: every code cell ran, no cell shows an error unless it carries the
-``raises-exception`` tag, every widget rendered, every image loaded.
-Screenshots of each notebook go to the run's temporary folder.
+in the menu. Once the kernel has answered every cell it was sent and is idle,
+the page is checked: every code cell ran, no cell shows an error unless it
+carries the ``raises-exception`` tag, every widget rendered, every image
+loaded. Screenshots of each notebook go to the run's temporary folder.
 """
 
 from __future__ import annotations
@@ -95,28 +95,33 @@ def wait_until_idle(page: Page, lab: LabServer, seen: dict[int, str]) -> dict[st
         seen: {pid: start time} of every process seen below JupyterLab.
 
     Returns:
-        ``timed_out``, ``seconds`` and the ``dialogs`` that opened meanwhile.
+        ``timed_out``, ``seconds``, and ``events``: dialogs that opened, a
+        kernel that died.
     """
     timeout = run_timeout()
     start = time.monotonic()
-    dialogs: list[str] = []
+    events: list[str] = []  # dialogs, a kernel that died
     quiet_since: float | None = None
     while True:
         elapsed = time.monotonic() - start
         if dialog := answer_dialog(page):  # e.g. "the kernel appears to have died"
-            dialogs.append(dialog)
+            events.append(f"dialog during Run All: {dialog}")
         seen.update(lab.kernel_processes())
         p = probe(page, "progress")
+        if p["status"] in ("autorestarting", "restarting", "dead"):
+            event = f"the kernel was {p['status']} during Run All"
+            events += [] if event in events else [event]
         started = p["sent"] > 0 or elapsed > 10  # 10 s: a notebook without code
-        quiet = p["answered"] >= p["sent"] and p["running"] == 0
-        if started and quiet and p["status"] == "idle":
+        # A kernel that died never answers what it was sent: stop waiting for it.
+        answered = p["answered"] >= p["sent"] or events
+        if started and answered and p["running"] == 0 and p["status"] == "idle":
             quiet_since = quiet_since or time.monotonic()
             if time.monotonic() - quiet_since >= 2:
-                return {"timed_out": False, "seconds": elapsed, "dialogs": dialogs}
+                return {"timed_out": False, "seconds": elapsed, "events": events}
         else:
             quiet_since = None
         if elapsed > timeout:
-            return {"timed_out": True, "seconds": elapsed, "dialogs": dialogs}
+            return {"timed_out": True, "seconds": elapsed, "events": events}
         time.sleep(0.5)
 
 
@@ -180,7 +185,7 @@ def problems(
         )
         at = f"; at cells[{busy['index']}] ({busy['source']!r})" if busy else ""
         found.append((busy["index"] if busy else None, f"still busy after {limit}{at}"))
-    found += [(None, f"dialog during Run All: {text}") for text in run["dialogs"]]
+    found += [(None, event) for event in run["events"]]
     for c in cells:
         i, where = c["index"], f"cells[{c['index']}] ({c['source']!r})"
         if not c["expectsError"]:
