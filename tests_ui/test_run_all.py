@@ -24,7 +24,7 @@ from ui_settings import RunState, run_timeout
 
 PROBE = Path(__file__).with_name("probe.js")
 VIEWPORT: ViewportSize = {"width": 1400, "height": 900}
-OPEN_TIMEOUT = 180.0  # seconds to load JupyterLab and start a kernel
+OPEN_TIMEOUT = 300.0  # seconds to load JupyterLab, then to start a kernel
 SETTLE_TIMEOUT = 30.0  # seconds for widget views and images to finish rendering
 MAX_SHOTS = 40  # scrolled screenshots per notebook
 MAX_TALL = 16000  # pixels: height cap of the one tall screenshot
