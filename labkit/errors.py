@@ -1,4 +1,4 @@
-"""The lab's exceptions: one base class, a few subclasses that carry context."""
+"""Library: labkit's exceptions: one base class, subclasses that carry context."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ __all__ = [
     "LabkitError",
     "ListenerError",
     "MalformedMessageError",
+    "ProxyError",
     "ServerBinaryNotFoundError",
     "ServerStartError",
     "ServerUnreachableError",
     "ServerVersionError",
+    "SessionExpiredError",
     "UnsafeServerError",
 ]
 
@@ -20,7 +22,25 @@ class LabkitError(Exception):
     Errors that come from Redis itself (``redis.exceptions.*``) are not wrapped
     unless labkit can add something useful, in which case the original is kept
     as ``__cause__``.
+
+    Every labkit error survives pickling with its context attributes, so an
+    error raised in a worker process reaches the parent intact (the default
+    would call ``cls(*args)`` without the keyword-only context, fail, and
+    leave a ``multiprocessing`` parent waiting forever).
     """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(
+    cls: type[LabkitError], args: tuple[object, ...], state: dict[str, object]
+) -> LabkitError:
+    """Unpickle a labkit error without calling its ``__init__``."""
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 class ServerBinaryNotFoundError(LabkitError):
@@ -108,3 +128,32 @@ class MalformedMessageError(LabkitError):
         super().__init__(message)
         self.channel = channel
         self.data = data
+
+
+class ProxyError(LabkitError):
+    """A fault-injecting proxy (``labkit.lab.proxy``) could not start or stop.
+
+    Attributes:
+        upstream: The ``host:port`` the proxy forwards to.
+        port: The port it listens (or tried to listen) on, if known.
+    """
+
+    def __init__(self, message: str, *, upstream: str, port: int | None) -> None:
+        super().__init__(message)
+        self.upstream = upstream
+        self.port = port
+
+
+class SessionExpiredError(LabkitError):
+    """A chat session (:mod:`labkit.lab.chat`) is unknown or its hour is over.
+
+    Attributes:
+        token: The token that was given.
+    """
+
+    def __init__(self, token: str) -> None:
+        super().__init__(
+            f"session {token!r} does not exist or has expired; start a new one "
+            "with ChatService.new_session()"
+        )
+        self.token = token
