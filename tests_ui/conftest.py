@@ -131,12 +131,15 @@ def pytest_terminal_summary(
     write = terminalreporter.write_line
     terminalreporter.section("labkit browser test")
     for r in run.results:
+        timing = (
+            f"{r['total']:.0f} s: open {r['open']:.0f} s, "
+            f"Run All {r['seconds']:.0f} s, screenshots {r['screenshots']:.0f} s"
+        )
         write(
             f"{r['notebook']}: {r['executed']}/{r['code_cells']} code cells ran, "
             f"{r['errors']} error cell(s) (+{r['expected_errors']} tagged "
             f"raises-exception), {r['widgets']} widget(s), {r['images']} image(s), "
-            f"Run All {r['seconds']:.0f} s ({r['total']:.0f} s in all)"
-            f"{', TIMED OUT' if r['timed_out'] else ''}"
+            f"{timing}{', TIMED OUT' if r['timed_out'] else ''}"
         )
     for problem in run.problems:
         write(f"FAIL: {problem}", red=True)

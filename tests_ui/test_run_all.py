@@ -238,6 +238,8 @@ def summarize(
         "widgets": sum(c["widgetsRendered"] for c in code),
         "images": sum(c["images"] for c in code),
         "seconds": run["seconds"],
+        "open": run["open"],
+        "screenshots": run["screenshots"],
         "total": run["total"],
         "timed_out": run["timed_out"],
     }
@@ -259,6 +261,7 @@ def test_run_all(
     page = context.new_page()
     try:
         open_notebook(page, lab, relpath)
+        opened = time.monotonic()
         kernel_cleanup.update(lab.kernel_processes())
         left = probe(page, "clearOutputs")
         assert left == 0, f"{left} cell(s) kept their stored outputs"
@@ -269,14 +272,20 @@ def test_run_all(
         cells = probe(page, "report")
         found = problems(cells, run)
         first_cell = next((i for i, _ in found if i is not None), None)
+        shooting = time.monotonic()
         take_screenshots(page, stem, first_cell)
+        shot_seconds = time.monotonic() - shooting
     except Exception:
         with contextlib.suppress(PlaywrightError):
             page.screenshot(path=f"{stem}-failure.png")
         raise
     finally:
         context.close()
-    run["total"] = time.monotonic() - started
+    run.update(
+        open=opened - started,
+        screenshots=shot_seconds,
+        total=time.monotonic() - started,
+    )
     run_state.results.append(summarize(relpath, cells, run))
     shot = (
         f"\n  first one shown in {stem}-problem.png" if first_cell is not None else ""
