@@ -13,6 +13,7 @@ __all__ = [
     "ServerVersionError",
     "SessionExpiredError",
     "UnsafeServerError",
+    "WireError",
 ]
 
 
@@ -157,3 +158,18 @@ class SessionExpiredError(LabkitError):
             "with ChatService.new_session()"
         )
         self.token = token
+
+
+# --- basics (labkit.lab.basics) ---------------------------------------------
+
+
+class WireError(LabkitError):
+    """A raw RESP socket (:class:`labkit.lab.basics.Wire`) failed.
+
+    Attributes:
+        address: The ``host:port`` it talks to.
+    """
+
+    def __init__(self, message: str, *, address: str) -> None:
+        super().__init__(message)
+        self.address = address
