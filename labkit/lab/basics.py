@@ -321,7 +321,7 @@ def pipeline_curves(
     *,
     rounds: int = 4,
     calls: int = 5,
-    progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+    progress: Callable[[list[int]], Iterable[int]] | None = None,
 ) -> dict[str, dict[int, float]]:
     """Median seconds per command of ``run(client, batch)``, per client and batch.
 
@@ -329,14 +329,15 @@ def pipeline_curves(
         run: Sends ``batch`` commands with ``client`` (the notebook's own
             pipelining function) and returns when all replies are in.
         clients: ``{label: client}``, e.g. direct and through proxies.
-        batch_sizes: Commands per call; include 1 as the baseline.
-        rounds: Each round visits every client and batch size once, so a
-            burst of load from elsewhere on the machine hits all curves alike.
-        calls: Consecutive timed calls per point and round. The median of
-            all of a point's calls is its figure: on a busy machine the first
-            call after a large batch waits longer to be scheduled, and the
-            median sets it aside.
-        progress: Wraps the rounds, e.g. ``tqdm``.
+        batch_sizes: Commands per call; include 1 as the baseline. They are
+            measured in the order given, smallest first being best: on a busy
+            machine a process that has just used the CPU for a large batch
+            waits longer to be scheduled after each of its next round trips.
+        rounds: For each batch size, the clients take turns ``rounds`` times,
+            so a burst of load from elsewhere on the machine hits them alike.
+        calls: Consecutive timed calls per turn. A point's figure is the
+            median of its ``rounds * calls`` calls.
+        progress: Wraps the list of batch sizes, e.g. ``tqdm``.
 
     Returns:
         ``{label: {batch: median seconds per command}}``.
@@ -352,10 +353,9 @@ def pipeline_curves(
     }
     for client in clients.values():  # connect and warm up, untimed
         run(client, sizes[0])
-    steps: Iterable[int] = range(rounds)
-    for _ in progress(steps) if progress else steps:
-        for label, client in clients.items():
-            for b in sizes:
+    for b in progress(sizes) if progress else sizes:
+        for _ in range(rounds):
+            for label, client in clients.items():
                 for _ in range(calls):
                     start = time.perf_counter()
                     run(client, b)
