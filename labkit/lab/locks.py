@@ -165,6 +165,8 @@ class PauseRound(NamedTuple):
         fencing: Whether the storage checked tokens.
         ttl, pause: The lease and how long holder A was stopped (seconds).
         a_lease, b_lease: The two holders' leases (``valid_until`` ends them).
+        a_checked: Seconds of lease A saw left when it checked, just before
+            its pause.
         a_paused, a_resumed: When A stopped itself and was continued.
         a_wrote, b_wrote: When each write reached the storage.
         a_accepted, b_accepted: Whether the storage took each write.
@@ -178,6 +180,7 @@ class PauseRound(NamedTuple):
     pause: float
     a_lease: Lease
     b_lease: Lease | None
+    a_checked: float
     a_paused: float
     a_resumed: float
     a_wrote: float
@@ -266,7 +269,7 @@ class PauseExperiment:
         lock_b = Lock(self.client, self.name, self.ttl, timeout=pause + 10 * self.ttl)
         before = int(storage.read("counter") or 0)
         self._conn.send(("go", fencing))
-        _, a_lease, _, _, a_paused = self._recv(30)
+        _, a_lease, _, a_checked, a_paused = self._recv(30)
         self._wait_stopped()
         resume_at = a_paused + pause
         b_lease, b_wrote, b_ok, report = None, 0.0, False, None
@@ -297,6 +300,7 @@ class PauseExperiment:
             a_resumed - a_paused,
             a_lease,
             b_lease,
+            a_checked,
             a_paused,
             a_resumed,
             a_wrote,

@@ -1,0 +1,1 @@
+"""Plots for the notebooks: each module takes measured data and draws it."""
