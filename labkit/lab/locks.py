@@ -13,7 +13,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -420,10 +420,11 @@ class RedlockLab:
         kwargs.setdefault("server_timeout", 0.2)
         return Redlock(self.clients(), self.name, self.ttl, **kwargs)
 
-    def holders(self, lock: Redlock | None = None) -> list[str]:
-        """Who holds the key on each server: a token's first 6 characters,
-        ``"-"`` (free) or ``"down"``."""
-        key = (lock or self.redlock()).key
+    def holders(self, holders: Mapping[str, Redlock]) -> list[str]:
+        """Who holds the lock on each server: a label of ``holders``
+        (``{"A": a, "B": b}``), ``"-"`` (free), ``"other"`` or ``"down"``."""
+        tokens = {h.lease.token: label for label, h in holders.items() if h.lease}
+        key = next(iter(holders.values())).key
         out = []
         for client in self.admin:
             try:
@@ -431,7 +432,7 @@ class RedlockLab:
             except redis.ConnectionError:
                 out.append("down")
                 continue
-            out.append("-" if token is None else str(token)[:6])
+            out.append("-" if token is None else tokens.get(str(token), "other"))
         return out
 
     def set_mode(self, mode: str) -> None:
@@ -497,8 +498,10 @@ class RedlockLab:
             with contextlib.suppress(LockNotOwnedError):
                 if holder.lease is not None:
                     holder.release()
-        for client in (*a.clients, *b.clients):
-            client.close()
+        for holder in (a, b):
+            holder.close()
+            for client in holder.clients:
+                client.close()
         a_votes = a_lease.votes if a_lease else 0
         both = (
             a_lease is not None and b_lease is not None and got_at < a_lease.valid_until

@@ -188,8 +188,10 @@ class Lock:
         Raises:
             LockNotOwnedError: The lease expired (another holder may have the
                 lock now, and it is left alone), or nothing was held.
+            redis.RedisError: The server failed; the lease is kept, so the
+                release can be tried again.
         """
-        lease, self.lease = self.lease, None
+        lease = self.lease
         if lease is None:
             raise LockNotOwnedError(
                 f"lock {self.name!r}: this Lock object holds no lease to release",
@@ -197,7 +199,9 @@ class Lock:
                 key=self.key,
                 token="",
             )
-        if not self._run(RELEASE, [self.key], lease.token):
+        released = self._run(RELEASE, [self.key], lease.token)  # errors: keep it
+        self.lease = None
+        if not released:
             raise self._lost(lease, "release")
 
     def extend(self, ttl: float | None = None) -> Lease:

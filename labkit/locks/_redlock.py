@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from labkit.core.args import DAY, check_number, check_seconds, check_tag
 from labkit.core.clients import check_client
@@ -16,7 +18,7 @@ from labkit.core.scripts import Arg, Script
 from labkit.errors import LockError, LockNotOwnedError, LockTimeoutError
 from labkit.locks._lock import EXTEND, RELEASE, Lease, check_ttl, ms
 
-__all__ = ["Redlock", "on_each"]
+__all__ = ["Multiplexed", "Redlock"]
 
 VOTE = Script("locks_redlock_acquire")
 _PENDING = object()
@@ -32,70 +34,94 @@ class _Wire:
         self.connection.send_command(*args)
 
 
-def on_each(
-    clients: Sequence[redis.Redis],
-    script: Script,
-    keys: Sequence[str],
-    args: Sequence[Arg],
-    timeout: float,
-) -> list[Any]:
-    """Run one script call on every server at once; each answer or its error.
+class Multiplexed:
+    """One connection per server, to send a call to all of them at once.
 
-    The command is written to every server first, then the answers are read,
-    all within ``timeout`` seconds: N servers cost about one round trip, and a
-    down or frozen server costs at most ``timeout`` (its connection is then
-    closed, since its answer may still come). Redlock asks for exactly this
-    ("a timeout small compared to the lease", ideally "multiplexing").
+    :meth:`call` writes the command to every server first, then reads the
+    answers, all within ``timeout`` seconds: N servers cost about one round
+    trip, and a down or frozen server costs at most ``timeout``, connecting
+    included. Redlock asks for exactly this: a per-server timeout "small
+    compared to the lease", and ideally multiplexing.
+
+    The connections are made from each client's pool settings (host, port,
+    password, TLS...), with no retries and socket timeouts set to what is
+    left of ``timeout``, so the client's own retry policy or missing
+    ``socket_timeout`` cannot stretch a call. They belong to this object (one
+    holder, one thread); :meth:`close` closes them.
 
     redis-py has no public call that sends to several servers before reading,
-    so this uses its connection-level API: ``ConnectionPool.get_connection``,
-    ``Connection.send_command`` and ``Connection.read_response(timeout=)``,
-    checked against redis-py 8.1 (``tests/test_locks.py`` tests it directly).
-    Connecting to a down server costs what the client's ``retry`` policy makes
-    it cost: give Redlock clients ``retry=labkit.server.no_retry()``.
-
-    Returns:
-        One entry per client: the reply, or the exception (``ConnectionError``,
-        ``TimeoutError``, ``ResponseError``) that server's call ended with.
+    so this uses its connection-level API: ``ConnectionPool.connection_class``
+    and ``connection_kwargs``, ``Connection.send_command`` and
+    ``Connection.read_response(timeout=)``, checked against redis-py 8.1
+    (``tests/test_locks.py`` checks they are still there).
     """
-    deadline = time.monotonic() + timeout
-    results: list[Any] = [_PENDING] * len(clients)
-    taken: list[tuple[int, Any, Any]] = []
-    try:
-        for i, client in enumerate(clients):
-            pool = client.connection_pool
+
+    def __init__(self, clients: Sequence[redis.Redis], timeout: float) -> None:
+        self.clients = list(clients)
+        self.timeout = timeout
+        self._conns: list[Any] = [None] * len(self.clients)
+
+    def _connection(self, i: int, left: float) -> Any:
+        conn = self._conns[i]
+        if conn is None:
+            pool = self.clients[i].connection_pool
+            kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+            conn = self._conns[i] = pool.connection_class(**kwargs)
+        # Used when (re)connecting: the TCP connect and the AUTH/HELLO reply.
+        conn.socket_timeout = conn.socket_connect_timeout = left
+        try:
+            # Data or EOF waiting on an idle connection: the server restarted,
+            # or an old answer arrived late. Start afresh (as redis-py's pool
+            # does before lending a connection).
+            if conn.can_read(timeout=0):
+                conn.disconnect()
+        except (redis.ConnectionError, OSError):
+            conn.disconnect()
+        return conn
+
+    def call(
+        self, script: Script, keys: Sequence[str], args: Sequence[Arg]
+    ) -> list[Any]:
+        """Run one script call on every server; each answer, or its error.
+
+        Returns:
+            One entry per server: the reply, or the exception
+            (``ConnectionError``, ``TimeoutError``, ``ResponseError``) its
+            call ended with. A connection whose answer did not come in time is
+            closed, since the answer may still arrive later.
+        """
+        deadline = time.monotonic() + self.timeout
+        results: list[Any] = [_PENDING] * len(self.clients)
+        for i in range(len(self.clients)):
+            left = max(0.001, deadline - time.monotonic())
             try:
-                conn = pool.get_connection()
+                script.queue(_Wire(self._connection(i, left)), keys, args)
             except redis.RedisError as exc:
+                self._conns[i].disconnect()
                 results[i] = exc
-                continue
-            taken.append((i, pool, conn))
-            try:
-                script.queue(_Wire(conn), keys, args)
-            except redis.RedisError as exc:
-                results[i] = exc
-        for i, _pool, conn in taken:
+        for i, conn in enumerate(self._conns):
             if results[i] is not _PENDING:
                 continue
-            left = deadline - time.monotonic()
+            # An answer already here is read even if the deadline has passed.
+            left = max(0.001, deadline - time.monotonic())
             try:
-                if left <= 0:
-                    conn.disconnect()
-                    raise redis.TimeoutError(f"no answer within {timeout:g} s")
                 results[i] = conn.read_response(timeout=left)
             except redis.RedisError as exc:
-                results[i] = exc
-    finally:
-        for _i, pool, conn in taken:
-            pool.release(conn)
-    for i, reply in enumerate(results):
-        if isinstance(reply, redis.exceptions.NoScriptError):
-            # A restarted server forgot the script: load it, the usual way.
-            try:
-                results[i] = script(clients[i], keys, args)
-            except redis.RedisError as exc:
-                results[i] = exc
-    return results
+                results[i] = exc  # read_response closed the connection
+        for i, reply in enumerate(results):
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                # A restarted server forgot the script: load it, the usual way.
+                try:
+                    results[i] = script(self.clients[i], keys, args)
+                except redis.RedisError as exc:
+                    results[i] = exc
+        return results
+
+    def close(self) -> None:
+        """Close the connections (a later call opens them again)."""
+        for conn in self._conns:
+            if conn is not None:
+                conn.disconnect()
 
 
 def _yes(reply: Any) -> bool:
@@ -113,7 +139,8 @@ class Redlock:
     Args:
         clients: One ``redis.Redis`` per server (N >= 1, 5 in the Redlock
             description), each an independent server: not replicas of one
-            another, not a cluster. Make them with ``retry=no_retry()``.
+            another, not a cluster. Their settings are used to open the
+            Redlock's own connections (see :class:`Multiplexed`).
         name: What the lock protects (non-empty, no braces).
         ttl: Seconds a lease lasts on each server (0.001 to 86400).
         timeout: Longest wait of a blocking ``acquire``, in seconds.
@@ -136,6 +163,9 @@ class Redlock:
     releases on every server (a compare-and-delete, so others' keys stay) and
     tries again after a random pause. A Redlock has no fencing token: the
     servers have no common counter.
+
+    One Redlock object is one holder (it keeps the lease's token and its own
+    connections): :meth:`close` closes them when it is no longer needed.
     """
 
     def __init__(
@@ -192,6 +222,7 @@ class Redlock:
         )
         self.prefix = check_tag("prefix", prefix)
         self.quorum = len(self.clients) // 2 + 1
+        self.servers = Multiplexed(self.clients, self.server_timeout)
         self.lease: Lease | None = None  #: the lease this holder holds, if any
         self.last_votes: list[Any] = []  #: each server's answer to the last try
 
@@ -221,8 +252,9 @@ class Redlock:
 
         Raises:
             LockError: This object already holds a lease; a server's key holds
-                another type of value; or too few servers answered to ever
-                make a majority (their errors are in the message).
+                another type of value; or an attempt found too few servers
+                answering to make a majority (raised at once, with the first
+                error in the message, rather than retried until the timeout).
         """
         if not isinstance(blocking, bool):
             raise TypeError(f"blocking={blocking!r}: must be True or False")
@@ -243,9 +275,7 @@ class Redlock:
         while True:
             token = secrets.token_hex(16)
             sent = time.monotonic()
-            votes = on_each(
-                self.clients, VOTE, [self.key], [token, ttl_ms], self.server_timeout
-            )
+            votes = self.servers.call(VOTE, [self.key], [token, ttl_ms])
             self.last_votes = votes
             granted = sum(1 for v in votes if _yes(v))
             validity = self._validity(self.ttl, sent)
@@ -271,22 +301,23 @@ class Redlock:
                     name=self.name,
                     key=self.key,
                 )
+            answered = len(self.clients) - len(failed)
+            if answered < self.quorum:  # no majority possible: say so, now
+                first = f"{type(failed[0]).__name__}: {failed[0]}"
+                raise LockError(
+                    f"Redlock {self.name!r}: only {answered} of {len(self.clients)} "
+                    f"servers answered, a majority needs {self.quorum} (first "
+                    f"error: {first})",
+                    name=self.name,
+                    key=self.key,
+                )
             left = deadline - time.monotonic()
             if not blocking or left <= 0:
-                if len(self.clients) - len(failed) < self.quorum:
-                    first = f"{type(failed[0]).__name__}: {failed[0]}"
-                    raise LockError(
-                        f"Redlock {self.name!r}: only {len(self.clients) - len(failed)}"
-                        f" of {len(self.clients)} servers answered, a majority needs "
-                        f"{self.quorum} (first error: {first})",
-                        name=self.name,
-                        key=self.key,
-                    )
                 return None
             time.sleep(min(left, self.retry_interval * random.uniform(0.5, 1.5)))
 
     def _on_all(self, script: Script, args: list[Arg]) -> int:
-        replies = on_each(self.clients, script, [self.key], args, self.server_timeout)
+        replies = self.servers.call(script, [self.key], args)
         return sum(1 for v in replies if _yes(v))
 
     def release(self) -> int:
@@ -347,6 +378,10 @@ class Redlock:
             key=self.key,
             token=lease.token,
         )
+
+    def close(self) -> None:
+        """Close this holder's connections (the clients are left alone)."""
+        self.servers.close()
 
     def __enter__(self) -> Lease:
         lease = self.acquire(blocking=True)
