@@ -319,7 +319,7 @@ class PauseExperiment:
         check_count("rounds", rounds, max=1000)
         return [
             self.round(fencing=fencing, pause=pause)
-            for _ in tqdm(range(rounds), desc=f"fencing={fencing}", leave=False)
+            for _ in tqdm(range(rounds), desc=f"fencing={fencing}")
         ]
 
     def close(self) -> None:
@@ -524,7 +524,7 @@ class RedlockLab:
         rng = random.Random(seed)
         return [
             self.trial(rng, busy=busy)
-            for _ in progress(range(count), desc=mode, leave=False)
+            for _ in progress(range(count), desc=mode)
         ]
 
     def close(self) -> None:
