@@ -265,6 +265,24 @@ def test_server_killed_then_restarted_empty() -> None:
         client.close()
 
 
+def test_client_kill_of_the_holders_connections() -> None:
+    """CLIENT KILL of every client connection: the next release reconnects and
+    works, for a Lock and for a Redlock's own connections."""
+    with Server() as s1, Server() as s2, Server() as s3:
+        servers = [s1, s2, s3]
+        lock = Lock(s1.client(retry=no_retry(), socket_timeout=1), "res", ttl=5)
+        redlock = Redlock([s.client() for s in servers], "res", ttl=5)
+        assert lock.acquire() is not None and redlock.acquire() is not None
+        for s in servers:
+            admin = s.client()
+            admin.client_kill_filter(_type="normal", skipme=True)
+            admin.close()
+        lock.release()
+        assert redlock.release() == 3
+        assert not lock.locked() and s2.client().exists(redlock.key) == 0
+        redlock.close()
+
+
 def test_unreachable_server_fails_within_seconds(r: redis.Redis) -> None:
     """A client pointing at a closed port: a ConnectionError, quickly."""
     dead = redis.Redis(port=free_port(), retry=no_retry(), socket_connect_timeout=1)
@@ -463,6 +481,7 @@ def test_multiplexed_relies_on_redis_py_connection_api() -> None:
     params = inspect.signature(AbstractConnection.read_response).parameters
     assert "timeout" in params
     assert callable(AbstractConnection.send_command)
+    assert "timeout" in inspect.signature(AbstractConnection.can_read).parameters
     pool = ConnectionPool(host="127.0.0.1", port=1)
     assert issubclass(pool.connection_class, AbstractConnection)
     assert pool.connection_kwargs["port"] == 1

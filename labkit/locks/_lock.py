@@ -87,7 +87,9 @@ class Lock:
         same script as each acquisition; no TTL: it must never go backwards,
         or a storage that saw token 57 would refuse every later holder (and
         one that forgot would accept stale writers). Bounded: one integer per
-        lock name.
+        lock name. It is only as durable as the server: one that restarts
+        empty starts it again at 1, and a storage that remembers higher
+        tokens then refuses every new holder (safe, but stuck until reset).
 
     One ``Lock`` object is one holder: a thread or process that needs the
     lock makes its own (the token of the current lease is kept on the
