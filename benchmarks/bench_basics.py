@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 import labkit
-from labkit.measure import compare_rates
+from labkit.lab.measure import compare_rates
 
 TRIVIAL_SCRIPT = "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('GET', KEYS[1])"
 

@@ -23,8 +23,7 @@ from contextlib import ExitStack
 
 import redis
 
-from labkit.cache import Cache, ClientSideCache, GroupedCache
-from labkit.cache._base import fast_loads
+from labkit.cache import JSON_DECODER, Cache, ClientSideCache, GroupedCache
 from labkit.server import Server
 
 TARGET = 0.9
@@ -108,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         if local.stats.misses != 1 or local.invalidations:
             print("warning: the local cache was invalidated during the run")
 
-    decoder = f"{fast_loads.__module__}.loads"
     ratios = {name: value / rates["raw GET"] for name, value in rates.items()}
     median = {name: value / typical["raw GET"] for name, value in typical.items()}
     width = max(map(len, rates))
@@ -127,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nCache hit path / raw GET = {hit:.2f}x (target >= {TARGET}x: {verdict}); "
         f"from median blocks: {median['Cache hit (lock mode)']:.2f}x"
     )
-    print(f"JSON decoder on the hit path: {decoder}")
+    print(f"JSON decoder on the hit path: {JSON_DECODER}")
     print(
         "local hit / server hit (raw GET) = "
         f"{ratios['ClientSideCache local hit']:.1f}x (all time), "

@@ -13,7 +13,7 @@ import sys
 
 from tqdm import tqdm
 
-from labkit.persistence import POLICIES, crash_test, restart_time, write_throughput
+from labkit.lab.persistence import POLICIES, crash_test, restart_time, write_throughput
 
 SIZES = [0, 50_000, 100_000, 200_000]
 

@@ -24,7 +24,8 @@ import redis
 from tqdm import tqdm
 
 import labkit
-from labkit.pubsub import Publisher, Subscriber, measure_fanout
+from labkit.lab.pubsub import measure_fanout
+from labkit.pubsub import Publisher, Subscriber
 from labkit.server import fresh_client
 
 COUNTS = [1, 3, 10, 30, 100]

@@ -1,7 +1,7 @@
 """Jobs per second through enqueue -> process -> ack: labkit.queues against rq.
 
 Both queues run on the same server in the same run, with the same no-op job
-(``labkit.queues.demo.noop``), so what is measured is each queue's own cost
+(``labkit.lab.queues.demo.noop``), so what is measured is each queue's own cost
 per job. Workers are separate processes, started and registered before the
 clock starts; each batch of jobs is timed from the first enqueue (both use
 their bulk, pipelined enqueue) until the last job is acknowledged. Each
@@ -28,10 +28,11 @@ from collections.abc import Callable
 import redis
 
 import labkit
-from labkit.queues import JobQueue, WorkerProcesses
+from labkit.lab.queues import WorkerProcesses
+from labkit.queues import JobQueue
 from labkit.server import default_server
 
-NOOP = "labkit.queues.demo.noop"
+NOOP = "labkit.lab.queues.demo.noop"
 WORKERS = (1, 4)
 
 
@@ -51,7 +52,7 @@ def bench_labkit(url: str, n_workers: int, jobs: int, rounds: int) -> list[float
     r = labkit.connect(url)
     q = JobQueue(r, f"bench-{uuid.uuid4().hex[:8]}")
     rates = []
-    with WorkerProcesses(url, q.name, n_workers, handler="labkit.queues.demo:noop"):
+    with WorkerProcesses(url, q.name, n_workers, handler="labkit.lab.queues.demo:noop"):
         wait_until(
             lambda: len(r.xinfo_consumers(q.stream, "workers")) == n_workers,
             "labkit workers",

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 import labkit
 from labkit.ratelimit import ALGORITHMS
+from labkit.server import Server
 
 TRIVIAL = "redis.call('INCR', KEYS[1]) return redis.call('PEXPIRE', KEYS[1], ARGV[1])"
 # Large enough that every request in the run is allowed (the common path).
@@ -134,7 +135,7 @@ def main() -> None:
 
     rates: dict[str, list[float]] = defaultdict(list)
     ratio: dict[tuple[str, str], float] = {}
-    with labkit.server.Server() as server:
+    with Server() as server:
         calls = contenders(server.url)
         for a, b in tqdm(pairs, desc="bench_ratelimit", leave=False):
             ra, rb, ratios = paired(calls[a], calls[b], opts.blocks, opts.block_ms)

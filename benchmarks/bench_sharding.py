@@ -14,7 +14,8 @@ from contextlib import ExitStack
 from itertools import cycle
 from typing import Any
 
-from labkit.measure import compare_rates
+from labkit.lab.measure import compare_rates
+from labkit.lab.sharding import sample_keys
 from labkit.server import Server
 from labkit.sharding import (
     HashRing,
@@ -24,7 +25,6 @@ from labkit.sharding import (
     ShardedClient,
     hash64,
     jump_bucket,
-    sample_keys,
 )
 
 NODES = [f"node{i}" for i in range(8)]

@@ -1,4 +1,4 @@
-"""The lab's exceptions: one base class, a few subclasses that carry context."""
+"""Library: labkit's exceptions: one base class, subclasses that carry context."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ __all__ = [
     "LockNotOwnedError",
     "LockTimeoutError",
     "MalformedMessageError",
+    "ProxyError",
     "ServerBinaryNotFoundError",
     "ServerStartError",
     "ServerUnreachableError",
     "ServerVersionError",
+    "SessionExpiredError",
     "UnsafeServerError",
 ]
 
@@ -129,6 +131,35 @@ class MalformedMessageError(LabkitError):
         super().__init__(message)
         self.channel = channel
         self.data = data
+
+
+class ProxyError(LabkitError):
+    """A fault-injecting proxy (``labkit.lab.proxy``) could not start or stop.
+
+    Attributes:
+        upstream: The ``host:port`` the proxy forwards to.
+        port: The port it listens (or tried to listen) on, if known.
+    """
+
+    def __init__(self, message: str, *, upstream: str, port: int | None) -> None:
+        super().__init__(message)
+        self.upstream = upstream
+        self.port = port
+
+
+class SessionExpiredError(LabkitError):
+    """A chat session (:mod:`labkit.lab.chat`) is unknown or its hour is over.
+
+    Attributes:
+        token: The token that was given.
+    """
+
+    def __init__(self, token: str) -> None:
+        super().__init__(
+            f"session {token!r} does not exist or has expired; start a new one "
+            "with ChatService.new_session()"
+        )
+        self.token = token
 
 
 # --- labkit.locks -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Feature flags in Redis, read from a local copy kept fresh by pub/sub.
+"""Library: feature flags in Redis, read from a local copy kept fresh by pub/sub.
 
 Reading a flag costs no round trip: every :class:`FlagStore` holds a copy of
 the flag set, and a background thread applies the changes other processes
@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from labkit.measure import wait_until
+from labkit.core.wait import wait_until
 
 __all__ = ["Flag", "FlagStore", "propagation_ms", "rollout_bucket"]
 

@@ -1,4 +1,4 @@
-"""Model state as time series: points in a sorted set, bounded, with a forecast.
+"""Library: model state as time series: a bounded sorted set per series, a forecast.
 
 The tutorial this grows from (SEEDS.md row 12) keeps each series in a sorted set
 scored by timestamp and predicts the next value from the last 100 points. Done

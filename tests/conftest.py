@@ -16,7 +16,7 @@ import redis
 
 import labkit
 from labkit.core.clients import server_version, supports
-from labkit.server import _default, _process, flushdb
+from labkit.server import flushdb, running_servers
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +67,7 @@ def _skip_unless_supported(request: pytest.FixtureRequest) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if a test left an embedded server running."""
     # The process-wide server behind labkit.connect() lives until exit by design.
-    leaked = [s for s in _process._running if s.running and s is not _default._default]
+    leaked = running_servers(include_default=False)
     if leaked:
         for server in leaked:
             server.kill()

@@ -14,7 +14,7 @@ import redis
 
 import labkit
 from labkit.cache import Cache, ClientSideCache, GroupedCache, supports_field_expiry
-from labkit.cache.experiments import get_on_new_connection, herd_trial, ttl_trace
+from labkit.lab.caching import get_on_new_connection, herd_trial, ttl_trace
 
 MODES = ["none", "lock", "xfetch"]
 

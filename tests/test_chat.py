@@ -1,4 +1,4 @@
-"""labkit.chat: private replies, one answer per message, sessions that expire."""
+"""labkit.lab.chat: private replies, one answer per message, sessions that expire."""
 
 from __future__ import annotations
 
@@ -8,13 +8,8 @@ from collections.abc import Mapping, Sequence
 import pytest
 import redis
 
-from labkit.chat import (
-    ChatClient,
-    ChatService,
-    ChatWorker,
-    SessionExpiredError,
-    echo_model,
-)
+from labkit.errors import SessionExpiredError
+from labkit.lab.chat import ChatClient, ChatService, ChatWorker, echo_model
 
 
 def test_two_clients_two_workers_each_reply_to_its_own_client(r: redis.Redis) -> None:

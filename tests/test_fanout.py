@@ -1,4 +1,4 @@
-"""labkit.fanout: the join fires exactly once, whatever the delivery order."""
+"""labkit.queues.FanOut: the join fires exactly once, whatever the delivery order."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import threading
 import pytest
 import redis
 
-from labkit.fanout import FanOut, PartResult
-from labkit.queues import JobQueue, Worker
+from labkit.queues import FanOut, JobQueue, PartResult, Worker
 
 
 def test_done_fires_once_with_every_part_delivered_twice(r: redis.Redis) -> None:

@@ -13,7 +13,7 @@ import redis
 
 import labkit
 from labkit.flags import Flag, FlagStore, propagation_ms, rollout_bucket
-from labkit.measure import wait_until
+from labkit.lab.measure import wait_until
 from labkit.ratelimit import GCRA
 from labkit.server import Server
 

@@ -1,4 +1,4 @@
-"""labkit.games: the tutorial's tic-tac-toe fails its scenarios, the fix passes them."""
+"""labkit.lab.games: the tutorial's tic-tac-toe fails its scenarios, the fix passes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from labkit.games import GameServer, GameState, NaiveGameServer, winner_of
-from labkit.games import scenarios as sc
+from labkit.lab.games import GameServer, GameState, NaiveGameServer, winner_of
+from labkit.lab.games import scenarios as sc
 
 SCENARIOS = [
     sc.restart_not_propagated,
@@ -237,7 +237,7 @@ def test_pair_connects_both_servers(r: redis.Redis) -> None:
 
 def test_board_widget_plays_through_two_servers(r: redis.Redis) -> None:
     """Board clicks move via the player's server, and both servers agree."""
-    from labkit.games.widget import Board
+    from labkit.lab.games.widget import Board
 
     board = Board(r, game="widget-test")
     try:

@@ -1,4 +1,4 @@
-"""labkit.persistence.ha: replication, WAIT and a Sentinel failover on real servers."""
+"""labkit.lab.persistence.ha: replication, WAIT and Sentinel failover, real servers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from labkit.persistence.ha import ReplicatedGroup, failover_test, frozen
+from labkit.lab.persistence.ha import ReplicatedGroup, failover_test, frozen
 
 
 def test_sentinel_failover_client_writes_and_reads_within_bounded_time() -> None:

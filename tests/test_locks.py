@@ -16,13 +16,15 @@ import pytest
 import redis
 from checks import assert_refused, audit_keys
 
+from labkit.core.scripts import Script
 from labkit.errors import LockError, LockNotOwnedError, LockTimeoutError
 from labkit.lab.locks import FencedStore
 from labkit.locks import Lock, Multiplexed, Redlock
-from labkit.locks._lock import RELEASE
 from labkit.server import Cluster, Server, free_port, no_retry
 
 pytestmark = pytest.mark.timeout(120)
+
+RELEASE = Script("locks_release")  # the compare-and-delete script
 
 
 # --- Lock: the normal path -------------------------------------------------------

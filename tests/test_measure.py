@@ -1,11 +1,11 @@
-"""labkit.measure: sample shapes, units and argument checks (no timing asserts)."""
+"""labkit.lab.measure: sample shapes, units and argument checks (no timing asserts)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from labkit.measure import compare_rates, rate, summarize, time_calls
+from labkit.lab.measure import compare_rates, rate, summarize, time_calls
 
 
 def test_time_calls_returns_one_sample_per_call() -> None:

@@ -1,11 +1,11 @@
-"""labkit.persistence: SIGKILL crash tests per policy, AOF files, restarts, costs."""
+"""labkit.lab.persistence: SIGKILL crash tests by policy, AOF files, restarts, costs."""
 
 from __future__ import annotations
 
 import pytest
 import redis
 
-from labkit.persistence import (
+from labkit.lab.persistence import (
     POLICIES,
     aof_files,
     crash_test,

@@ -8,13 +8,9 @@ import pytest
 import redis
 
 import labkit
-from labkit.pubsub import (
-    Publisher,
-    Subscriber,
-    delivery_matrix,
-    measure_fanout,
-    wait_until,
-)
+from labkit.lab.measure import wait_until
+from labkit.lab.pubsub import delivery_matrix, measure_fanout
+from labkit.pubsub import Publisher, Subscriber
 from labkit.server import Cluster, Server
 
 CHANNELS = ["Weather", "Sports", "Music"]

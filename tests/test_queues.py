@@ -9,8 +9,8 @@ import time
 import pytest
 import redis
 
-from labkit.queues import Job, JobQueue, Worker, WorkerProcesses
-from labkit.queues.demo import runs_key, try_queue
+from labkit.lab.queues import WorkerProcesses, runs_key, try_queue
+from labkit.queues import Job, JobQueue, Worker
 from labkit.server import Server
 
 

@@ -12,7 +12,24 @@ import pytest
 import redis
 
 import labkit
-from labkit.plots.ratelimit import burst_curves, decision_timeline, trailing_admitted
+from labkit.lab.plots.ratelimit import (
+    burst_curves,
+    decision_timeline,
+    trailing_admitted,
+)
+from labkit.lab.ratelimit.contention import NAIVE, Contention
+from labkit.lab.ratelimit.naive import (
+    TutorialWindow,
+    get_then_incr,
+    incr_refresh_expire,
+)
+from labkit.lab.ratelimit.simulate import (
+    admitted_per_period,
+    compare,
+    peak,
+    simulate,
+    traffic,
+)
 from labkit.ratelimit import (
     ALGORITHMS,
     GCRA,
@@ -23,15 +40,6 @@ from labkit.ratelimit import (
     SlidingLog,
     SlidingWindow,
     TokenBucket,
-)
-from labkit.ratelimit.contention import NAIVE, Contention
-from labkit.ratelimit.naive import TutorialWindow, get_then_incr, incr_refresh_expire
-from labkit.ratelimit.simulate import (
-    admitted_per_period,
-    compare,
-    peak,
-    simulate,
-    traffic,
 )
 
 ALL = list(ALGORITHMS.values())
@@ -453,7 +461,9 @@ def test_plots_draw(r: redis.Redis) -> None:
         trailing_admitted(
             {"gcra": admitted_per_period(times, ok, 10)}, limit=5, period=10
         ),
-        decision_timeline(times, {"gcra": ok}, period=10),
+        decision_timeline(
+            times, {"gcra": ok}, peaks={"gcra": peak(times, ok, 10)}, period=10
+        ),
         burst_curves({"gcra": (times, ok)}, rate=0.5),
     ]
     for fig in figs:

@@ -1,11 +1,12 @@
-"""labkit.reshard: a real cluster grows by one master while a client keeps working."""
+"""labkit.lab.sharding.reshard: a cluster grows by one master under live traffic."""
 
 from __future__ import annotations
 
 import pytest
 import redis
 
-from labkit.reshard import (
+from labkit.lab.sharding import sample_keys
+from labkit.lab.sharding.reshard import (
     LiveTraffic,
     add_master,
     masters_by_id,
@@ -15,7 +16,7 @@ from labkit.reshard import (
     slots_of,
 )
 from labkit.server import Cluster
-from labkit.sharding import key_slot, sample_keys
+from labkit.sharding import key_slot
 
 
 def test_key_slot_matches_the_server() -> None:

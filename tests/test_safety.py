@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from labkit.errors import UnsafeServerError
-from labkit.measure import wait_until
+from labkit.lab.measure import wait_until
 from labkit.server import Server, find_server_binary, flushdb, free_port, reconfigured
 
 

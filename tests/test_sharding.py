@@ -11,25 +11,27 @@ from contextlib import ExitStack
 
 import pytest
 
+from labkit.lab.sharding import (
+    ROUTER_KINDS,
+    growth_cost,
+    load_spread,
+    make_router,
+    moved_fraction,
+    ring_balance,
+    sample_keys,
+)
 from labkit.server import Server
 from labkit.sharding import (
-    ROUTER_KINDS,
     HashRing,
     JumpHash,
     ModuloRouter,
     Rendezvous,
     ShardedClient,
     char_sum,
-    growth_cost,
     hash64,
     jump_bucket,
     key_slot,
-    load_spread,
-    make_router,
     move_keys,
-    moved_fraction,
-    ring_balance,
-    sample_keys,
 )
 
 ALL_ROUTERS = [ModuloRouter, HashRing, Rendezvous, JumpHash]

@@ -1,4 +1,4 @@
-"""labkit.shortener: the tutorial's URL shortener over three real servers."""
+"""labkit.lab.sharding.shortener: the tutorial's URL shortener over real servers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from functools import partial
 
 import pytest
 
+from labkit.lab.sharding import make_router
+from labkit.lab.sharding.shortener import Resolution, Shortener, grow
 from labkit.server import Server
 from labkit.sharding import (
     HashRing,
@@ -17,10 +19,8 @@ from labkit.sharding import (
     Rendezvous,
     ShardedClient,
     char_sum,
-    make_router,
     move_keys,
 )
-from labkit.shortener import Resolution, Shortener, grow
 
 NAMES = ["redis-a", "redis-b", "redis-c", "redis-d"]
 

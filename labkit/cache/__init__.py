@@ -1,11 +1,12 @@
-"""Caching patterns: cache-aside, stampede protection, grouped and local caches."""
+"""Library: caching patterns: cache-aside, stampede control, grouped, local caches."""
 
 from labkit.cache._aside import STAMPEDE_MODES, Cache
-from labkit.cache._base import CacheStats
+from labkit.cache._base import JSON_DECODER, CacheStats
 from labkit.cache._group import GroupedCache, supports_field_expiry
 from labkit.cache._local import ClientSideCache
 
 __all__ = [
+    "JSON_DECODER",
     "STAMPEDE_MODES",
     "Cache",
     "CacheStats",

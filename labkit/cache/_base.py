@@ -14,7 +14,15 @@ import numpy as np
 import redis
 from redis.commands.core import Script
 
-__all__ = ["CacheStats", "decode", "encode", "fast_loads", "load_script", "ttl_ms"]
+__all__ = [
+    "JSON_DECODER",
+    "CacheStats",
+    "decode",
+    "encode",
+    "fast_loads",
+    "load_script",
+    "ttl_ms",
+]
 
 #: Prefix of every key a labkit cache writes.
 PREFIX = "lab:cache"
@@ -212,6 +220,10 @@ try:  # orjson parses faster than json, which shows on the hit path (bench_cache
     from orjson import loads as fast_loads
 except ImportError:  # pragma: no cover - orjson is optional
     fast_loads = json.loads  # type: ignore[assignment]
+
+#: The function that decodes cached values on the hit path, by name
+#: (``"orjson.loads"``, or ``"json.loads"`` without orjson).
+JSON_DECODER = f"{fast_loads.__module__}.loads"
 
 
 def decode(raw: str | bytes) -> Any:

@@ -1,4 +1,4 @@
-"""Lock experiments: a fenced storage service, a paused holder, Redlock crash trials.
+"""Lab: lock experiments: a fenced storage, a paused holder, Redlock crash trials.
 
 Used by notebook 09 and the tests. The holder that pauses is a real process
 (``spawn``), stopped with SIGSTOP; the Redlock servers are real servers,
@@ -522,10 +522,7 @@ class RedlockLab:
         check_count("count", count, max=10_000)
         self.set_mode(mode)
         rng = random.Random(seed)
-        return [
-            self.trial(rng, busy=busy)
-            for _ in progress(range(count), desc=mode)
-        ]
+        return [self.trial(rng, busy=busy) for _ in progress(range(count), desc=mode)]
 
     def close(self) -> None:
         """Stop every server and remove its data."""

@@ -1,4 +1,4 @@
-"""Distributed locks: a single-server lock with fencing tokens, and Redlock."""
+"""Library: distributed locks: a single-server lock with fencing tokens, and Redlock."""
 
 from labkit.locks._lock import Lease, Lock
 from labkit.locks._redlock import Multiplexed, Redlock

@@ -1,4 +1,4 @@
-"""Lock: one server (or one cluster slot), random tokens, fencing tokens."""
+"""Library: Lock, on one server (or one cluster slot), with fencing tokens."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Redlock: a lease granted by a majority of independent servers."""
+"""Library: Redlock, a lease granted by a majority of independent servers."""
 
 from __future__ import annotations
 

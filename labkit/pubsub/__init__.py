@@ -1,4 +1,4 @@
-"""Pub/sub helpers: a background subscriber, a numbering publisher, fan-out timing.
+"""Library: pub/sub: a background subscriber and a numbering publisher.
 
 Redis pub/sub is fire-and-forget: a message goes to the connections subscribed
 *at that instant* and is then gone. Nothing is stored, so a subscriber that is
@@ -8,8 +8,6 @@ make it *visible*: :class:`Publisher` numbers every message per channel, and
 :class:`Subscriber` counts the gaps, the reconnects and the silent periods.
 """
 
-from labkit.measure import wait_until  # re-exported: notebook 05 uses it here
-from labkit.pubsub._measure import delivery_matrix, measure_fanout
 from labkit.pubsub._messages import Publisher, Received, SubscriberStats, is_pong
 from labkit.pubsub._subscriber import Subscriber
 
@@ -18,8 +16,5 @@ __all__ = [
     "Received",
     "Subscriber",
     "SubscriberStats",
-    "delivery_matrix",
     "is_pong",
-    "measure_fanout",
-    "wait_until",
 ]

@@ -1,19 +1,20 @@
-"""A reliable job queue on Redis Streams: retries, dead letters, crash recovery."""
+"""Library: a reliable job queue on Redis Streams (retries, dead letters), fan-out."""
 
-from labkit.queues._procs import WorkerProcesses
+from labkit.queues._fanout import FanOut, PartResult
 from labkit.queues._queue import GROUP, Job, JobQueue
 from labkit.queues._types import JobStatus, QueueCounts
 from labkit.queues._worker import Handler, RunResult, Worker, run_threads
 
 __all__ = [
     "GROUP",
+    "FanOut",
     "Handler",
     "Job",
     "JobQueue",
     "JobStatus",
+    "PartResult",
     "QueueCounts",
     "RunResult",
     "Worker",
-    "WorkerProcesses",
     "run_threads",
 ]

@@ -239,7 +239,7 @@ def run_threads(
 
     Threads suit handlers that wait (I/O, ``sleep``): the GIL is released
     while they wait. CPU-bound handlers need processes
-    (:class:`~labkit.queues.WorkerProcesses`). The rate counts the jobs that
+    (:class:`~labkit.lab.queues.WorkerProcesses`). The rate counts the jobs that
     finished during the run, from the queue's totals.
     """
     _positive_int("workers", workers)

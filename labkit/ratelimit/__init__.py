@@ -1,4 +1,4 @@
-"""Rate limiters on a shared Redis: five algorithms, one interface, atomic in Lua."""
+"""Library: rate limiters: five algorithms, one interface, one Lua call each."""
 
 from labkit.ratelimit._algorithms import (
     GCRA,

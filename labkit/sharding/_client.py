@@ -146,7 +146,7 @@ def move_keys(
     once stored), ``batch`` keys per command. While this runs, a reader using
     ``new`` misses keys not moved yet and a reader using ``old`` misses keys
     already moved: client-side resharding is not live. Redis Cluster's
-    ``ASK`` redirection solves exactly that (see :mod:`labkit.reshard`).
+    ``ASK`` redirection solves exactly that (see :mod:`labkit.lab.sharding.reshard`).
 
     Raises:
         ValueError: ``batch < 1``.

@@ -1,4 +1,4 @@
-"""Plots for notebook 09: a paused holder's timeline, Redlock's two-holder counts."""
+"""Lab: plots for notebook 09: a paused holder's timeline, Redlock two-holder counts."""
 
 from __future__ import annotations
 

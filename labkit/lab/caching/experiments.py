@@ -1,0 +1,322 @@
+"""Lab: the caching notebook's experiments: a stampede at expiry, eviction under Zipf.
+
+Each function runs one bounded trial against a real server and returns plain
+numbers; the notebook and the benchmark call them in loops and plot them.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any, NamedTuple
+
+import numpy as np
+import redis
+
+from labkit.cache import Cache
+from labkit.lab.measure import time_calls
+from labkit.server import flushdb, fresh_client, reconfigured
+
+__all__ = [
+    "EvictionResult",
+    "WindowResult",
+    "eviction_trial",
+    "get_on_new_connection",
+    "herd_trial",
+    "miss_hit",
+    "stampede_trial",
+    "ttl_trace",
+    "zipf_keys",
+]
+
+
+def get_on_new_connection(client: Any, key: str) -> Any:
+    """``GET key`` on a connection opened for this call and closed after it.
+
+    What a handler that connects per request does: every call pays the TCP
+    handshake and the connection's setup commands (``AUTH``, ``CLIENT
+    SETINFO``) before its ``GET``. The connection copies ``client``'s settings.
+    """
+    conn = fresh_client(client)
+    try:
+        return conn.get(key)
+    finally:
+        conn.connection_pool.disconnect()
+
+
+def miss_hit(
+    read: Any, drop: Any, *, n_miss: int = 20, n_hit: int = 2000
+) -> dict[str, np.ndarray]:
+    """Latency samples (seconds) of ``read()`` as a miss and as a hit.
+
+    A miss is ``drop()`` (the entry's invalidation) then ``read()``, timed
+    together, ``n_miss`` times without warm-up; then ``n_hit`` hits, after
+    :func:`labkit.lab.measure.time_calls`' warm-up reads.
+    """
+
+    def miss() -> Any:
+        drop()
+        return read()
+
+    return {
+        "miss": time_calls(miss, n=n_miss, warmup=0),
+        "hit": time_calls(read, n=n_hit),
+    }
+
+
+def herd_trial(
+    client: Any,
+    stampede: str,
+    readers: int,
+    *,
+    load_seconds: float = 0.02,
+    timeout: float = 10.0,
+) -> int:
+    """Origin calls when ``readers`` threads all miss one just-expired hot key.
+
+    The key is stored, expired, and then ``readers`` threads read it at once.
+    The loader (the origin) sleeps ``load_seconds`` and then holds until every
+    reader has either called it or is waiting for another reader's load
+    (``stats.loads + stats.waits == readers``). That forces the worst case,
+    every reader arriving before the first load is stored, so the count does
+    not depend on thread scheduling: ``readers`` for ``"none"`` and
+    ``"xfetch"`` (which can only act before expiry), 1 for ``"lock"``.
+
+    Raises:
+        TimeoutError: The readers did not all arrive within ``timeout`` s.
+    """
+    if not isinstance(readers, int) or readers < 1:
+        raise ValueError(f"readers={readers!r}: expected an int >= 1")
+    cache = Cache(
+        client,
+        f"herd-{stampede}",
+        ttl=60,
+        stampede=stampede,
+        lease_ttl=2 * timeout,  # the lease must outlive the held loader
+        poll_interval=0.002,
+    )
+    cache.set("hot", 42)
+    client.pexpire(cache.key("hot"), 5)
+    deadline = time.monotonic() + timeout
+    while client.exists(cache.key("hot")) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    cache.stats.reset()
+
+    def origin() -> int:
+        time.sleep(load_seconds)
+        stats = cache.stats
+        while stats.loads + stats.waits < readers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {stats.loads + stats.waits} readers arrived")
+            time.sleep(0.001)
+        return 42
+
+    start = threading.Barrier(readers)
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        start.wait()
+        try:
+            cache.get_or_load("hot", origin)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(readers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=3 * timeout)
+    cache.invalidate("hot")
+    if errors:
+        raise errors[0]
+    return cache.stats.loads
+
+
+class WindowResult(NamedTuple):
+    """One :func:`stampede_trial`.
+
+    Attributes:
+        loads: Origin calls during the window (the priming load not counted),
+            early reloads included.
+        misses: Reads that found the key missing.
+        early: Reads that reloaded before expiry (XFetch only).
+    """
+
+    loads: int
+    misses: int
+    early: int
+
+
+def stampede_trial(
+    client: Any,
+    stampede: str,
+    readers: int,
+    *,
+    load_seconds: float = 0.02,
+    ttl: float = 0.25,
+    think: float = 0.002,
+    seed: int = 0,
+) -> WindowResult:
+    """Origin calls while ``readers`` threads poll one hot key across its expiry.
+
+    The key is loaded once, then ``readers`` threads read it in a loop (a
+    ``think`` pause between reads) from before its expiry until ``3 *
+    load_seconds`` after it. The loader sleeps ``load_seconds``, standing in
+    for the origin. The counts depend on thread scheduling and (XFetch) on
+    random draws: a measurement to look at, not to assert exact values on
+    (:func:`herd_trial` is the deterministic version).
+
+    Returns:
+        The loads, misses and early reloads during that window.
+    """
+    if readers < 1:
+        raise ValueError(f"readers={readers!r}: expected an int >= 1")
+    cache = Cache(
+        client,
+        f"stampede-{stampede}",
+        ttl=ttl,
+        stampede=stampede,
+        rng=random.Random(seed),
+        poll_interval=0.002,
+    )
+    cache.invalidate("hot")
+
+    def origin() -> int:
+        time.sleep(load_seconds)
+        return 42
+
+    cache.get_or_load("hot", origin)
+    cache.stats.reset()
+    stop = time.monotonic() + ttl + 3 * load_seconds
+    barrier = threading.Barrier(readers)
+
+    def reader() -> None:
+        barrier.wait()
+        while time.monotonic() < stop:
+            cache.get_or_load("hot", origin)
+            time.sleep(think)
+
+    threads = [threading.Thread(target=reader) for _ in range(readers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    cache.invalidate("hot")
+    stats = cache.stats
+    return WindowResult(stats.loads, stats.misses, stats.early_recomputes)
+
+
+def ttl_trace(
+    cache: Cache,
+    key: str,
+    loader: Any,
+    *,
+    duration: float = 1.0,
+    step: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read ``key`` every ``step`` seconds for ``duration``; watch it expire.
+
+    Reads stop at ``duration`` even if some were delayed, so a stalled machine
+    makes fewer reads, never a longer trace: the loads stay at most one per
+    TTL period (``ceil(duration / ttl)``).
+
+    Returns:
+        Three arrays, one entry per read: seconds since the start, the
+        entry's remaining TTL in ms just before the read (0 once expired),
+        and the loads (origin calls) made so far, after the read.
+    """
+    if step <= 0 or duration < step:
+        raise ValueError(
+            f"step={step!r}, duration={duration!r}: need 0 < step <= duration"
+        )
+    start = time.monotonic()
+    base = cache.stats.loads
+    times, ttls, loads = [], [], []
+    for i in range(int(duration / step)):
+        time.sleep(max(0.0, start + i * step - time.monotonic()))
+        if time.monotonic() - start >= duration:
+            break
+        times.append(time.monotonic() - start)
+        ttls.append(max(0, cache.client.pttl(cache.key(key))))
+        cache.get_or_load(key, loader)
+        loads.append(cache.stats.loads - base)
+    return np.array(times), np.array(ttls), np.array(loads)
+
+
+def zipf_keys(
+    n_keys: int, n_requests: int, *, s: float = 1.0, seed: int = 7
+) -> np.ndarray:
+    """``n_requests`` key ids drawn from a Zipf law over ``n_keys`` (rank 0 hottest).
+
+    Unlike ``numpy``'s unbounded ``zipf``, the support is finite:
+    P(rank k) is proportional to 1 / (k + 1) ** s.
+    """
+    weights = 1.0 / np.arange(1, n_keys + 1) ** s
+    rng = np.random.default_rng(seed)
+    return rng.choice(n_keys, size=n_requests, p=weights / weights.sum())
+
+
+class EvictionResult(NamedTuple):
+    """One eviction trial.
+
+    Attributes:
+        policy: The ``maxmemory-policy``.
+        hit_ratio: Hits / requests over the second half of the workload.
+        evicted: ``evicted_keys`` from INFO.
+        write_errors: SETs refused with an out-of-memory error.
+    """
+
+    policy: str
+    hit_ratio: float
+    evicted: int
+    write_errors: int
+
+
+def eviction_trial(
+    client: Any,
+    policy: str,
+    requests: np.ndarray,
+    *,
+    budget_bytes: int = 512_000,
+    value_bytes: int = 1000,
+    batch: int = 200,
+) -> EvictionResult:
+    """Replay ``requests`` as cache-aside reads under ``maxmemory`` + ``policy``.
+
+    Sets ``maxmemory`` to the memory in use plus ``budget_bytes`` (so the
+    server's own overhead does not count), flushes, then for each batch of
+    requests: ``MGET`` them, ``SET`` the missing ones (values of
+    ``value_bytes``). Hit ratio is measured on the second half, once warm.
+    The config is restored afterwards.
+    """
+    flushdb(client)
+    limits: dict[str, str | int] = {
+        "maxmemory-policy": policy,
+        "maxmemory": int(client.info("memory")["used_memory"]) + budget_bytes,
+    }
+    value = "x" * value_bytes
+    hits = total = errors = 0
+    half = len(requests) // 2
+    with reconfigured(client, limits):
+        client.config_resetstat()
+        try:
+            for start in range(0, len(requests), batch):
+                ids = requests[start : start + batch]
+                keys = [f"zipf:{k}" for k in ids]
+                found = client.mget(keys)
+                pipe = client.pipeline(transaction=False)
+                for key, got in zip(keys, found, strict=True):
+                    if got is None:
+                        pipe.set(key, value)
+                replies = pipe.execute(raise_on_error=False)
+                errors += sum(
+                    isinstance(x, redis.exceptions.ResponseError) for x in replies
+                )
+                if start >= half:
+                    hits += sum(v is not None for v in found)
+                    total += len(found)
+            evicted = int(client.info("stats")["evicted_keys"])
+        finally:
+            client.flushdb()  # checked above; empty before the limit is lifted
+    return EvictionResult(policy, hits / total if total else 0.0, evicted, errors)

@@ -1,0 +1,139 @@
+"""Lab: plots for notebook 03: where keys land, what moves, and the cluster's slots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = [
+    "keys_per_node",
+    "moved_bars",
+    "slot_map",
+    "spread_vs_vnodes",
+]
+
+
+def keys_per_node(
+    counts: Mapping[str, Mapping[str, int]], *, title: str = "Keys per node"
+) -> Figure:
+    """Grouped bars: for each router, how many keys each node got.
+
+    Args:
+        counts: ``{router label: {node: keys}}``; every router over the same
+            nodes. A dashed line marks the fair share (total / nodes).
+        title: Figure title.
+    """
+    labels = list(counts)
+    if not labels:
+        raise ValueError("counts is empty: nothing to plot")
+    nodes = list(counts[labels[0]])
+    width = 0.8 / len(nodes)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    x = np.arange(len(labels))
+    for j, node in enumerate(nodes):
+        values = [counts[label].get(node, 0) for label in labels]
+        ax.bar(x + (j - (len(nodes) - 1) / 2) * width, values, width, label=node)
+    fair = sum(counts[labels[0]].values()) / len(nodes)
+    ax.axhline(fair, color="black", linestyle="--", linewidth=1, label="fair share")
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("keys")
+    ax.set_title(title)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def moved_bars(
+    moved: Mapping[str, float], *, nodes_before: int, title: str = ""
+) -> Figure:
+    """Fraction of keys that changed node when one node was added, per router.
+
+    Guides mark the two theoretical values: ``1/(N+1)`` (only the new node's
+    share moves, the best possible) and ``N/(N+1)`` (modulo placement).
+    """
+    n = nodes_before
+    fig, ax = plt.subplots(figsize=(8, 0.6 + 0.45 * len(moved)))
+    labels = list(moved)
+    values = [moved[k] * 100 for k in labels]
+    ax.barh(labels, values, color="tab:orange")
+    ax.invert_yaxis()
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:.1f}%", va="center")
+    for frac, text in ((1 / (n + 1), f"1/{n + 1}"), (n / (n + 1), f"{n}/{n + 1}")):
+        ax.axvline(frac * 100, color="grey", linestyle=":", linewidth=1)
+        ax.text(frac * 100, -0.6, text, ha="center", va="bottom", color="grey")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(f"% of keys that moved going from {n} to {n + 1} nodes")
+    ax.set_title(title or "Cost of adding a node")
+    fig.tight_layout()
+    return fig
+
+
+def spread_vs_vnodes(
+    spreads: Mapping[int, Sequence[float]], *, nodes: int, title: str = ""
+) -> Figure:
+    """Busiest node's load / fair share vs virtual nodes, over several seeds.
+
+    Args:
+        spreads: ``{vnodes: [max_over_mean for each seed]}``.
+        nodes: Number of physical nodes (for the title).
+        title: Figure title.
+    """
+    xs = sorted(spreads)
+    data = [np.asarray(spreads[v]) for v in xs]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.fill_between(
+        xs,
+        [d.min() for d in data],
+        [d.max() for d in data],
+        alpha=0.25,
+        label=f"min to max over {len(data[0])} seeds",
+    )
+    ax.plot(xs, [np.median(d) for d in data], "o-", label="median")
+    ax.axhline(1, color="grey", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("virtual nodes per node")
+    ax.set_ylabel("busiest node / fair share")
+    ax.set_title(title or f"Hash ring balance, {nodes} nodes")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def slot_map(
+    views: Mapping[str, Mapping[str, Sequence[int]]], *, title: str = ""
+) -> Figure:
+    """One strip per view: which node owns each of the 16384 slots.
+
+    Args:
+        views: ``{label: {node name: slots}}``, e.g. before and after a
+            reshard. A node keeps its colour across views.
+        title: Figure title.
+    """
+    names: list[str] = []
+    for view in views.values():
+        names += [n for n in view if n not in names]
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.6 * len(views)))
+    labelled: set[str] = set()
+    for row, view in enumerate(views.values()):
+        for j, name in enumerate(names):
+            slots = np.asarray(sorted(view.get(name, [])))
+            if slots.size == 0:
+                continue
+            # Contiguous runs become one bar each.
+            breaks = np.flatnonzero(np.diff(slots) != 1) + 1
+            runs = [(r[0], r[-1] - r[0] + 1) for r in np.split(slots, breaks)]
+            label = None if name in labelled else name
+            labelled.add(name)
+            ax.broken_barh(runs, (row - 0.35, 0.7), color=f"C{j}", label=label)
+    ax.set_yticks(range(len(views)), list(views))
+    ax.invert_yaxis()
+    ax.set_xlim(0, 16384)
+    ax.set_xlabel("hash slot")
+    ax.set_title(title or "Slot owners")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
