@@ -5,6 +5,9 @@ from __future__ import annotations
 __all__ = [
     "LabkitError",
     "ListenerError",
+    "LockError",
+    "LockNotOwnedError",
+    "LockTimeoutError",
     "MalformedMessageError",
     "ProxyError",
     "ServerBinaryNotFoundError",
@@ -158,6 +161,51 @@ class SessionExpiredError(LabkitError):
             "with ChatService.new_session()"
         )
         self.token = token
+
+
+# --- labkit.locks -------------------------------------------------------------
+
+
+class LockError(LabkitError):
+    """A lock could not be used as asked (wrong-type key, no quorum of servers).
+
+    Attributes:
+        name: The lock's name (the resource it protects).
+        key: The Redis key of the lock.
+    """
+
+    def __init__(self, message: str, *, name: str, key: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.key = key
+
+
+class LockNotOwnedError(LockError):
+    """Release or extend of a lease the caller no longer holds.
+
+    The lease expired (and another holder may have taken the lock since), or it
+    was never held. Nothing was deleted or extended: the compare in the script
+    protects whoever holds the lock now.
+
+    Attributes:
+        token: The caller's token, which the lock key no longer holds.
+    """
+
+    def __init__(self, message: str, *, name: str, key: str, token: str) -> None:
+        super().__init__(message, name=name, key=key)
+        self.token = token
+
+
+class LockTimeoutError(LockError):
+    """A blocking acquire (``with lock:``) did not get the lock in time.
+
+    Attributes:
+        timeout: The seconds waited.
+    """
+
+    def __init__(self, message: str, *, name: str, key: str, timeout: float) -> None:
+        super().__init__(message, name=name, key=key)
+        self.timeout = timeout
 
 
 # --- basics (labkit.lab.basics) ---------------------------------------------
