@@ -303,11 +303,11 @@ def stampede_trial(
         time.sleep(load_seconds)
         return 42
 
-    cache.get_or_load("hot", origin)
-    cache.stats.reset()
-    stop = time.monotonic() + ttl + 3 * load_seconds
-    barrier = threading.Barrier(readers)
+    # The readers start first and wait at the barrier: on a busy machine,
+    # starting 32 threads can take longer than the whole window.
+    barrier = threading.Barrier(readers + 1)
     errors: list[BaseException] = []
+    stop = 0.0
 
     def reader() -> None:
         barrier.wait()
@@ -319,9 +319,13 @@ def stampede_trial(
             errors.append(exc)
 
     threads = [threading.Thread(target=reader, daemon=True) for _ in range(readers)]
+    for t in threads:
+        t.start()
+    cache.get_or_load("hot", origin)
+    cache.stats.reset()
     with commands_run(client) as seen:
-        for t in threads:
-            t.start()
+        stop = time.monotonic() + ttl + 3 * load_seconds
+        barrier.wait()
         for t in threads:
             t.join(timeout=60)
     cache.invalidate("hot")
