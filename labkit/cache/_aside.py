@@ -43,6 +43,8 @@ STAMPEDE_MODES = ("none", "lock", "xfetch")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _clock = time.perf_counter
+_now = time.time
+_log = math.log
 
 _STORE_IF_LEASE = Script("cache_store_if_lease")
 _SET = Script("cache_set")
@@ -187,13 +189,23 @@ class Cache:
             raw = self.client.get(rkey)
         except redis.ResponseError as exc:
             raise_wrong_type(self.client, rkey, "string", exc)
-        if self.stampede == "xfetch":
-            return self._xfetch(rkey, raw, loader, start)
         if raw is not None:
             try:
                 value = fast_loads(raw)
             except ValueError:  # an int beyond 64 bits: orjson refuses it
                 value = json.loads(raw)
+            if self.stampede == "xfetch":
+                # The envelope {"v", "d", "e"}: recompute early when
+                # d * beta * -ln(U) reaches the time left until e. Rare far
+                # from expiry, likely within about one load time of it.
+                try:
+                    delta, expiry, value = value["d"], value["e"], value["v"]
+                    u = 1.0 - self.rng.random()  # in (0, 1]: log() is defined
+                    fresh = _now() - delta * self.beta * _log(u) < expiry
+                except (TypeError, KeyError):  # not an envelope: reload it
+                    return self._xfetch(rkey, loader, start, "miss")
+                if not fresh:
+                    return self._xfetch(rkey, loader, start, "early")
             stats = self.stats
             with stats.lock:
                 stats.hits += 1
@@ -205,6 +217,8 @@ class Cache:
                 else:
                     stats.add_sample(0, _clock() - start)
             return value
+        if self.stampede == "xfetch":
+            return self._xfetch(rkey, loader, start, "miss")
         try:
             if self.stampede == "lock":
                 return self._single_flight(rkey, loader)
@@ -291,23 +305,9 @@ class Cache:
                 return self._load(loader)[0]
 
     def _xfetch(
-        self, rkey: str, raw: Any, loader: Callable[[], Any], start: float
+        self, rkey: str, loader: Callable[[], Any], start: float, outcome: str
     ) -> Any:
-        outcome = "miss"
-        if raw is not None:
-            try:
-                entry = decode(raw)
-                delta, expiry, value = entry["d"], entry["e"], entry["v"]
-            except (TypeError, KeyError, ValueError):
-                entry = None  # not an XFetch envelope: reload it
-            if entry is not None:
-                # Recompute early when delta * beta * -ln(U) reaches the time
-                # left: rare far from expiry, likely within one load time of it.
-                u = 1.0 - self.rng.random()  # in (0, 1]: log() is defined
-                if time.time() - delta * self.beta * math.log(u) < expiry:
-                    self.stats.record("hit", _clock() - start)
-                    return value
-                outcome = "early"
+        """Load and store an XFetch envelope; ``outcome`` is "miss" or "early"."""
         try:
             value, delta = self._load(loader)
             self._store(rkey, self._envelope(rkey, value, delta))

@@ -26,6 +26,8 @@ __all__ = ["ClientSideCache", "TrackingStats"]
 INVALIDATE_CHANNEL = "__redis__:invalidate"
 
 _NET_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+_MISSING = object()
+_monotonic = time.monotonic
 
 
 @dataclass
@@ -154,7 +156,9 @@ class ClientSideCache:
         self.stats = CacheStats()
         self.tracking = TrackingStats()
         self._local: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.RLock()
+        # Held by every path that talks to the reading connection; the connect
+        # callback runs inside those paths (or the constructor) and takes none.
+        self._lock = threading.Lock()
         self._armed = self._armed_once = False
         self._subscribed = False
         self._listener_downtime = 0.0
@@ -264,12 +268,13 @@ class ClientSideCache:
 
     def _on_connect(self, conn: Any) -> None:
         # redis-py calls this inside connect(): a new connection has no
-        # tracking. Errors stay here, so a failed arm never fails the connect.
-        with self._lock:
-            try:
-                self._arm(conn)
-            except _NET_ERRORS as exc:
-                self.tracking.last_error = exc
+        # tracking. Only code holding self._lock (or the constructor) uses
+        # the connection, so the lock is held already. Errors stay here, so
+        # a failed arm never fails the connect.
+        try:
+            self._arm(conn)
+        except _NET_ERRORS as exc:
+            self.tracking.last_error = exc
 
     def _on_subscribe(self, channel: str) -> None:
         # The listener (re)subscribed, maybe on a new connection with a new id:
@@ -348,21 +353,36 @@ class ClientSideCache:
     def get(self, key: str) -> Any:
         """``GET key``, answered locally when the server has not invalidated it.
 
+        A local hit takes no lock: one dict lookup (the listener thread's
+        removals are atomic dict operations). Its count in ``stats.hits`` can
+        miss an increment when several threads read at once.
+
         Raises:
             TypeError, ValueError: ``key`` is not a non-empty str (or int).
             redis.ConnectionError, redis.TimeoutError: The server could not be
                 reached within ``timeout`` (twice: one reconnect is tried).
+            CacheKeyTypeError: The key holds another type than a string.
         """
         if type(key) is not str or not key:
             key = check_key("key", key)
-        with self._lock:
-            if time.monotonic() >= self._next_check:
-                self._check()
+        if _monotonic() < self._next_check:
             local = self._local
-            if key in local:
-                local.move_to_end(key)
+            value = local.get(key, _MISSING)
+            if value is not _MISSING:
+                try:  # noqa: SIM105 - suppress() would cost a context manager per hit
+                    local.move_to_end(key)  # least recently used goes first
+                except KeyError:  # invalidated this instant: it was current
+                    pass
                 self.stats.hits += 1
-                return local[key]
+                return value
+        with self._lock:
+            if _monotonic() >= self._next_check:
+                self._check()
+            value = self._local.get(key, _MISSING)
+            if value is not _MISSING:
+                self._local.move_to_end(key)
+                self.stats.hits += 1
+                return value
             return self._fetch(key)
 
     def _fetch(self, key: str) -> Any:
