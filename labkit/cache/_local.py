@@ -62,8 +62,8 @@ def _register_connect_callback(conn: Any, callback: Any) -> None:
     ``Connection.register_connect_callback`` is public but little documented
     (redis-py's PubSub re-subscribes through it). It keeps a weak reference to
     the bound method and calls it after the connection's handshake. Checked
-    against redis-py 8.0 and 8.1; ``tests/test_cache_local.py`` fails loudly if
-    a reconnect stops calling it.
+    against redis-py 8.1.0; ``tests/test_cache_local.py`` fails loudly if a
+    reconnect stops calling it.
     """
     conn.register_connect_callback(callback)
 
@@ -77,7 +77,7 @@ def _kwargs_like(client: redis.Redis, **overrides: Any) -> dict[str, Any]:
     """``client``'s connection settings (host, password, TLS...) for a new pool.
 
     Copies ``connection_pool.connection_kwargs`` minus what the pool adds for
-    itself. Checked against redis-py 8.0 and 8.1 (``tests/test_cache_local.py``
+    itself. Checked against redis-py 8.1.0 (``tests/test_cache_local.py``
     makes a pool from them, so a change fails there first).
     """
     kwargs = {
@@ -97,8 +97,8 @@ class ClientSideCache:
     ``__redis__:invalidate``, where the server publishes (``REDIRECT``) the
     keys another client changed. A background thread (the labkit
     :class:`~labkit.core.listen.Listener`) drops those keys from the local
-    copy. A local hit is a dict lookup under a lock: no round trip, no
-    socket check.
+    copy. A local hit is a dict lookup: no round trip, no lock, no socket
+    check.
 
     The price is a short stale window: a write's invalidation reaches this
     process after the write's reply reaches the writer, so a local read just
