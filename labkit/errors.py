@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
+    "CacheError",
+    "CacheKeyTypeError",
     "LabkitError",
     "ListenerError",
     "LockError",
@@ -15,6 +17,7 @@ __all__ = [
     "ServerUnreachableError",
     "ServerVersionError",
     "SessionExpiredError",
+    "TrackingError",
     "UnsafeServerError",
     "WireError",
 ]
@@ -221,3 +224,54 @@ class WireError(LabkitError):
     def __init__(self, message: str, *, address: str) -> None:
         super().__init__(message)
         self.address = address
+
+
+# --- labkit.cache --------------------------------------------------------------
+
+
+class CacheError(LabkitError):
+    """A cache could not read or store an entry.
+
+    Attributes:
+        key: The Redis key involved.
+    """
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class CacheKeyTypeError(CacheError):
+    """A key the cache owns holds another Redis type (someone else's data).
+
+    Nothing was written: the cache checks the type before it stores.
+
+    Attributes:
+        key: The Redis key.
+        expected: The type the cache uses there (``"string"``, ``"hash"``...).
+        found: The type the key holds.
+    """
+
+    def __init__(self, key: str, *, expected: str, found: str) -> None:
+        super().__init__(
+            f"key {key!r} holds a {found}, but the cache keeps a {expected} there: "
+            "another program uses this name. Nothing was written; choose another "
+            "namespace, or delete the key if it is stale.",
+            key=key,
+        )
+        self.expected = expected
+        self.found = found
+
+
+class TrackingError(LabkitError):
+    """Client-side caching could not arm ``CLIENT TRACKING`` on its connection.
+
+    Attributes:
+        server: ``host:port`` of the server.
+        reason: What the server answered, or why no answer came.
+    """
+
+    def __init__(self, message: str, *, server: str, reason: str) -> None:
+        super().__init__(message)
+        self.server = server
+        self.reason = reason
