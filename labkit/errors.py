@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 __all__ = [
+    "CacheError",
+    "CacheKeyTypeError",
     "LabkitError",
     "ListenerError",
+    "LockError",
+    "LockNotOwnedError",
+    "LockTimeoutError",
     "MalformedMessageError",
     "ProxyError",
     "QueueFullError",
@@ -14,8 +19,10 @@ __all__ = [
     "ServerUnreachableError",
     "ServerVersionError",
     "SessionExpiredError",
+    "TrackingError",
     "UnknownFanOutError",
     "UnsafeServerError",
+    "WireError",
     "WorkerError",
     "WorkerProcessError",
 ]
@@ -162,6 +169,117 @@ class SessionExpiredError(LabkitError):
             "with ChatService.new_session()"
         )
         self.token = token
+
+
+# --- labkit.locks -------------------------------------------------------------
+
+
+class LockError(LabkitError):
+    """A lock could not be used as asked (wrong-type key, no quorum of servers).
+
+    Attributes:
+        name: The lock's name (the resource it protects).
+        key: The Redis key of the lock.
+    """
+
+    def __init__(self, message: str, *, name: str, key: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.key = key
+
+
+class LockNotOwnedError(LockError):
+    """Release or extend of a lease the caller no longer holds.
+
+    The lease expired (and another holder may have taken the lock since), or it
+    was never held. Nothing was deleted or extended: the compare in the script
+    protects whoever holds the lock now.
+
+    Attributes:
+        token: The caller's token, which the lock key no longer holds.
+    """
+
+    def __init__(self, message: str, *, name: str, key: str, token: str) -> None:
+        super().__init__(message, name=name, key=key)
+        self.token = token
+
+
+class LockTimeoutError(LockError):
+    """A blocking acquire (``with lock:``) did not get the lock in time.
+
+    Attributes:
+        timeout: The seconds waited.
+    """
+
+    def __init__(self, message: str, *, name: str, key: str, timeout: float) -> None:
+        super().__init__(message, name=name, key=key)
+        self.timeout = timeout
+
+
+# --- basics (labkit.lab.basics) ---------------------------------------------
+
+
+class WireError(LabkitError):
+    """A raw RESP socket (:class:`labkit.lab.basics.Wire`) failed.
+
+    Attributes:
+        address: The ``host:port`` it talks to.
+    """
+
+    def __init__(self, message: str, *, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+# --- labkit.cache --------------------------------------------------------------
+
+
+class CacheError(LabkitError):
+    """A cache could not read or store an entry.
+
+    Attributes:
+        key: The Redis key involved.
+    """
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class CacheKeyTypeError(CacheError):
+    """A key the cache owns holds another Redis type (someone else's data).
+
+    Nothing was written: the cache checks the type before it stores.
+
+    Attributes:
+        key: The Redis key.
+        expected: The type the cache uses there (``"string"``, ``"hash"``...).
+        found: The type the key holds.
+    """
+
+    def __init__(self, key: str, *, expected: str, found: str) -> None:
+        super().__init__(
+            f"key {key!r} holds a {found}, but the cache keeps a {expected} there: "
+            "another program uses this name. Nothing was written; choose another "
+            "namespace, or delete the key if it is stale.",
+            key=key,
+        )
+        self.expected = expected
+        self.found = found
+
+
+class TrackingError(LabkitError):
+    """Client-side caching could not arm ``CLIENT TRACKING`` on its connection.
+
+    Attributes:
+        server: ``host:port`` of the server.
+        reason: What the server answered, or why no answer came.
+    """
+
+    def __init__(self, message: str, *, server: str, reason: str) -> None:
+        super().__init__(message)
+        self.server = server
+        self.reason = reason
 
 
 # --- labkit.queues, labkit.lab.queues and labkit.lab.chat ----------------------
