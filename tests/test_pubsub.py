@@ -415,7 +415,7 @@ def test_slow_consumer_is_cut_off_and_counts_its_gap(threads: None) -> None:
     """Behind a capped link the output buffer grows until the server drops the
     subscriber; PUBLISH had counted it for messages it never read."""
     res = slow_consumer(limit=64 * 1024, size=2048)
-    assert res.disconnections == 1 and res.reconnects == 1
+    assert res.cut and res.disconnections in (None, 1) and res.reconnects == 1
     assert max(omem for _, omem in res.samples) > 0
     assert res.received + res.missed == res.published
     assert res.queued_for > res.received  # counted as receiver, never read
