@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -16,7 +17,6 @@ from checks import assert_refused, audit_keys
 
 import labkit
 from labkit.core.listen import Listener
-from labkit.core.scripts import Script
 from labkit.core.wait import wait_until
 from labkit.errors import HistoryKeyError, ListenerError, MalformedMessageError
 from labkit.lab.proxy import Proxy
@@ -207,8 +207,27 @@ def test_on_subscribe_reloads_after_client_kill(r: redis.Redis, threads: None) -
         assert reloads == ["feed"]
         r.client_kill_filter(_id=_victim(r))
         assert wait_until(lambda: reloads == ["feed", "feed"])
-        assert sub.stats.reconnects == 1 and sub.stats.network_errors >= 1
-        assert not sub.stats.down and sub.stats.downtime > 0
+        # redis-py may reconnect inside its own retry, unseen by the loop:
+        # the reconnect is what is always counted.
+        assert sub.stats.reconnects == 1 and not sub.stats.down
+
+
+def test_stats_are_frozen_at_stop(r: redis.Redis, threads: None) -> None:
+    """After stop() the counters stay put, even when the pooled connection the
+    subscriber used is reused, killed and reconnected by someone else."""
+    with Subscriber(r, ["a"]) as sub:
+        pass
+    raw = r.pubsub()  # takes the connection the subscriber gave back
+    raw.subscribe("b")
+    assert raw.get_message(timeout=2)["type"] == "subscribe"
+    r.client_kill_filter(_id=_victim(r))
+    kinds = []
+    for _ in range(5):  # the first read may raise; a later one reconnects
+        with contextlib.suppress(redis.ConnectionError):
+            kinds.append((raw.get_message(timeout=0.5) or {}).get("type"))
+    assert "subscribe" in kinds  # reconnected and resubscribed
+    raw.close()
+    assert sub.stats.reconnects == 0 and sub.stats.connects == 1
 
 
 def test_killed_connection_is_noticed_and_gaps_counted(r: redis.Redis) -> None:
@@ -238,15 +257,13 @@ def test_catch_up_from_history_after_client_kill(
     """With history, the 50 messages published while down are read back (up to
     MAXLEN: a shorter history loses the oldest, and the gap is counted)."""
     pub = Publisher(r, history=history)
-    publish = Script("pubsub_publish")
     with Subscriber(r, ["feed"], catch_up=True, health_check_interval=0.2) as sub:
-        assert pub.publish("feed", "before") == 1  # also loads the script
+        assert pub.publish("feed", "before") == 1
         assert sub.wait_for(1)
         tx = r.pipeline(transaction=True)
         tx.client_kill_filter(_id=_victim(r))
         for i in range(50):
-            args = ["feed", pub.wrap("feed", f"while down {i}"), history, 60_000, 0]
-            publish.queue(tx, [history_key("feed")], args)
+            pub.queue(tx, "feed", f"while down {i}")
         replies = tx.execute()
         assert replies[0] == 1 and [rep[0] for rep in replies[1:]] == [0] * 50
         assert sub.wait_for(1 + recovered)  # read back at the resubscription

@@ -101,6 +101,7 @@ class Publisher:
         self.last_id: str | None = None
         self._seq: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._loaded = False
 
     def __repr__(self) -> str:
         kind = "sharded " if self.sharded else ""
@@ -166,6 +167,28 @@ class Publisher:
         if self.sharded:
             return int(self.client.spublish(channel, message))
         return int(self.client.publish(channel, message))
+
+    def queue(self, pipe: Any, channel: str, data: str | int = "") -> None:
+        """Add one publish to ``pipe`` (a pipeline or a MULTI), numbered now.
+
+        For publishing in the same transaction as other commands. With
+        history the call is the script's ``EVALSHA``, so the script is loaded
+        first (once per publisher); its reply in ``execute()`` is
+        ``[receivers, entry id]``, or ``[-1, type]`` if the stream key holds
+        another type (nothing written).
+        """
+        channel = self._channel(channel)
+        message = self.wrap(channel, _check_data(data))
+        if self.history:
+            if not self._loaded:
+                _PUBLISH.load(self.client)
+                self._loaded = True
+            script, keys, args = self._script_call(channel, message)
+            script.queue(pipe, keys, args)
+        elif self.sharded:
+            pipe.spublish(channel, message)
+        else:
+            pipe.publish(channel, message)
 
     def publish_many(self, channel: str, items: Iterable[str | int]) -> list[int]:
         """Publish several messages in one round trip; receivers per message.

@@ -156,6 +156,7 @@ class Subscriber:
         self._shards = 1
         self._n = Counter[str]()  # received, missed, recovered, duplicates...
         self._arrived = threading.Condition()
+        self._final: SubscriberStats | None = None  # the counters at stop()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -173,6 +174,7 @@ class Subscriber:
                 ``timeout``, or the server could not be reached.
         """
         check_seconds("timeout", timeout, max=3600)
+        self._final = None
         if self.sharded:
             nodes = {self.client.get_node_from_key(c).name for c in self.channels}
             self._shards = len(nodes)
@@ -190,10 +192,16 @@ class Subscriber:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread and close the connection (idempotent).
 
+        The counters are frozen at this point (``stats`` keeps returning
+        them): the connection goes back to the client's pool, and what
+        happens to it next is not this subscriber's business.
+
         Raises:
             ListenerError: The thread did not end within ``timeout`` seconds.
         """
         self.listener.stop(timeout)
+        if self._final is None:
+            self._final = self.stats
 
     def __enter__(self) -> Subscriber:
         return self if self.running else self.start()
@@ -214,6 +222,8 @@ class Subscriber:
     @property
     def stats(self) -> SubscriberStats:
         """A snapshot of the counters (see :class:`SubscriberStats`)."""
+        if self._final is not None:
+            return self._final
         ls, n = self.listener.stats, self._n
         return SubscriberStats(
             received=n["received"],

@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 Move = tuple[str, str, int]  # (server name, player, cell), accepted moves only
+Refusal = tuple[str, str, int, str]  # (server name, player, cell, reason)
 
 
 class ScenarioResult(NamedTuple):
@@ -41,12 +42,14 @@ class ScenarioResult(NamedTuple):
         accepted: Moves the servers accepted, ``(server, player, cell)``.
         views: Each server's board at the end, ``{server name: board}``.
         problems: What went wrong, in words; empty when consistent.
+        refused: Moves a server refused, ``(server, player, cell, reason)``.
     """
 
     name: str
     accepted: list[Move]
     views: dict[str, str]
     problems: list[str]
+    refused: list[Refusal]
 
     @property
     def ok(self) -> bool:
@@ -74,9 +77,18 @@ def check(accepted: Sequence[Move], views: dict[str, str]) -> list[str]:
     return problems
 
 
-def _play(server: Any, player: str, cell: int, accepted: list[Move]) -> None:
-    if server.move(player, cell).ok:
+def _play(
+    server: Any,
+    player: str,
+    cell: int,
+    accepted: list[Move],
+    refused: list[Refusal] | None = None,
+) -> None:
+    result = server.move(player, cell)
+    if result.ok:
         accepted.append((server.name, player, cell))
+    elif refused is not None:
+        refused.append((server.name, player, cell, result.reason))
 
 
 def _pump(*servers: Any) -> None:
@@ -85,11 +97,16 @@ def _pump(*servers: Any) -> None:
 
 
 def _end(
-    name: str, servers: Sequence[Any], accepted: list[Move], since: int = 0
+    name: str,
+    servers: Sequence[Any],
+    accepted: list[Move],
+    refused: list[Refusal],
+    since: int = 0,
 ) -> ScenarioResult:
     """The result; the boards are checked against the moves from ``since`` on."""
     views = {s.name: s.state.board for s in servers}
-    return ScenarioResult(name, accepted, views, check(accepted[since:], views))
+    problems = check(accepted[since:], views)
+    return ScenarioResult(name, accepted, views, problems, refused)
 
 
 def restart_not_propagated(a: Any, b: Any) -> ScenarioResult:
@@ -99,13 +116,16 @@ def restart_not_propagated(a: Any, b: Any) -> ScenarioResult:
     moves since the restart (none: both boards should be empty).
     """
     accepted: list[Move] = []
-    _play(a, "X", 0, accepted)
+    refused: list[Refusal] = []
+    _play(a, "X", 0, accepted, refused)
     _pump(a, b)
-    _play(b, "O", 4, accepted)
+    _play(b, "O", 4, accepted, refused)
     _pump(a, b)
     a.restart()
     _pump(a, b)
-    return _end("restart not propagated", (a, b), accepted, since=len(accepted))
+    return _end(
+        "restart not propagated", (a, b), accepted, refused, since=len(accepted)
+    )
 
 
 def simultaneous_moves(a: Any, b: Any) -> ScenarioResult:
@@ -115,23 +135,25 @@ def simultaneous_moves(a: Any, b: Any) -> ScenarioResult:
     validates before reading its channel.
     """
     accepted: list[Move] = []
-    _play(a, "X", 0, accepted)
-    _play(b, "X", 4, accepted)  # b has not pumped: it still sees X to move
+    refused: list[Refusal] = []
+    _play(a, "X", 0, accepted, refused)
+    _play(b, "X", 4, accepted, refused)  # b has not pumped: it still sees X to move
     _pump(a, b)
-    return _end("simultaneous moves", (a, b), accepted)
+    return _end("simultaneous moves", (a, b), accepted, refused)
 
 
 def missed_while_disconnected(a: Any, b: Any) -> ScenarioResult:
     """``b`` drops off while two moves are played on ``a``, then comes back."""
     accepted: list[Move] = []
+    refused: list[Refusal] = []
     b.disconnect()
-    _play(a, "X", 0, accepted)
-    _play(a, "O", 4, accepted)
+    _play(a, "X", 0, accepted, refused)
+    _play(a, "O", 4, accepted, refused)
     b.connect()
     _pump(a, b)
-    _play(b, "X", 4, accepted)  # X's next click lands on server b
+    _play(b, "X", 4, accepted, refused)  # X's next click lands on server b
     _pump(a, b)
-    return _end("missed while disconnected", (a, b), accepted)
+    return _end("missed while disconnected", (a, b), accepted, refused)
 
 
 def race(servers: Sequence[Any], rounds: int = 100, *, seed: int = 0) -> list[Move]:

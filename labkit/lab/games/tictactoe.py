@@ -10,15 +10,16 @@ whether it reconnected on purpose or redis-py did it behind its back.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from labkit.core.args import check_count, check_name, check_tag
+from labkit.core.args import check_callable, check_count, check_name, check_tag
 from labkit.core.clients import check_client
 from labkit.core.scripts import Script
 from labkit.errors import GameStateError, MalformedMessageError
 from labkit.lab.games._base import ChannelServer, GameState, MoveResult, check_move_args
 
-__all__ = ["MAX_LOG", "MOVE", "RESTART", "GameServer"]
+__all__ = ["MAX_LOG", "MOVE", "RESTART", "CustomMoveServer", "GameServer"]
 
 #: The scripts, printable: ``print(MOVE.source)``.
 MOVE = Script("games_move")
@@ -174,3 +175,35 @@ class GameServer(ChannelServer):
     def delete(self) -> int:
         """Delete the stored game and its log; return how many keys were removed."""
         return int(self.client.delete(self.key, self.log_key))
+
+
+class CustomMoveServer(GameServer):
+    """A :class:`GameServer` whose move is a function you write (an exercise).
+
+    Args:
+        client, name: As for :class:`GameServer`.
+        move: ``move(server, player, cell) -> bool``: apply the move to the
+            stored game (``server.key``, ``server.log_key``, announce on
+            ``server.channel``) if it is legal; return whether it was.
+        **kwargs: ``game``, ``prefix``, ``max_log``.
+
+    After each move the server reads the stored game, so its view is Redis's.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        move: Callable[[GameServer, str, int], object],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(client, name, **kwargs)
+        self._custom_move = check_callable(
+            "move", move, signature="server, player, cell"
+        )
+
+    def move(self, player: str, cell: int) -> MoveResult:
+        """Run the custom move function, then read the stored game."""
+        check_move_args(player, cell)
+        ok = bool(self._custom_move(self, player, cell))
+        return MoveResult(ok, "ok" if ok else "refused", self.refresh())
