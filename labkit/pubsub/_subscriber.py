@@ -54,7 +54,12 @@ class Subscriber:
         dead_after: Seconds a PING may go unanswered before the connection
             is declared dead, closed and reopened (default: 3 intervals).
         poll_interval: Longest wait for a message before the listener checks
-            whether to stop; :meth:`stop` returns within about this long.
+            whether to stop; :meth:`stop` returns within about this long. With
+            redis-py 8.1 it also bounds each socket read *within* a message
+            (``PubSub.parse_response(block=False, timeout=...)`` passes it to
+            ``read_response``): on a slow link, a message whose bytes arrive
+            with a longer gap raises a TimeoutError and the connection is
+            dropped and reopened. Raise it for large messages on slow links.
         name: Name of the listener thread.
 
     Every message from a :class:`~labkit.pubsub.Publisher` carries a sequence

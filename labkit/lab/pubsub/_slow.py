@@ -122,6 +122,9 @@ def slow_consumer(
             callback=heard,
             health_check_interval=1.0,
             dead_after=10.0,
+            # redis-py 8.1 reads a whole message within the poll timeout; on
+            # this narrow link one message may take longer (see Subscriber).
+            poll_interval=2.0,
             name="slow-subscriber",
         )
         try:
@@ -161,7 +164,7 @@ def slow_consumer(
                 raise TimeoutError("the subscriber never got the message after its cut")
             stats = sub.stats
         finally:
-            sub.stop()
+            sub.stop(timeout=10)
             sub_client.close()
             pub_client.close()
     return SlowConsumerResult(
