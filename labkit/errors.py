@@ -5,6 +5,8 @@ from __future__ import annotations
 __all__ = [
     "CacheError",
     "CacheKeyTypeError",
+    "GameStateError",
+    "HistoryKeyError",
     "LabkitError",
     "ListenerError",
     "LockError",
@@ -369,3 +371,39 @@ class WorkerProcessError(LabkitError):
         self.worker = worker
         self.returncode = returncode
         self.output = output
+
+
+# --- labkit.pubsub and labkit.lab.games ----------------------------------------
+
+
+class HistoryKeyError(LabkitError):
+    """A channel's history stream key holds another type; nothing was published.
+
+    Attributes:
+        key: The Redis key (``<prefix>:{<channel>}``).
+        found: The Redis type found there (``"string"``, ``"hash"``...).
+        expected: What the publisher keeps there (``"stream"``).
+    """
+
+    def __init__(self, message: str, *, key: str, found: str, expected: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.found = found
+        self.expected = expected
+
+
+class GameStateError(LabkitError):
+    """A stored tic-tac-toe game (:mod:`labkit.lab.games`) is unusable: one of
+    its keys holds another type, or its fields are corrupt. Nothing was written.
+
+    Attributes:
+        key: The Redis key.
+        found: What was found (a Redis type, or the corrupt value).
+        expected: What the game keeps there.
+    """
+
+    def __init__(self, message: str, *, key: str, found: str, expected: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.found = found
+        self.expected = expected
