@@ -102,8 +102,8 @@ class FlagStore:
     Not for a ``RedisCluster`` (refused in the constructor): see ``_CLUSTER``.
 
     Args:
-        client: A ``redis.Redis``; the listener takes one more connection from
-            its pool for the subscription.
+        client: A ``redis.Redis``; the listener opens one more connection to
+            the same server, with the same options, in a pool of its own.
         namespace: Names the flag set; several sets can live side by side.
         on_change: Optional callback ``(name, flag or None)`` run on the
             listener thread when a change reaches the local copy (None:
@@ -168,18 +168,26 @@ class FlagStore:
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._check_keys()  # a clear error before anything starts
+        # The subscription gets a pool of its own: closing the caller's client
+        # (which disconnects every connection of its pool, in use or not)
+        # must not pull the socket from under the listener's read.
+        self._listen_client, self._owns_listen_client = _same_server(client)
         self._listener = Listener(
-            client,
+            self._listen_client,
             [self.channel],
             on_message=self._on_message,
             on_subscribe=self._on_subscribe,
             health_check_interval=health_check_interval,
             name=f"FlagStore({namespace})",
         )
-        self._listener.start(timeout)
+        try:
+            self._listener.start(timeout)
+        except BaseException:
+            self._close_listen_client()
+            raise
         if self.loads == 0:
             error = self._listener.stats.last_error
-            self._listener.stop()
+            self.close()
             raise FlagStoreError(
                 f"FlagStore({namespace!r}): the first load of {self.key} failed: "
                 f"{error!r}",
@@ -441,7 +449,14 @@ class FlagStore:
     # -- lifecycle -------------------------------------------------------------
     def close(self) -> None:
         """Stop the listener thread and release its connection (idempotent)."""
-        self._listener.stop()
+        try:
+            self._listener.stop()
+        finally:
+            self._close_listen_client()
+
+    def _close_listen_client(self) -> None:
+        if self._owns_listen_client:
+            self._listen_client.close()
 
     def __enter__(self) -> FlagStore:
         return self
@@ -453,6 +468,34 @@ class FlagStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+#: What a redis-py 8 pool adds to its own ``connection_kwargs`` (maintenance
+#: notifications: a handler bound to that pool, the original address and
+#: timeouts to restore): a new pool makes its own, and must not be given them.
+_POOL_OWNED = ("maint_notifications", "oss_cluster_maint_notifications", "orig_")
+
+
+def _same_server(client: redis.Redis) -> tuple[redis.Redis, bool]:
+    """A client of the same server, with the same options, and a pool of its own;
+    and whether it is new (the caller of this function then closes it).
+
+    Copies ``ConnectionPool.connection_class`` and ``connection_kwargs`` minus
+    what the pool keeps there for itself (``_POOL_OWNED``): checked against
+    redis-py 8.1.0; ``tests/test_ratelimit_faults.py::
+    test_listener_survives_its_caller_closing_the_client`` fails loudly if they
+    change. A pool of another kind (Sentinel's, whose connections find the
+    primary themselves) cannot be copied this way: the caller's client is then
+    shared, as it was before.
+    """
+    pool = client.connection_pool
+    if type(pool) not in (redis.ConnectionPool, redis.BlockingConnectionPool):
+        return client, False
+    kwargs = {
+        k: v for k, v in pool.connection_kwargs.items() if not k.startswith(_POOL_OWNED)
+    }
+    own = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    return redis.Redis(connection_pool=own), True
 
 
 def _short(value: Any) -> str:

@@ -617,6 +617,32 @@ def test_client_kill_of_listener_reloads_and_reports(
     client.close()
 
 
+def test_listener_survives_its_caller_closing_the_client(
+    r: redis.Redis, redis_url: str
+) -> None:
+    """Closing the client a store was given does not stop its listener (before,
+    the closed socket raised ValueError in the listener's thread, which died
+    silently); close() leaves no connection of the store's behind."""
+    baseline = len(r.client_list())
+    client = labkit.connect(redis_url)
+    store = FlagStore(client)
+    # redis-py 8.1: a pool copied from connection_class and connection_kwargs
+    # (minus the pool's own maintenance state) is a pool of its own.
+    own = store._listen_client.connection_pool
+    assert own is not client.connection_pool
+    assert own.connection_kwargs["db"] == client.connection_pool.connection_kwargs["db"]
+    handler = own.connection_kwargs.get("maint_notifications_pool_handler")
+    assert handler is None or handler.pool is own
+    client.close()  # disconnects every connection of its pool
+    admin = FlagStore(r)
+    admin.set("x", value=1)
+    assert wait_until(lambda: store.value("x") == 1)
+    assert store.running and store.stats.callback_errors == 0
+    store.close()
+    admin.close()
+    assert wait_until(lambda: len(r.client_list()) <= baseline)
+
+
 def test_flagstore_under_a_frozen_server() -> None:
     """SIGSTOP: reads stay local and instant, set() times out within seconds, the
     watchdog reports the silence; after SIGCONT it reconnects and reloads."""
