@@ -103,7 +103,9 @@ class FlagStore:
 
     Args:
         client: A ``redis.Redis``; the listener opens one more connection to
-            the same server, with the same options, in a pool of its own.
+            the same server, with the same options, in a pool of its own (so
+            closing ``client`` does not stop it; a Sentinel-managed pool is
+            shared instead).
         namespace: Names the flag set; several sets can live side by side.
         on_change: Optional callback ``(name, flag or None)`` run on the
             listener thread when a change reaches the local copy (None:
