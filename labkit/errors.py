@@ -6,7 +6,9 @@ __all__ = [
     "LabkitError",
     "ListenerError",
     "MalformedMessageError",
+    "PowerCutUnavailableError",
     "ProxyError",
+    "SeriesKeyError",
     "ServerBinaryNotFoundError",
     "ServerStartError",
     "ServerUnreachableError",
@@ -157,3 +159,37 @@ class SessionExpiredError(LabkitError):
             "with ChatService.new_session()"
         )
         self.token = token
+
+
+# --- labkit.timeseries and labkit.lab.persistence ---------------------------
+
+
+class SeriesKeyError(LabkitError):
+    """A series key holds something a :class:`labkit.timeseries.SeriesStore`
+    did not write (another Redis type, or members that are not its points);
+    nothing was written.
+
+    Attributes:
+        key: The Redis key (``<prefix>:<series>``).
+        found: What is there (a Redis type such as ``"string"``, or
+            ``"zset of foreign members"``).
+    """
+
+    def __init__(self, message: str, *, key: str, found: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.found = found
+
+
+class PowerCutUnavailableError(LabkitError):
+    """The power-cut shim (``labkit.lab.persistence.PowerCutShim``) cannot run here.
+
+    Attributes:
+        reason: Why, in words (not Linux, no C compiler, a static binary...).
+        binary: The server binary it was meant for ("" if none was found).
+    """
+
+    def __init__(self, message: str, *, reason: str, binary: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.binary = binary
