@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "FailoverError",
     "LabkitError",
     "ListenerError",
     "MalformedMessageError",
@@ -193,3 +194,18 @@ class PowerCutUnavailableError(LabkitError):
         super().__init__(message)
         self.reason = reason
         self.binary = binary
+
+
+class FailoverError(LabkitError):
+    """A replication group, a failover or a rejoin (``labkit.lab.persistence``)
+    did not reach the state it waits for within its timeout.
+
+    Attributes:
+        server: ``host:port`` of the server (or Sentinel) it was waiting on.
+        waited: What it waited for, in words.
+    """
+
+    def __init__(self, message: str, *, server: str, waited: str) -> None:
+        super().__init__(message)
+        self.server = server
+        self.waited = waited
