@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
-    "FailoverError",
+    "ExperimentTimeoutError",
     "LabkitError",
     "ListenerError",
     "MalformedMessageError",
@@ -196,9 +196,10 @@ class PowerCutUnavailableError(LabkitError):
         self.binary = binary
 
 
-class FailoverError(LabkitError):
-    """A replication group, a failover or a rejoin (``labkit.lab.persistence``)
-    did not reach the state it waits for within its timeout.
+class ExperimentTimeoutError(LabkitError):
+    """A durability or failover experiment (``labkit.lab.persistence``) waited
+    for a server state (a replica in sync, a promotion, a rewrite finished...)
+    that did not come within its timeout.
 
     Attributes:
         server: ``host:port`` of the server (or Sentinel) it was waiting on.

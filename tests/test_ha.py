@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from labkit.errors import FailoverError
+from labkit.errors import ExperimentTimeoutError
 from labkit.lab.persistence.ha import (
     ReplicatedGroup,
     SentinelEvents,
@@ -226,10 +226,10 @@ def test_bad_failover_arguments_need_a_sentinel_and_sane_counts() -> None:
 
 
 def test_failover_that_never_comes_is_a_clear_error_within_its_timeout() -> None:
-    """With the only replica frozen, no promotion happens: FailoverError in time."""
+    """With the only replica frozen, no promotion happens: ExperimentTimeoutError in time."""
     with ReplicatedGroup(sentinel=True) as group, frozen(group.replicas[0]):
         started = time.monotonic()
-        with pytest.raises(FailoverError, match="no primary accepted writes"):
+        with pytest.raises(ExperimentTimeoutError, match="no primary accepted writes"):
             failover_test(group, writes_before=5, writes_after=1, timeout=4)
         assert time.monotonic() - started < 12
     assert not group.primary.running and not group.sentinel.running

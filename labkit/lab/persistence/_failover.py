@@ -12,7 +12,7 @@ import redis
 
 from labkit.core.args import check_int, check_seconds
 from labkit.core.listen import Listener, as_text
-from labkit.errors import FailoverError
+from labkit.errors import ExperimentTimeoutError
 from labkit.lab.persistence._group import ReplicatedGroup, frozen
 from labkit.server import Sentinel, Server, no_retry
 
@@ -200,7 +200,7 @@ def failover_test(
 
     Raises:
         ValueError, TypeError: Counts out of range; a group without Sentinel.
-        FailoverError: No primary accepted writes within ``timeout`` seconds.
+        ExperimentTimeoutError: No primary accepted writes within ``timeout`` seconds.
     """
     if not isinstance(group, ReplicatedGroup):
         raise TypeError(f"group={group!r}: must be a started ReplicatedGroup")
@@ -242,7 +242,7 @@ def failover_test(
     downtime, i = None, writes_before
     while len(acked) < writes_before + writes_after:
         if time.monotonic() - killed > timeout:
-            raise FailoverError(
+            raise ExperimentTimeoutError(
                 f"no primary accepted writes within {timeout:g} s of the kill:\n"
                 f"{group.sentinel.log_tail(10)}",
                 server=f"{group.sentinel.host}:{group.sentinel.port}",

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from types import TracebackType
 
 from labkit.core.args import check_int
-from labkit.errors import FailoverError
+from labkit.errors import ExperimentTimeoutError
 from labkit.lab.proxy import (
     Partition,
     Proxy,
@@ -130,7 +130,7 @@ class ReplicatedGroup:
                 if {int(r["port"]) for r in found} >= want:
                     return
                 if time.monotonic() > deadline:
-                    raise FailoverError(
+                    raise ExperimentTimeoutError(
                         f"Sentinel found {len(found)} of {len(want)} replicas "
                         f"within {timeout:g} s:\n{self.sentinel.log_tail(10)}",
                         server=f"{self.sentinel.host}:{self.sentinel.port}",
@@ -157,7 +157,7 @@ class ReplicatedGroup:
             return self.primary
         found = self.server_at(self.sentinel.master_address())
         if found is None:
-            raise FailoverError(
+            raise ExperimentTimeoutError(
                 f"Sentinel names {self.sentinel.master_address()}, no server of "
                 f"{self!r}",
                 server=f"{self.sentinel.host}:{self.sentinel.port}",
@@ -187,7 +187,7 @@ class ReplicatedGroup:
             with replica.client() as probe:
                 while probe.info("replication").get("master_link_status") != "up":
                     if time.monotonic() > deadline:
-                        raise FailoverError(
+                        raise ExperimentTimeoutError(
                             f"replica on port {replica.port} not in sync after "
                             f"{timeout:g} s:\n{replica.log_tail(10)}",
                             server=f"{replica.host}:{replica.port}",

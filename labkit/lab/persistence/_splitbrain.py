@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import redis
 
 from labkit.core.args import check_choice, check_int, check_number, check_seconds
-from labkit.errors import FailoverError
+from labkit.errors import ExperimentTimeoutError
 from labkit.lab.persistence._failover import (
     SentinelEvent,
     SentinelEvents,
@@ -115,7 +115,7 @@ def split_brain_test(
 
     Raises:
         ValueError, TypeError: Arguments out of range.
-        FailoverError: No promotion, or no demotion, within ``timeout``.
+        ExperimentTimeoutError: No promotion, or no demotion, within ``timeout``.
     """
     check_choice("mode", mode, MODES)
     check_seconds("partition_s", partition_s, min=1, max=60, min_open=False)
@@ -234,7 +234,7 @@ class _Writer:
             if took >= min_s and done():
                 return
             if took > timeout:
-                raise FailoverError(
+                raise ExperimentTimeoutError(
                     f"gave up waiting for {what} after {timeout:g} s:\n"
                     f"{where.log_tail(10)}",
                     server=f"{where.host}:{where.port}",
@@ -262,7 +262,7 @@ def _wait_in_sync(old: Server, new: Server, timeout: float) -> None:
             ):
                 return
             if time.monotonic() > deadline:
-                raise FailoverError(
+                raise ExperimentTimeoutError(
                     f"the demoted primary on port {old.port} did not catch up "
                     f"within {timeout:g} s:\n{old.log_tail(10)}",
                     server=f"{old.host}:{old.port}",
