@@ -226,7 +226,7 @@ def test_bad_failover_arguments_need_a_sentinel_and_sane_counts() -> None:
 
 
 def test_failover_that_never_comes_is_a_clear_error_within_its_timeout() -> None:
-    """With the only replica frozen, no promotion happens: ExperimentTimeoutError in time."""
+    """With the only replica frozen, no promotion comes: a clear error in time."""
     with ReplicatedGroup(sentinel=True) as group, frozen(group.replicas[0]):
         started = time.monotonic()
         with pytest.raises(ExperimentTimeoutError, match="no primary accepted writes"):

@@ -184,7 +184,8 @@ def test_write_throughput_measures_every_policy() -> None:
 
 def test_os_crash_exposure_is_the_documented_window() -> None:
     """The modelled OS-crash window: 0 for always, 1 s plus any stall for
-    everysec, save interval plus BGSAVE time for RDB, all for none."""
+    everysec, save interval (+1 s, whole seconds) plus BGSAVE time for RDB,
+    all for none."""
     assert os_crash_exposure("aof-always", 1000).writes_at_risk == 0
     assert os_crash_exposure("aof-everysec", 1000).writes_at_risk == 1000
     assert os_crash_exposure("aof-everysec", 100, stall_seconds=5).window_s == 6

@@ -220,6 +220,7 @@ def crash_test(
     *,
     kill_at: int | None = None,
     rate: float | None = None,
+    config: dict[str, str] | None = None,
     timeout: float = 30.0,
 ) -> CrashResult:
     """SIGKILL a server mid-stream under ``policy`` and count lost acknowledged writes.
@@ -236,6 +237,7 @@ def crash_test(
         writes: Cap on writes sent (2 to 10,000,000).
         kill_at: Acknowledged writes before the kill (default ``writes // 2``).
         rate: Writes per second for the writer (None: as fast as it can).
+        config: Extra config over the policy's (e.g. ``{"save": "3 1"}``).
         timeout: Bound, in seconds, on the whole stream.
 
     Returns:
@@ -254,9 +256,10 @@ def crash_test(
     Raises:
         ValueError, TypeError: Unknown policy, or counts out of range.
     """
-    config = policy_config(policy)
+    full = policy_config(policy)
     kill_at = _check(writes, kill_at, rate, timeout)
-    with Server(config=config) as server:
+    full.update(_extra(config))
+    with Server(config=full) as server:
         writer, start, probe = _stream(server, writes, kill_at, rate, timeout)
         server.kill()
         stream_s = time.perf_counter() - start
@@ -319,9 +322,7 @@ def power_loss_test(
     full = policy_config(policy)
     kill_at = _check(writes, kill_at, rate, timeout)
     check_seconds("fsync_delay", fsync_delay, max=60, min_open=False)
-    if config is not None and not isinstance(config, dict):
-        raise TypeError(f"config={config!r}: must be a dict of directives or None")
-    full.update(config or {})
+    full.update(_extra(config))
     server = shim.server(full).start()
     saved = Path(tempfile.mkdtemp(prefix="labkit-twin-"))
     try:
@@ -364,6 +365,12 @@ def power_loss_test(
         power,
         cut,
     )
+
+
+def _extra(config: dict[str, str] | None) -> dict[str, str]:
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config={config!r}: must be a dict of directives or None")
+    return dict(config or {})
 
 
 def _info_or_empty(probe: redis.Redis) -> dict[str, Any]:

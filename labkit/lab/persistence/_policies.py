@@ -87,7 +87,7 @@ def os_crash_exposure(
     Args:
         policy: One of :data:`POLICIES`.
         write_rate: Acknowledged writes per second (e.g. one you measured).
-        save_seconds: For RDB, the interval of the save rule.
+        save_seconds: For RDB, the interval of the save rule (``save N 1``).
         bgsave_seconds: For RDB, how long a BGSAVE takes (a snapshot covers
             the data as of its fork, and is safe only once written).
         stall_seconds: For ``everysec``, how long an fsync is stuck (a busy or
@@ -102,8 +102,9 @@ def os_crash_exposure(
     long as the stall); ``no`` leaves flushing to the kernel, whose
     writeback (``vm.dirty_expire_centisecs`` plus one
     ``dirty_writeback_centisecs`` period, read from this machine) bounds
-    the window; RDB loses everything since the last snapshot's fork: up to
-    the save interval plus the BGSAVE time.
+    the window; RDB loses everything since the last snapshot's fork: the
+    rule fires once *more than* N whole seconds (the server's clock in
+    seconds) have passed, so up to N + 1 s, plus the BGSAVE time.
     """
     policy_config(policy)
     check_number("write_rate", write_rate, min=0, max=10_000_000, unit="of writes/s")
@@ -116,10 +117,10 @@ def os_crash_exposure(
     if policy == "none":
         window, basis = float("inf"), "nothing is written to disk: all data lost"
     elif policy == "rdb":
-        window = save_seconds + bgsave_seconds
+        window = save_seconds + 1 + bgsave_seconds
         basis = (
-            f"writes since the last snapshot's fork: save interval {save_seconds:g} s "
-            f"+ BGSAVE {bgsave_seconds:g} s"
+            f"writes since the last snapshot's fork: rule 'save {save_seconds:g}' "
+            f"(+1 s: whole seconds) + BGSAVE {bgsave_seconds:g} s"
         )
     elif policy == "aof-always":
         window, basis = 0.0, "AOF fsynced before each reply"
