@@ -190,7 +190,7 @@ def test_os_crash_exposure_is_the_documented_window() -> None:
     assert os_crash_exposure("aof-everysec", 1000).writes_at_risk == 1000
     assert os_crash_exposure("aof-everysec", 100, stall_seconds=5).window_s == 6
     assert (
-        os_crash_exposure("rdb", 10, save_seconds=60, bgsave_seconds=2).window_s == 62
+        os_crash_exposure("rdb", 10, save_seconds=60, bgsave_seconds=2).window_s == 63
     )
     assert os_crash_exposure("none", 1000).writes_at_risk == -1
     assert os_crash_exposure("aof-no", 1000).window_s > 2
