@@ -56,6 +56,7 @@ class SplitBrainResult:
         promoted_s: Seconds from the cut to ``+switch-master``.
         demoted_s: Seconds from the heal to the old primary's demotion
             (``+convert-to-slave``), None if not seen.
+        lost_seqs: Sequence numbers of the lost writes (for plots).
         attempts: Every write, in order (for plots).
         events: Sentinel's events during the run (for plots).
         cut_at, healed_at: ``time.monotonic()`` of the cut and the heal.
@@ -76,6 +77,7 @@ class SplitBrainResult:
     demoted_s: float | None
     cut_at: float
     healed_at: float
+    lost_seqs: frozenset[int] = field(default=frozenset(), repr=False)
     attempts: list[WriteAttempt] = field(default_factory=list, repr=False)
     events: list[SentinelEvent] = field(default_factory=list, repr=False)
 
@@ -306,6 +308,7 @@ def _tally(
         demoted_s=demoted,
         cut_at=cut,
         healed_at=healed,
+        lost_seqs=frozenset(missing),
         attempts=attempts,
         events=list(events.events),
     )

@@ -239,6 +239,7 @@ def timeline(
         2, 1, figsize=(11, 4.2), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
     )
     lost = lost or set()
+    rows = {"ok": 2, "refused": 1, "timeout": 0, "down": 0}
     seen: set[str] = set()
     for outcome, (color, marker, label) in _OUTCOME_STYLE.items():
         xs = [a.at - t0 for a in attempts if a.outcome == outcome and a.seq not in lost]
@@ -246,12 +247,19 @@ def timeline(
             text = label if label not in seen else None
             seen.add(label)
             top.scatter(
-                xs, [outcome] * len(xs), s=9, color=color, marker=marker, label=text
+                xs,
+                [rows[outcome]] * len(xs),
+                s=9,
+                color=color,
+                marker=marker,
+                label=text,
             )
     gone = [a.at - t0 for a in attempts if a.seq in lost]
     if gone:
-        top.scatter(gone, ["ok"] * len(gone), s=9, color="black", marker="o",
+        top.scatter(gone, [rows["ok"]] * len(gone), s=9, color="black", marker="o",
                     label="acknowledged, later LOST")  # fmt: skip
+    top.set_yticks([0, 1, 2], ["failed", "refused", "acknowledged"])
+    top.set_ylim(-0.5, 2.5)
     top.set_ylabel("client's writes")
     top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     named = [e for e in events if e.channel in channels]
@@ -267,7 +275,11 @@ def timeline(
         if cut is not None:
             end = (healed if healed is not None else cut) - t0
             ax.axvspan(cut - t0, end, color="tab:red", alpha=0.08)
-    bottom.set_xlabel("seconds (0 = the kill or the cut; shaded: partition)")
+    bottom.set_xlabel(
+        "seconds since the cut (shaded: the partition)"
+        if cut is not None
+        else "seconds since time 0"
+    )
     top.set_title(title or "The client's writes and Sentinel's events")
     fig.tight_layout()
     return fig
