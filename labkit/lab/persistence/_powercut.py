@@ -21,9 +21,11 @@ record and deletions (``unlink``, also wrapped) drop it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -354,8 +356,22 @@ class CutFile(NamedTuple):
 _DATA_SUFFIXES = (".rdb", ".aof", ".manifest")
 
 
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (a server's BGSAVE/rewrite child)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+        if fields and len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(stat.parent.name))
+    return found
+
+
 def power_cut(server: Server) -> list[CutFile]:
-    """SIGKILL ``server``, then keep of each data file only what was fsynced.
+    """SIGKILL ``server`` and its children, then keep of each data file only
+    what was fsynced.
 
     Data files are ``*.rdb``, ``*.aof`` and the AOF manifest, in the data dir
     and ``appendonlydir/``. Each is truncated to the length recorded at its
@@ -363,8 +379,16 @@ def power_cut(server: Server) -> list[CutFile]:
     fsyncs the directory after creating its files). The fsync delay is
     cleared, so that the restart is not stalled. Restart with
     ``server.restart()``.
+
+    A snapshot or rewrite child is killed first: power goes for every
+    process at once, and a child left running would go on writing (and
+    renaming) files after the cut.
     """
     folder = _require_shim_dir(server)
+    if server.pid is not None:
+        for child in _children(server.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
     server.kill()
     set_fsync_delay(server, 0)
     synced: dict[tuple[int, int], int] = {}
