@@ -121,13 +121,15 @@ class ReplicatedGroup:
             monitor=(front.host, front.port) if front else None,
         ).start()
         # A failover needs a replica to promote: wait until Sentinel has
-        # found every one in the primary's INFO replication.
+        # found every one in the primary's INFO replication and connected
+        # to it (until then its flags read "slave,disconnected").
         want = {self.address(r)[1] for r in self.replicas}
         deadline = time.monotonic() + timeout
         with self.sentinel.client() as s:
             while True:
                 found = s.execute_command("SENTINEL", "REPLICAS", self.sentinel.name)
-                if {int(r["port"]) for r in found} >= want:
+                ready = {int(r["port"]) for r in found if r["flags"] == "slave"}
+                if ready >= want:
                     return
                 if time.monotonic() > deadline:
                     raise ExperimentTimeoutError(
