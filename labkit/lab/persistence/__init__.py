@@ -4,13 +4,7 @@ Replication, Sentinel failovers and split brain are in
 :mod:`labkit.lab.persistence.ha`.
 """
 
-from labkit.lab.persistence._crash import (
-    CrashResult,
-    Outcome,
-    PowerLossResult,
-    crash_test,
-    power_loss_test,
-)
+from labkit.lab.persistence._crash import CrashResult, Outcome, crash_test
 from labkit.lab.persistence._formats import (
     ForkCost,
     FormatResult,
@@ -53,6 +47,7 @@ from labkit.lab.persistence._powercut import (
     set_fsync_delay,
     shim_unavailable_reason,
 )
+from labkit.lab.persistence._powerloss import PowerLossResult, power_loss_test
 
 __all__ = [
     "POLICIES",
