@@ -286,8 +286,8 @@ def test_fork_cost_counts_copy_on_write_from_concurrent_writes() -> None:
     idle = fork_cost(50_000, concurrent_writes=False)
     assert busy.writes_during > 0 and idle.writes_during == 0
     assert busy.cow_bytes > idle.cow_bytes and busy.fork_usec > 0
-    aof = fork_cost(20_000, command="BGREWRITEAOF")
-    assert aof.cow_bytes > 0 and aof.command == "BGREWRITEAOF"
+    aof = fork_cost(20_000, command="BGREWRITEAOF", fork_repeats=2)
+    assert aof.cow_bytes > 0 and aof.command == "BGREWRITEAOF" and aof.fork_usec > 0
 
 
 # --- power loss (the LD_PRELOAD shim) ---------------------------------------
@@ -523,6 +523,18 @@ BAD_HARNESS: list[tuple[str, Callable[[], Any], type, str]] = [
         lambda: fork_cost(10, concurrent_writes=1),
         TypeError,
         "concurrent_writes=1",
+    ),
+    (
+        "fork repeats 0",
+        lambda: fork_cost(10, fork_repeats=0),
+        ValueError,
+        "fork_repeats=0",
+    ),
+    (
+        "fork repeats bool",
+        lambda: fork_cost(10, fork_repeats=True),
+        TypeError,
+        "fork_repeats=True",
     ),
     ("shim binary", lambda: PowerCutShim(binary=5), TypeError, "binary=5"),
 ]
