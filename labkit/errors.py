@@ -6,6 +6,7 @@ __all__ = [
     "CacheError",
     "CacheKeyTypeError",
     "ContentionError",
+    "ExperimentTimeoutError",
     "FlagPropagationError",
     "FlagStoreError",
     "GameStateError",
@@ -17,9 +18,11 @@ __all__ = [
     "LockNotOwnedError",
     "LockTimeoutError",
     "MalformedMessageError",
+    "PowerCutUnavailableError",
     "ProxyError",
     "QueueFullError",
     "QueueKeyError",
+    "SeriesKeyError",
     "ServerBinaryNotFoundError",
     "ServerStartError",
     "ServerUnreachableError",
@@ -411,6 +414,56 @@ class GameStateError(LabkitError):
         self.key = key
         self.found = found
         self.expected = expected
+
+
+# --- labkit.timeseries and labkit.lab.persistence ---------------------------
+
+
+class SeriesKeyError(LabkitError):
+    """A series key holds something a :class:`labkit.timeseries.SeriesStore`
+    did not write (another Redis type, or members that are not its points);
+    nothing was written.
+
+    Attributes:
+        key: The Redis key (``<prefix>:<series>``).
+        found: What is there (a Redis type such as ``"string"``, or
+            ``"zset of foreign members"``).
+    """
+
+    def __init__(self, message: str, *, key: str, found: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.found = found
+
+
+class PowerCutUnavailableError(LabkitError):
+    """The power-cut shim (``labkit.lab.persistence.PowerCutShim``) cannot run here.
+
+    Attributes:
+        reason: Why, in words (not Linux, no C compiler, a static binary...).
+        binary: The server binary it was meant for ("" if none was found).
+    """
+
+    def __init__(self, message: str, *, reason: str, binary: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.binary = binary
+
+
+class ExperimentTimeoutError(LabkitError):
+    """A durability or failover experiment (``labkit.lab.persistence``) waited
+    for a server state (a replica in sync, a promotion, a rewrite finished...)
+    that did not come within its timeout.
+
+    Attributes:
+        server: ``host:port`` of the server (or Sentinel) it was waiting on.
+        waited: What it waited for, in words.
+    """
+
+    def __init__(self, message: str, *, server: str, waited: str) -> None:
+        super().__init__(message)
+        self.server = server
+        self.waited = waited
 
 
 # --- labkit.ratelimit and labkit.flags ----------------------------------------

@@ -1,10 +1,11 @@
 """Library: model state as time series: a bounded sorted set per series, a forecast.
 
-The tutorial this grows from (SEEDS.md row 12) keeps each series in a sorted set
-scored by timestamp and predicts the next value from the last 100 points. Done
+A model keeps each series in a sorted set scored by timestamp and predicts the
+next value from the last 100 points (the Flask time-series tutorial). Done
 right, that means: timestamps converted to numbers (a sorted-set score must be
-one), one point per timestamp, retention so history cannot grow without bound,
-and a health check that says whether the data would survive a restart.
+one), one point per timestamp, retention so history cannot grow without bound
+(every store has a count bound, 10,000 points by default), and a health check
+that says whether the data would survive a restart.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
-from importlib import resources
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import redis
+
+from labkit.core.args import YEAR, check_count, check_int, check_name, check_number
+from labkit.core.clients import check_client
+from labkit.core.scripts import Script
+from labkit.errors import SeriesKeyError
 
 __all__ = ["Forecast", "Health", "Point", "SeriesStore", "to_epoch"]
 
@@ -70,13 +75,26 @@ class Health(NamedTuple):
         return bool(self.aof_enabled) or bool(self.save_rule)
 
 
+#: Epoch seconds of 0001-01-01 and 9999-12-31T23:59:59 (UTC): the range of
+#: ``datetime``, and so of the timestamps a store accepts.
+MIN_EPOCH, MAX_EPOCH = -62_135_596_800.0, 253_402_300_799.0
+#: Largest magnitude of a stored value. Far beyond any model's reading, and far
+#: below where the forecast's sums of products would overflow a double.
+MAX_VALUE = 1e15
+#: Default and largest count bound per series (``max_points``).
+DEFAULT_MAX_POINTS, MAX_POINTS = 10_000, 10_000_000
+#: Largest ``max_age``: a century of data time.
+MAX_AGE = 100 * YEAR
+
+
 def to_epoch(timestamp: Any) -> float:
     """Convert a datetime, an ISO 8601 string or epoch seconds to epoch seconds.
 
     Naive datetimes and ISO strings without an offset are taken as UTC.
 
     Raises:
-        ValueError: The string is not ISO 8601, or the number is not finite.
+        ValueError: The string is not ISO 8601, or the number is not finite
+            or outside the years 1 to 9999.
         TypeError: Any other type (bools included).
     """
     if isinstance(timestamp, datetime):
@@ -90,9 +108,13 @@ def to_epoch(timestamp: Any) -> float:
                 "e.g. '2024-05-01T12:00:00Z', a datetime or epoch seconds"
             ) from None
     elif isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
-        if not math.isfinite(timestamp):
-            raise ValueError(f"timestamp={timestamp!r}: epoch seconds must be finite")
-        return float(timestamp)
+        return check_number(
+            "timestamp",
+            timestamp,
+            min=MIN_EPOCH,
+            max=MAX_EPOCH,
+            unit="of epoch seconds (years 1 to 9999)",
+        )
     else:
         raise TypeError(
             f"timestamp={timestamp!r} ({type(timestamp).__name__}): expected a "
@@ -100,77 +122,90 @@ def to_epoch(timestamp: Any) -> float:
         )
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    try:
+        return moment.timestamp()
+    except (OverflowError, ValueError):  # 0001-01-01 with a positive offset
+        raise ValueError(
+            f"timestamp={timestamp!r}: outside the years 1 to 9999 in UTC"
+        ) from None
 
 
 def _check_value(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(
-            f"value={value!r} ({type(value).__name__}): expected an int or float"
+            f"value={value!r} ({type(value).__name__}): must be a finite number "
+            f"from {-MAX_VALUE:g} to {MAX_VALUE:g} (an int or float)"
         )
-    if not math.isfinite(value):
-        raise ValueError(f"value={value!r}: must be finite")
+    check_number("value", value, min=-MAX_VALUE, max=MAX_VALUE)
     return value
 
 
 class SeriesStore:
-    """Time series of numbers, one sorted set per series.
+    """Time series of numbers, one bounded sorted set per series.
 
     Args:
-        client: A ``redis.Redis`` (``decode_responses=True`` or not).
-        prefix: Key namespace.
-        max_points: Keep at most this many newest points per series (None: no
-            count limit).
-        max_age: Keep points at most this many seconds older than the newest
-            point of the series (None: no age limit). Age is measured in data
-            time, not wall time, so back-filled history is trimmed the same way.
-        window: How many newest points :meth:`forecast` fits (the tutorial's 100).
+        client: A ``redis.Redis`` or ``redis.RedisCluster``
+            (``decode_responses`` either way). Each call touches one key, so a
+            cluster routes it by the series' key.
+        prefix: Key namespace (a non-empty name).
+        max_points: Keep at most this many newest points per series (default
+            10,000; at most 10,000,000). There is no unbounded setting: a
+            series that nobody trims grows until the server runs out of memory.
+        max_age: Also keep only points at most this many seconds older than
+            the newest point of the series (None: no age bound). Age is
+            measured in data time, not wall time, so back-filled history is
+            trimmed the same way.
+        window: How many newest points :meth:`forecast` fits (the tutorial's
+            100; at most 10,000,000). A series holds at most ``max_points``,
+            so a larger window fits all of them.
 
     Keys:
-        ``{prefix}:{series}``: sorted set; score = epoch seconds (UTC), member =
-        JSON ``{"t": timestamp, "v": value}``. One point per timestamp: adding
-        at an existing timestamp replaces the old point.
+        ``<prefix>:<series>`` (sorted set): score = epoch seconds (UTC), member =
+        the point as JSON with fields t (timestamp) and v (value), one point
+        per timestamp (an add at an existing timestamp replaces the point);
+        no TTL (model state must not vanish on a timer): bounded instead by
+        max_points (default 10,000 points) and, if set, max_age.
 
     Retention is applied by the same Lua script that adds the point, so a
-    series never holds more than its bounds, even for a moment.
+    series never holds more than its bounds, even for a moment. The script
+    checks its arguments and the key's type before its first write: a refused
+    add leaves the series as it was.
     """
+
+    script = Script("timeseries_add")
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.RedisCluster,
         *,
         prefix: str = "lab:ts",
-        max_points: int | None = None,
+        max_points: int = DEFAULT_MAX_POINTS,
         max_age: float | None = None,
         window: int = 100,
     ) -> None:
-        if max_points is not None and (
-            isinstance(max_points, bool)
-            or not isinstance(max_points, int)
-            or max_points < 1
-        ):
-            raise ValueError(f"max_points={max_points!r}: expected None or an int >= 1")
-        if max_age is not None and not (
-            isinstance(max_age, int | float) and max_age > 0 and math.isfinite(max_age)
-        ):
-            raise ValueError(f"max_age={max_age!r}: expected None or seconds > 0")
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window={window!r}: expected an int >= 1")
-        if not prefix:
-            raise ValueError("prefix='': expected a non-empty key namespace")
-        self.client = client
-        self.prefix = prefix
-        self.max_points = max_points
-        self.max_age = max_age
-        self.window = window
-        lua = resources.files("labkit").joinpath("lua/timeseries_add.lua").read_text()
-        self._add = client.register_script(lua)
+        self.client = check_client(client, owner="SeriesStore", cluster=True)
+        self.prefix = check_name("prefix", prefix, max_len=200)
+        self.max_points = check_count("max_points", max_points, max=MAX_POINTS)
+        self.max_age = (
+            None
+            if max_age is None
+            else check_number(
+                "max_age", max_age, min=0, max=MAX_AGE, min_open=True,
+                unit="of seconds (or None)",
+            )
+        )  # fmt: skip
+        self.window = check_count("window", window, max=MAX_POINTS)
+
+    def __repr__(self) -> str:
+        age = f", max_age={self.max_age:g}" if self.max_age else ""
+        return (
+            f"SeriesStore(prefix={self.prefix!r}, max_points={self.max_points}"
+            f"{age}, window={self.window})"
+        )
 
     def key(self, series: str) -> str:
         """The sorted-set key holding ``series``."""
-        if not isinstance(series, str) or not series:
-            raise ValueError(f"series={series!r}: expected a non-empty string")
-        return f"{self.prefix}:{series}"
+        return f"{self.prefix}:{check_name('series', series)}"
 
     def add(self, series: str, timestamp: Any, value: float) -> int:
         """Store ``value`` at ``timestamp`` and apply retention.
@@ -178,38 +213,79 @@ class SeriesStore:
         Args:
             series: Series name, e.g. ``"temperature"``.
             timestamp: A datetime, an ISO 8601 string or epoch seconds.
-            value: The observation (int or float, finite).
+            value: The observation (int or float, finite, at most 1e15 in
+                magnitude).
 
         Returns:
             Number of points in the series afterwards.
 
         Raises:
-            ValueError: Unparseable timestamp, or a non-finite number.
+            ValueError: Unparseable timestamp, or a number out of range.
             TypeError: A timestamp or value of the wrong type.
+            SeriesKeyError: The key holds another Redis type (nothing written).
         """
+        key = self.key(series)
         ts = to_epoch(timestamp)
         member = json.dumps({"t": ts, "v": _check_value(value)}, separators=(",", ":"))
-        return int(
-            self._add(
-                keys=[self.key(series)],
-                args=[repr(ts), member, self.max_points or 0, self.max_age or 0],
-            )
+        args: list[str | int | float] = [
+            repr(ts),
+            member,
+            self.max_points,
+            self.max_age or 0,
+        ]
+        try:
+            return int(self.script(self.client, [key], args))
+        except redis.exceptions.ResponseError as exc:
+            if str(exc).startswith("SERIESTYPE"):
+                raise self._wrong_type(key, str(exc).split()[-1]) from exc
+            raise
+
+    def _wrong_type(self, key: str, found: str) -> SeriesKeyError:
+        return SeriesKeyError(
+            f"key {key!r} holds a {found}, not a series (a sorted set written by "
+            "SeriesStore); pick another prefix or series name, or delete the key",
+            key=key,
+            found=found,
         )
 
+    def _read(self, key: str, call: Any) -> Any:
+        try:
+            return call()
+        except redis.exceptions.ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            found = self.client.type(key)
+            found = found.decode() if isinstance(found, bytes) else str(found)
+            raise self._wrong_type(key, found) from exc
+
     def recent(self, series: str, n: int = 100) -> list[Point]:
-        """The ``n`` newest points, oldest first."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n={n!r}: expected an int >= 1")
-        raw = self.client.zrange(self.key(series), -n, -1)
+        """The ``n`` newest points, oldest first (``n`` from 1 to 10,000,000).
+
+        Raises:
+            SeriesKeyError: The key holds another type, or members that are
+                not this store's points.
+        """
+        key = self.key(series)
+        check_count("n", n, max=MAX_POINTS)
+        raw = self._read(key, lambda: self.client.zrange(key, -n, -1))
         points = []
         for member in raw:
-            data = json.loads(cast(str | bytes, member))
-            points.append(Point(float(data["t"]), data["v"]))
+            try:
+                data = json.loads(member)
+                points.append(Point(float(data["t"]), data["v"]))
+            except (ValueError, TypeError, KeyError) as exc:
+                raise SeriesKeyError(
+                    f"key {key!r} holds a sorted set whose member {member!r} is "
+                    "not a SeriesStore point (JSON with t and v)",
+                    key=key,
+                    found="zset of foreign members",
+                ) from exc
         return points
 
     def count(self, series: str) -> int:
         """Number of points stored for ``series``."""
-        return int(self.client.zcard(self.key(series)))
+        key = self.key(series)
+        return int(self._read(key, lambda: self.client.zcard(key)))
 
     def delete(self, series: str) -> bool:
         """Drop the whole series; True if it existed."""
@@ -219,12 +295,15 @@ class SeriesStore:
         """Predict the next value by a least-squares line over the newest points.
 
         The line is fitted to value against time over the last ``window``
-        points (default: the store's ``window``) and read off one mean spacing
-        after the newest point, so evenly spaced 10, 20, 30 predict 40. Times
-        are centred before fitting: epoch seconds (~1.7e9) squared would lose
-        the precision that the differences need.
+        points (None: the store's ``window``; else an int from 1 to
+        10,000,000) and read off one mean spacing after the newest point,
+        so evenly spaced 10, 20, 30 predict 40. Times are centred before
+        fitting: epoch seconds (~1.7e9) squared would lose the precision that
+        the differences need.
         """
-        points = self.recent(series, window or self.window)
+        n = self.window if window is None else window
+        check_int("window", n, min=1, max=MAX_POINTS, what="None or an int")
+        points = self.recent(series, n)
         if not points:
             return Forecast(None, None, 0)
         if len(points) == 1:
@@ -242,17 +321,28 @@ class SeriesStore:
         return Forecast(v_mean + slope * (at - t_mean), at, len(points))
 
     def health(self) -> Health:
-        """Is the server reachable, and would its data survive a restart?"""
+        """Is the server reachable, and would its data survive a restart?
+
+        On a cluster, ``aof_enabled`` is true only if every primary has AOF
+        on, and ``save_rule`` is one node's rule.
+        """
         try:
             self.client.ping()
+            info = self._persistence_info()
         except redis.exceptions.RedisError as exc:
             return Health(False, None, None, f"{type(exc).__name__}: {exc}")
-        info = self.client.info("persistence")
-        aof = bool(info.get("aof_enabled"))
+        aof = all(bool(section.get("aof_enabled")) for section in info)
         try:
-            save: str | None = self.client.config_get("save").get("save", "")
+            save: Any = self.client.config_get("save")
         except redis.exceptions.ResponseError:  # CONFIG disabled (managed Redis)
-            save = None
-        if isinstance(save, bytes):
-            save = save.decode()
-        return Health(True, aof, save)
+            return Health(True, aof, None)
+        rule = save.get("save", save.get(b"save", ""))
+        return Health(True, aof, rule.decode() if isinstance(rule, bytes) else rule)
+
+    def _persistence_info(self) -> list[dict[str, Any]]:
+        if isinstance(self.client, redis.RedisCluster):
+            found = self.client.info(
+                "persistence", target_nodes=redis.RedisCluster.PRIMARIES
+            )
+            return list(found.values()) if "aof_enabled" not in found else [found]
+        return [self.client.info("persistence")]

@@ -8,6 +8,7 @@ import time
 import pytest
 import redis
 
+from labkit.lab.proxy import Proxy
 from labkit.server import Sentinel, Server, no_retry, replica_config
 
 
@@ -45,15 +46,40 @@ def test_sentinel_failover_promotes_the_replica() -> None:
             server.close()
 
 
+def test_sentinel_monitors_through_a_proxy_from_the_start() -> None:
+    """monitor=(host, port): Sentinel names the proxy, also after a restart."""
+    with Server() as primary, Proxy.to(primary) as front:
+        sentinel = Sentinel(primary, monitor=(front.host, front.port))
+        try:
+            sentinel.start()
+            assert sentinel.master_address() == (front.host, front.port)
+            sentinel.restart()
+            assert sentinel.master_address() == (front.host, front.port)
+            with sentinel.client() as s:
+                info = s.sentinel_master(sentinel.name)
+                assert info["port"] == front.port and info["is_master"]
+        finally:
+            sentinel.close()
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "error", "match"),
     [
-        ({"quorum": 0}, "quorum=0"),
-        ({"down_after_ms": 10}, "down_after_ms=10"),
-        ({"name": "bad name"}, "name='bad name'"),
+        ({"quorum": 0}, ValueError, "quorum=0"),
+        ({"quorum": True}, TypeError, "quorum=True"),
+        ({"down_after_ms": 10}, ValueError, "down_after_ms=10"),
+        ({"down_after_ms": 500.0}, TypeError, "down_after_ms=500.0"),
+        ({"failover_timeout_ms": 10**9}, ValueError, "failover_timeout_ms=1000000000"),
+        ({"name": "bad name"}, ValueError, "name='bad name'"),
+        ({"name": ""}, ValueError, "name=''"),
+        ({"monitor": "127.0.0.1:6379"}, TypeError, "monitor='127.0.0.1:6379'"),
+        ({"monitor": ("127.0.0.1", 0)}, ValueError, "monitor port=0"),
+        ({"monitor": ("a b", 6379)}, ValueError, "monitor="),
     ],
 )
-def test_bad_arguments(kwargs: dict, match: str) -> None:
+def test_bad_arguments(kwargs: dict, error: type, match: str) -> None:
     """Bad Sentinel settings are refused before anything starts."""
-    with Server() as primary, pytest.raises(ValueError, match=match):
+    with Server() as primary, pytest.raises(error, match=match):
         Sentinel(primary, **kwargs)
+    with pytest.raises(TypeError, match="primary="):
+        Sentinel("127.0.0.1:6379")  # type: ignore[arg-type]

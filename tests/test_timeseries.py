@@ -1,14 +1,24 @@
-"""labkit.timeseries: timestamps converted, retention and forecast exact, health."""
+"""labkit.timeseries: timestamps converted, retention and forecast exact, health;
+bad input refused before any write, faults bounded, keys bounded, a real cluster."""
 
 from __future__ import annotations
 
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 import redis
+from checks import assert_refused, audit_keys
 
-from labkit.server import Server, no_retry
-from labkit.timeseries import SeriesStore
+from labkit.core.scripts import Script
+from labkit.errors import SeriesKeyError
+from labkit.server import Cluster, Server, free_port, no_retry
+from labkit.timeseries import SeriesStore, to_epoch
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -96,19 +106,191 @@ def test_garbage_timestamps_are_refused(
     assert r.dbsize() == 0
 
 
-def test_bad_values_and_settings_are_refused(r: redis.Redis) -> None:
-    """Non-numeric values and nonsense bounds raise ValueError/TypeError."""
+def _store(r: redis.Redis, **kwargs: Any) -> Callable[[], Any]:
+    return lambda: SeriesStore(r, **kwargs)
+
+
+def _call(method: str, *args: Any) -> Callable[[redis.Redis], Callable[[], Any]]:
+    return lambda r: lambda: getattr(SeriesStore(r), method)(*args)
+
+
+# (case id, call factory, error, words the message must contain)
+BAD_INPUT: list[tuple[str, Callable[[redis.Redis], Callable[[], Any]], type, str]] = [
+    ("client str", lambda r: lambda: SeriesStore("redis://x"), TypeError, "client="),
+    ("client None", lambda r: lambda: SeriesStore(None), TypeError, "client=None"),
+    ("prefix empty", lambda r: _store(r, prefix=""), ValueError, "prefix=''"),
+    ("prefix int", lambda r: _store(r, prefix=5), TypeError, "prefix=5"),
+    ("max_points 0", lambda r: _store(r, max_points=0), ValueError, "max_points=0"),
+    ("max_points neg", lambda r: _store(r, max_points=-5), ValueError, "max_points=-5"),
+    (
+        "max_points None",
+        lambda r: _store(r, max_points=None),
+        TypeError,
+        "max_points=None",
+    ),
+    (
+        "max_points bool",
+        lambda r: _store(r, max_points=True),
+        TypeError,
+        "max_points=True",
+    ),
+    (
+        "max_points huge",
+        lambda r: _store(r, max_points=2**40),
+        ValueError,
+        "max_points=1099511627776",
+    ),
+    (
+        "max_points float",
+        lambda r: _store(r, max_points=5.0),
+        TypeError,
+        "max_points=5.0",
+    ),
+    ("max_age 0", lambda r: _store(r, max_age=0), ValueError, "max_age=0"),
+    ("max_age neg", lambda r: _store(r, max_age=-1), ValueError, "max_age=-1"),
+    ("max_age nan", lambda r: _store(r, max_age=math.nan), ValueError, "max_age=nan"),
+    ("max_age inf", lambda r: _store(r, max_age=math.inf), ValueError, "max_age=inf"),
+    ("max_age str", lambda r: _store(r, max_age="60"), TypeError, "max_age='60'"),
+    ("max_age bool", lambda r: _store(r, max_age=True), TypeError, "max_age=True"),
+    ("window 0", lambda r: _store(r, window=0), ValueError, "window=0"),
+    ("window bool", lambda r: _store(r, window=False), TypeError, "window=False"),
+    ("add series empty", _call("add", "", T0, 1.0), ValueError, "series=''"),
+    ("add series list", _call("add", ["a"], T0, 1.0), TypeError, "series=['a']"),
+    ("add series newline", _call("add", "a\nb", T0, 1.0), ValueError, "series="),
+    ("add value str", _call("add", "s", T0, "12"), TypeError, "value='12'"),
+    ("add value nan", _call("add", "s", T0, math.nan), ValueError, "value=nan"),
+    ("add value inf", _call("add", "s", T0, math.inf), ValueError, "value=inf"),
+    ("add value huge", _call("add", "s", T0, 1e300), ValueError, "value=1e+300"),
+    ("add value bool", _call("add", "s", T0, True), TypeError, "value=True"),
+    ("add value None", _call("add", "s", T0, None), TypeError, "value=None"),
+    ("add ts inf", _call("add", "s", math.inf, 1.0), ValueError, "timestamp=inf"),
+    ("add ts huge", _call("add", "s", 1e20, 1.0), ValueError, "timestamp=1e+20"),
+    ("add ts bool", _call("add", "s", False, 1.0), TypeError, "timestamp=False"),
+    ("add ts garbage", _call("add", "s", "soon", 1.0), ValueError, "timestamp='soon'"),
+    ("recent n 0", _call("recent", "s", 0), ValueError, "n=0"),
+    ("recent n bool", _call("recent", "s", True), TypeError, "n=True"),
+    ("recent n str", _call("recent", "s", "5"), TypeError, "n='5'"),
+    ("recent series None", _call("recent", None), TypeError, "series=None"),
+    ("count series empty", _call("count", ""), ValueError, "series=''"),
+    ("forecast window 0", _call("forecast", "s", 0), ValueError, "window=0"),
+    ("forecast window neg", _call("forecast", "s", -3), ValueError, "window=-3"),
+    ("forecast window bool", _call("forecast", "s", True), TypeError, "window=True"),
+    ("forecast window nan", _call("forecast", "s", math.nan), TypeError, "window=nan"),
+    ("delete series empty", _call("delete", ""), ValueError, "series=''"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "words"),
+    [case[1:] for case in BAD_INPUT],
+    ids=[case[0] for case in BAD_INPUT],
+)
+def test_bad_input_is_refused_before_anything_is_written(
+    r: redis.Redis,
+    make: Callable[[redis.Redis], Callable[[], Any]],
+    error: type,
+    words: str,
+) -> None:
+    """Each bad argument raises a clear error naming it; the database is unchanged."""
+    r.zadd("lab:ts:s", {'{"t":1.0,"v":1}': 1.0})  # an existing series to protect
+    allowed = {TypeError: "must", ValueError: "must"}[error]
+    if words.startswith(("client=", "timestamp='", "timestamp=False")):
+        allowed = "expected" if words.startswith("timestamp") else "needs a redis.Redis"
+    assert_refused(r, make(r), error, words, allowed)
+
+
+@pytest.mark.parametrize("method", ["add", "recent", "count", "forecast"])
+def test_a_key_of_another_type_is_a_clear_error_and_stays_untouched(
+    r: redis.Redis, method: str
+) -> None:
+    """A series key holding a string raises SeriesKeyError naming key and type."""
+    r.set("lab:ts:s", "not a series")
     store = SeriesStore(r)
-    with pytest.raises(TypeError, match="value='12'"):
-        store.add("s", T0, "12")
-    with pytest.raises(ValueError, match="value=inf"):
-        store.add("s", T0, float("inf"))
-    with pytest.raises(ValueError, match="max_points=0"):
-        SeriesStore(r, max_points=0)
-    with pytest.raises(ValueError, match="max_age=-1"):
-        SeriesStore(r, max_age=-1)
-    with pytest.raises(ValueError, match="series=''"):
-        store.add("", T0, 1.0)
+    args = {"add": ("s", T0, 1.0)}.get(method, ("s",))
+    err = assert_refused(
+        r, lambda: getattr(store, method)(*args), SeriesKeyError, "'lab:ts:s'", "string"
+    )
+    assert err.key == "lab:ts:s" and err.found == "string"
+    assert r.get("lab:ts:s") == "not a series"
+
+
+def test_foreign_members_in_a_sorted_set_are_a_clear_error(r: redis.Redis) -> None:
+    """A sorted set written by someone else is named, not a raw JSON error."""
+    r.zadd("lab:ts:s", {"leaderboard-entry": 10})
+    err = assert_refused(
+        r, lambda: SeriesStore(r).recent("s"), SeriesKeyError, "lab:ts:s"
+    )
+    assert "not a SeriesStore point" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (["not-a-number", '{"t":1,"v":1}', 10, 0], "timestamp"),
+        (["1", "", 10, 0], "member"),
+        (["1", '{"t":1,"v":1}', "many", 0], "bounds"),
+        (["1", '{"t":1,"v":1}', 10, -1], "bounds"),
+    ],
+)
+def test_the_script_checks_its_arguments_before_its_first_write(
+    r: redis.Redis, args: list[Any], word: str
+) -> None:
+    """Called directly with bad ARGV, the Lua script errors and writes nothing."""
+    r.zadd("lab:ts:s", {'{"t":5.0,"v":5}': 5.0})
+    err = assert_refused(
+        r,
+        lambda: Script("timeseries_add")(r, ["lab:ts:s"], args),
+        redis.exceptions.ResponseError,
+        "SERIESARG",
+        word,
+    )
+    assert err is not None and r.zcard("lab:ts:s") == 1
+
+
+def test_unreachable_server_fails_within_seconds(r: redis.Redis) -> None:
+    """A store on a port nobody listens on raises ConnectionError at once."""
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=1, retry=no_retry())
+    store = SeriesStore(dead)
+    assert_refused(
+        r, lambda: store.add("s", T0, 1.0), redis.exceptions.ConnectionError, "onnect"
+    )
+    assert not store.health().redis_connected
+
+
+def test_bounds_and_timestamps_at_the_edges_are_accepted(r: redis.Redis) -> None:
+    """The largest allowed value and the first and last datetimes are stored."""
+    store = SeriesStore(r, max_points=3)
+    assert store.add("edge", datetime(1, 1, 1, tzinfo=UTC), -1e15) == 1
+    assert store.add("edge", "9999-12-31T23:59:59Z", 1e15) == 2
+    assert to_epoch(datetime(9999, 12, 31, 23, 59, 59)) == 253_402_300_799.0
+    assert [p.value for p in store.recent("edge")] == [-1e15, 1e15]
+
+
+def test_default_store_is_bounded(r: redis.Redis) -> None:
+    """With its defaults a store keeps the newest 10,000 points, no more."""
+    store = SeriesStore(r)
+    assert store.max_points == 10_000 and store.max_age is None
+    pipe = r.pipeline(transaction=False)
+    for i in range(10_050):
+        store.script.queue(
+            pipe, [store.key("s")], [i, f'{{"t":{i},"v":{i}}}', 10_000, 0]
+        )
+    pipe.execute()
+    assert store.count("s") == 10_000
+    assert store.recent("s", 1)[0].timestamp == 10_049.0
+    assert store.add("s", 10_050, 1.0) == 10_000
+
+
+def test_keys_audit_after_a_normal_run(r: redis.Redis) -> None:
+    """Every key a store writes is listed in its Keys: section, with its bound."""
+    store = SeriesStore(r, max_points=50, max_age=3600)
+    for i in range(80):
+        store.add("cpu", T0 + timedelta(seconds=i), float(i))
+        store.add("mem", T0 + timedelta(seconds=i), float(2 * i))
+    store.forecast("cpu")
+    seen = audit_keys(r, SeriesStore)
+    assert set(seen) == {"lab:ts:cpu", "lab:ts:mem"}
+    assert all("no TTL" in d and "max_points" in d for d in seen.values())
 
 
 def test_retention_by_count_keeps_exactly_the_newest(r: redis.Redis) -> None:
@@ -172,3 +354,60 @@ def test_add_is_refused_over_maxmemory_with_noeviction() -> None:
         with pytest.raises(redis.exceptions.OutOfMemoryError):
             store.add("s", 10_001, 1.0)
         assert store.count("s") == kept == 1
+
+
+def _writes_until_error(store: SeriesStore, start: int = 0) -> BaseException:
+    for i in range(start, start + 1_000_000):
+        try:
+            store.add("s", i, float(i))
+        except redis.exceptions.RedisError as exc:
+            return exc
+    raise AssertionError("the writes never failed")
+
+
+def test_sigkill_during_writes_is_a_clear_error_within_seconds() -> None:
+    """SIGKILL of the server mid-stream: the next add raises ConnectionError fast."""
+    with Server() as srv:
+        store = SeriesStore(srv.client(retry=no_retry(), socket_timeout=2))
+        for i in range(100):
+            store.add("s", i, float(i))
+        srv.kill()
+        started = time.monotonic()
+        err = _writes_until_error(store, 100)
+        assert isinstance(err, redis.exceptions.ConnectionError)
+        assert time.monotonic() - started < 5
+        assert not srv.running
+    assert not srv.running
+
+
+def test_sigstop_during_writes_times_out_then_recovers() -> None:
+    """A frozen server: the add fails by the socket timeout; after SIGCONT it works."""
+    with Server() as srv:
+        store = SeriesStore(srv.client(retry=no_retry(), socket_timeout=1))
+        store.add("s", 0, 0.0)
+        os.kill(srv.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            err = _writes_until_error(store, 1)
+            took = time.monotonic() - started
+        finally:
+            os.kill(srv.pid, signal.SIGCONT)
+        assert isinstance(err, redis.exceptions.TimeoutError) and took < 5
+        # The add that timed out may have run after SIGCONT; no other is lost.
+        assert store.add("s", 2, 2.0) in (2, 3)
+        assert store.recent("s", 1_000)[0].value == 0.0
+
+
+def test_store_works_on_a_real_cluster() -> None:
+    """On a 3-primary cluster each series lives on its key's node; all calls work."""
+    with Cluster(masters=3) as cluster:
+        rc = cluster.client()
+        store = SeriesStore(rc, max_points=5)
+        for name in ("cpu", "mem", "disk", "net"):
+            for i, v in enumerate([10, 20, 30]):
+                store.add(name, i, v)
+        slots = {rc.keyslot(store.key(n)) for n in ("cpu", "mem", "disk", "net")}
+        assert len(slots) > 1  # really spread over slots (and so nodes)
+        assert store.forecast("mem").value == 40.0 and store.count("net") == 3
+        health = store.health()
+        assert health.redis_connected and health.aof_enabled is False

@@ -1,3 +1,4 @@
+#!lua
 -- One flag change: written, numbered and announced in one atomic step.
 -- KEYS[1]: hash {flag name -> JSON document}
 -- KEYS[2]: string, the flag set's version: a counter bumped by every change

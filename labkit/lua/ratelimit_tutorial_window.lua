@@ -1,3 +1,4 @@
+#!lua
 -- The Node.js tutorial's Lua "token bucket", kept to show that it is really a
 -- fixed window: a counter that starts a window of ARGV[2] seconds on first use.
 -- KEYS[1]: string counter, expiring ARGV[2] seconds after the window's first request

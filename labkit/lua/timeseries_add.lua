@@ -6,18 +6,34 @@
 -- ARGV[3]: max points to keep (0 = no count limit)
 -- ARGV[4]: max age in seconds, measured back from the newest point (0 = none)
 -- Returns: number of points in the series after the add and the trimming
+-- Errors (before any write): "SERIESTYPE <type>" when KEYS[1] holds another
+-- type; "SERIESARG <what>" when an argument is not what is described above.
 -- The #!lua line makes this a flagged script: over maxmemory (noeviction) the
 -- server refuses it before it runs. Unflagged, the first write it makes (the
 -- ZREMRANGEBYSCORE) would let the ZADD through past the limit.
 local key = KEYS[1]
 local ts = ARGV[1]
+local max_points = tonumber(ARGV[3])
+local max_age = tonumber(ARGV[4])
+-- Validate everything before the first write: a refused call changes nothing.
+if tonumber(ts) == nil then
+  return redis.error_reply('SERIESARG timestamp ' .. tostring(ts) .. ' is not a number')
+end
+if ARGV[2] == nil or ARGV[2] == '' then
+  return redis.error_reply('SERIESARG member is empty')
+end
+if max_points == nil or max_points < 0 or max_age == nil or max_age < 0 then
+  return redis.error_reply('SERIESARG bounds must be numbers >= 0')
+end
+local kind = redis.call('TYPE', key)['ok']
+if kind ~= 'zset' and kind ~= 'none' then
+  return redis.error_reply('SERIESTYPE ' .. kind)
+end
 redis.call('ZREMRANGEBYSCORE', key, ts, ts)
 redis.call('ZADD', key, ts, ARGV[2])
-local max_points = tonumber(ARGV[3])
 if max_points > 0 then
   redis.call('ZREMRANGEBYRANK', key, 0, -(max_points + 1))
 end
-local max_age = tonumber(ARGV[4])
 if max_age > 0 then
   local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
   -- %.17g keeps full double precision; tostring() would round to 14 digits.

@@ -7,6 +7,7 @@ from typing import Any
 import redis
 import redis.sentinel
 
+from labkit.core.args import check_int, check_name
 from labkit.server._process import Server, _binary_major_version
 
 __all__ = ["Sentinel"]
@@ -24,6 +25,11 @@ class Sentinel(Server):
         down_after_ms: Silence after which the primary is considered down. The
             server default is 30000 ms; a small value keeps experiments short.
         failover_timeout_ms: ``failover-timeout``.
+        monitor: ``(host, port)`` at which Sentinel reaches the primary, when
+            that is not the primary's own address: a fault-injecting proxy in
+            front of it (``labkit.lab.proxy``), so that the Sentinel can be
+            partitioned from the primary from its first hello. A restart
+            monitors this address again. Default: the primary's own.
 
     For failover to work every server in the group must accept the others'
     credentials: give the primary and its replicas one shared password and
@@ -45,31 +51,46 @@ class Sentinel(Server):
         quorum: int = 1,
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 5000,
+        monitor: tuple[str, int] | None = None,
     ) -> None:
-        if not name or not name.replace("-", "").replace("_", "").isalnum():
+        if not isinstance(primary, Server) or isinstance(primary, Sentinel):
+            raise TypeError(f"primary={primary!r}: must be a started labkit Server")
+        check_name("name", name, max_len=64)
+        if not name.replace("-", "").replace("_", "").isalnum():
             raise ValueError(
-                f"name={name!r}: use letters, digits, '-' and '_' (e.g. 'labkit')"
+                f"name={name!r}: must use letters, digits, '-' and '_' (e.g. 'labkit')"
             )
-        if quorum < 1:
-            raise ValueError(f"quorum={quorum!r}: must be >= 1")
-        if down_after_ms < 100:
-            raise ValueError(f"down_after_ms={down_after_ms!r}: must be >= 100")
-        if failover_timeout_ms < 1000:
-            raise ValueError(
-                f"failover_timeout_ms={failover_timeout_ms!r}: must be >= 1000"
-            )
+        check_int("quorum", quorum, min=1, max=100)
+        check_int("down_after_ms", down_after_ms, min=100, max=3_600_000)
+        check_int("failover_timeout_ms", failover_timeout_ms, min=1000, max=3_600_000)
+        if monitor is not None:
+            if not (
+                isinstance(monitor, tuple)
+                and len(monitor) == 2
+                and isinstance(monitor[0], str)
+                and monitor[0]
+            ):
+                raise TypeError(
+                    f"monitor={monitor!r}: must be a (host, port) tuple or None"
+                )
+            check_name("monitor host", monitor[0], max_len=255)
+            if " " in monitor[0] or '"' in monitor[0]:
+                raise ValueError(f"monitor={monitor!r}: must be a host name or IP")
+            check_int("monitor port", monitor[1], min=1, max=65535)
         super().__init__(binary=primary.binary)
         self.primary = primary
         self.name = name
         self.quorum = quorum
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
+        self.monitor = monitor
         self._extra_args = ["--sentinel"]
 
     def _config_text(self) -> str:
         # Sentinel rewrites this file as it learns the topology; a restart()
         # writes it afresh, so a restarted Sentinel rediscovers from `primary`.
         p, n = self.primary, self.name
+        host, port = self.monitor or (p.host, p.port)
         lines = [
             "bind 127.0.0.1",
             "protected-mode yes",
@@ -78,7 +99,7 @@ class Sentinel(Server):
             'logfile "server.log"',
             "daemonize no",
             f"requirepass {self.password}",
-            f"sentinel monitor {n} {p.host} {p.port} {self.quorum}",
+            f"sentinel monitor {n} {host} {port} {self.quorum}",
             f"sentinel auth-pass {n} {p.password}",
             f"sentinel down-after-milliseconds {n} {self.down_after_ms}",
             f"sentinel failover-timeout {n} {self.failover_timeout_ms}",

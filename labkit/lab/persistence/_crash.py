@@ -1,24 +1,46 @@
-"""The crash test: stream acknowledged writes, SIGKILL the server, count survivors."""
+"""Crash tests: stream acknowledged writes, SIGKILL the server, count survivors."""
 
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
+from labkit.core.args import check_int, check_number, check_seconds
 from labkit.lab.persistence._policies import policy_config
 from labkit.server import Server, no_retry
 
-__all__ = ["CrashResult", "crash_test"]
+__all__ = ["CrashResult", "Outcome", "crash_test"]
 
 _KEY = "crash:{:06d}"
 
 
 def _value(i: int) -> str:
     return f"v{i}"
+
+
+class Outcome(NamedTuple):
+    """What came back after one restart.
+
+    Attributes:
+        recovered: Stream keys present after the restart.
+        lost: Acknowledged writes missing.
+        extra: Recovered writes that were never acknowledged (the in-flight
+            one may or may not have made it); always <= ``in_flight``.
+        mismatched: Recovered keys whose value differs from what was written.
+        lost_newest: True when the lost writes, if any, are exactly the
+            newest acknowledged ones (no hole), as an AOF replayed in order,
+            or a snapshot, loses them.
+    """
+
+    recovered: int
+    lost: int
+    extra: int
+    mismatched: int
+    lost_newest: bool
 
 
 @dataclass(frozen=True)
@@ -30,16 +52,9 @@ class CrashResult:
         writes: The stream's cap (the kill comes before it is reached).
         acked: Writes the server acknowledged before it died.
         in_flight: Writes sent but never answered (0 or 1: one connection).
-        recovered: Stream keys present after the restart.
-        lost: Acknowledged writes missing after the restart.
-        extra: Recovered writes that were never acknowledged (the in-flight
-            one may or may not have made it); always <= ``in_flight``.
-        mismatched: Recovered keys whose value differs from what was written.
+        recovered, lost, extra, mismatched, lost_newest: See :class:`Outcome`.
         stream_s: Seconds from the first write to the kill.
         restart_s: Seconds the restart took (start to first PING answered).
-        lost_newest: True when the lost writes, if any, are exactly the newest
-            acknowledged ones, as an AOF replayed in order loses them (see
-            :func:`crash_test` on ``everysec``).
     """
 
     policy: str
@@ -71,30 +86,75 @@ class _Writer(threading.Thread):
         self.acked = 0
         self.in_flight = 0
         self.error: BaseException | None = None
+        self.stop = threading.Event()
 
     def run(self) -> None:
         start = time.perf_counter()
         for i in range(self.writes):
             if self.interval:
                 delay = start + i * self.interval - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
+                if delay > 0 and self.stop.wait(delay):
+                    return
+            if self.stop.is_set():
+                return
             self.in_flight = 1
             try:
                 self.client.set(_KEY.format(i), _value(i))
-            except redis.exceptions.ConnectionError as exc:
+            except redis.exceptions.RedisError as exc:
                 self.error = exc  # the kill: this write's fate is unknown
                 return
             self.acked, self.in_flight = i + 1, 0
 
 
-def _wait_for_save_window(client: redis.Redis) -> None:
-    # A save rule "1 1" fires once the server clock is more than 1 whole
-    # second past the last save (startup counts as one). Starting the stream
+def _wait_for_save_window(client: redis.Redis, every: int) -> None:
+    # A save rule "N 1" fires once the server clock is more than N whole
+    # seconds past the last save (startup counts as one). Starting the stream
     # after that point makes the first snapshot come within one timer tick
-    # (10 ms at hz 100) of the first write, and the next not for a second.
+    # (10 ms at hz 100) of the first write, and the next not for N seconds.
     last = int(client.info("persistence")["rdb_last_save_time"])
-    time.sleep(max(0.0, last + 2.05 - time.time()))
+    time.sleep(max(0.0, last + every + 1.05 - time.time()))
+
+
+def _check(writes: int, kill_at: int | None, rate: float | None, timeout: float) -> int:
+    check_int("writes", writes, min=2, max=10_000_000)
+    kill_at = writes // 2 if kill_at is None else kill_at
+    check_int("kill_at", kill_at, min=1, max=writes - 1)
+    if rate is not None:
+        check_number("rate", rate, min=1, max=1_000_000, unit="of writes per second")
+    check_seconds("timeout", timeout, max=600)
+    return kill_at
+
+
+def _stream(
+    server: Server,
+    writes: int,
+    kill_at: int,
+    rate: float | None,
+    timeout: float,
+) -> tuple[_Writer, float, redis.Redis]:
+    """Run the writer until ``kill_at`` acks (after a snapshot, for RDB)."""
+    probe = server.client(retry=no_retry(), socket_timeout=5)
+    rule = str(probe.config_get("save").get("save", ""))
+    wants_snapshot = rule != ""
+    if wants_snapshot:
+        _wait_for_save_window(probe, min(int(n) for n in rule.split()[::2]))
+    writer = _Writer(
+        server.client(retry=no_retry(), socket_timeout=timeout), writes, rate
+    )
+    start = time.perf_counter()
+    writer.start()
+    deadline = time.monotonic() + timeout
+    snapshot_seen = not wants_snapshot
+    while writer.is_alive() and time.monotonic() < deadline:
+        if not snapshot_seen:
+            info = probe.info("persistence")
+            snapshot_seen = (
+                info["rdb_saves"] >= 1 and not info["rdb_bgsave_in_progress"]
+            )
+        if snapshot_seen and writer.acked >= kill_at:
+            break
+        time.sleep(0.0005)
+    return writer, start, probe
 
 
 def crash_test(
@@ -103,6 +163,7 @@ def crash_test(
     *,
     kill_at: int | None = None,
     rate: float | None = None,
+    config: dict[str, str] | None = None,
     timeout: float = 30.0,
 ) -> CrashResult:
     """SIGKILL a server mid-stream under ``policy`` and count lost acknowledged writes.
@@ -116,9 +177,10 @@ def crash_test(
 
     Args:
         policy: One of ``labkit.lab.persistence.POLICIES``.
-        writes: Cap on writes sent (>= 2).
+        writes: Cap on writes sent (2 to 10,000,000).
         kill_at: Acknowledged writes before the kill (default ``writes // 2``).
         rate: Writes per second for the writer (None: as fast as it can).
+        config: Extra config over the policy's (e.g. ``{"save": "3 1"}``).
         timeout: Bound, in seconds, on the whole stream.
 
     Returns:
@@ -131,70 +193,58 @@ def crash_test(
         fsync of the previous second is still running, the server holds the
         write back (up to 2 s) and still replies (``flushAppendOnlyFile`` in
         the server's ``aof.c``), so a kill at that moment loses the newest
-        acknowledged writes (``lost_newest``). A busy disk makes it likelier.
-        See :func:`os_crash_exposure` for what an OS crash could do.
+        acknowledged writes (``lost_newest``). A busy disk makes it likelier;
+        :func:`power_loss_test` with ``fsync_delay`` makes it certain.
 
     Raises:
-        ValueError: Unknown policy, or counts out of range.
+        ValueError, TypeError: Unknown policy, or counts out of range.
     """
-    config = policy_config(policy)
-    if isinstance(writes, bool) or not isinstance(writes, int) or writes < 2:
-        raise ValueError(f"writes={writes!r}: expected an int >= 2")
-    kill_at = writes // 2 if kill_at is None else kill_at
-    if (
-        isinstance(kill_at, bool)
-        or not isinstance(kill_at, int)
-        or not (1 <= kill_at < writes)
-    ):
-        raise ValueError(f"kill_at={kill_at!r}: expected an int from 1 to {writes - 1}")
-    if rate is not None and not rate > 0:
-        raise ValueError(f"rate={rate!r}: expected None or writes per second > 0")
-    with Server(config=config) as server:
-        probe = server.client(retry=no_retry())
-        wants_snapshot = policy == "rdb"
-        if wants_snapshot:
-            _wait_for_save_window(probe)
-        writer = _Writer(
-            server.client(retry=no_retry(), socket_timeout=timeout), writes, rate
-        )
-        start = time.perf_counter()
-        writer.start()
-        deadline = time.monotonic() + timeout
-        snapshot_seen = not wants_snapshot
-        while writer.is_alive() and time.monotonic() < deadline:
-            if not snapshot_seen:
-                info = probe.info("persistence")
-                snapshot_seen = (
-                    info["rdb_saves"] >= 1 and not info["rdb_bgsave_in_progress"]
-                )
-            if snapshot_seen and writer.acked >= kill_at:
-                break
-            time.sleep(0.0005)
+    full = policy_config(policy)
+    kill_at = _check(writes, kill_at, rate, timeout)
+    full.update(_extra(config))
+    with Server(config=full) as server:
+        writer, start, probe = _stream(server, writes, kill_at, rate, timeout)
         server.kill()
         stream_s = time.perf_counter() - start
+        writer.stop.set()
         writer.join(timeout)
+        probe.close()
         acked, in_flight = writer.acked, writer.in_flight
         t0 = time.perf_counter()
         server.restart()
         restart_s = time.perf_counter() - t0
-        survivors = _read_back(server.client(), writes)
-    recovered = len(survivors)
-    lost = sum(1 for i in range(acked) if i not in survivors)
-    extra = sum(1 for i in survivors if i >= acked)
-    mismatched = sum(1 for i, v in survivors.items() if v != _value(i))
-    lost_newest = all(i not in survivors for i in range(acked - lost, acked))
+        out = _outcome(server, writes, acked)
     return CrashResult(
         policy,
         writes,
         acked,
         in_flight,
-        recovered,
-        lost,
-        extra,
-        mismatched,
+        out.recovered,
+        out.lost,
+        out.extra,
+        out.mismatched,
         stream_s,
         restart_s,
-        lost_newest,
+        out.lost_newest,
+    )
+
+
+def _extra(config: dict[str, str] | None) -> dict[str, str]:
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config={config!r}: must be a dict of directives or None")
+    return dict(config or {})
+
+
+def _outcome(server: Server, writes: int, acked: int) -> Outcome:
+    with server.client() as client:
+        survivors = _read_back(client, writes)
+    lost = sum(1 for i in range(acked) if i not in survivors)
+    return Outcome(
+        recovered=len(survivors),
+        lost=lost,
+        extra=sum(1 for i in survivors if i >= acked),
+        mismatched=sum(1 for i, v in survivors.items() if v != _value(i)),
+        lost_newest=all(i not in survivors for i in range(acked - lost, acked)),
     )
 
 

@@ -12,6 +12,9 @@ from typing import NamedTuple
 
 import redis
 
+from labkit.core.args import check_int, check_seconds
+from labkit.core.clients import supports
+from labkit.errors import ExperimentTimeoutError
 from labkit.lab.measure import compare_rates
 from labkit.lab.persistence._policies import POLICIES, policy_config
 from labkit.server import Server
@@ -23,8 +26,10 @@ __all__ = [
     "load_keys",
     "restart_time",
     "rewrite_aof",
+    "save_now",
     "servers_for",
     "write_throughput",
+    "written",
 ]
 
 
@@ -56,9 +61,14 @@ def write_throughput(
     ``aof-always`` every write waits for its own fsync). The median per
     policy is returned; divide by ``"none"`` for the cost of durability.
     """
-    if value_bytes < 1:
-        raise ValueError(f"value_bytes={value_bytes!r}: must be >= 1")
+    check_int("value_bytes", value_bytes, min=1, max=1_000_000)
+    check_seconds("seconds", seconds, max=3600)
+    check_int("rounds", rounds, min=1, max=1000)
+    if isinstance(policies, str):
+        raise TypeError(f"policies={policies!r}: must be a list of policies (or None)")
     names = list(POLICIES if policies is None else policies)
+    for name in names:
+        policy_config(name)
     value = "x" * value_bytes
     with servers_for(names) as servers:
         ops = {}
@@ -76,6 +86,8 @@ def write_throughput(
 
 def load_keys(client: redis.Redis, keys: int, *, value_bytes: int = 100) -> None:
     """Write ``keys`` keys ``k:<i>`` of ``value_bytes`` bytes, 1000 per MSET."""
+    check_int("keys", keys, min=0, max=10_000_000)
+    check_int("value_bytes", value_bytes, min=1, max=1_000_000)
     value = "x" * value_bytes
     for lo in range(0, keys, 1000):
         client.mset({f"k:{i}": value for i in range(lo, min(lo + 1000, keys))})
@@ -123,21 +135,21 @@ def restart_time(
     the minimum is the least disturbed measurement.
     """
     config = policy_config(policy)
-    if isinstance(keys, bool) or not isinstance(keys, int) or keys < 0:
-        raise ValueError(f"keys={keys!r}: expected an int >= 0")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats={repeats!r}: expected an int >= 1")
+    check_int("keys", keys, min=0, max=10_000_000)
+    check_int("repeats", repeats, min=1, max=20)
+    check_int("value_bytes", value_bytes, min=1, max=1_000_000)
     with Server(config=config) as server:
         client = server.client()
         load_keys(client, keys, value_bytes=value_bytes)
         if "rdb" in policy:
-            client.save()
+            save_now(client)
         if rewrite and config["appendonly"] == "yes":
             rewrite_aof(client, server.data_dir)
         if config["appendonly"] == "yes":
-            # On disk before the kill: everysec may hold the newest writes
-            # back for a moment (see crash_test), and this measures loading.
-            client.execute_command("WAITAOF", 1, 0, 0)
+            # In the file before the kill: everysec may hold the newest
+            # writes back for a moment (see crash_test), and this measures
+            # loading.
+            written(client)
         server.kill()
         disk = sum(f.bytes for f in aof_files(server.data_dir)) + _size(
             server.data_dir / "dump.rdb"
@@ -157,6 +169,47 @@ def restart_time(
         restored = int(server.client().dbsize())
     label = f"{policy} (rewritten)" if rewrite else policy
     return RestartResult(policy, keys, restored, min(times), min(loads), disk, label)
+
+
+def save_now(client: redis.Redis, timeout: float = 60.0) -> None:
+    """``SAVE``, after any background save (a save rule firing) has finished."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.save()
+            return
+        except redis.exceptions.ResponseError as exc:
+            if "in progress" not in str(exc):
+                raise
+        if time.monotonic() > deadline:
+            raise ExperimentTimeoutError(
+                f"a background save still ran after {timeout:g} s",
+                server=str(client.connection_pool.connection_kwargs.get("port")),
+                waited="rdb_bgsave_in_progress == 0",
+            )
+        time.sleep(0.01)
+
+
+def written(client: redis.Redis, timeout: float = 10.0) -> None:
+    """Return once this connection's writes are in the AOF file.
+
+    ``WAITAOF 1 0 0`` where the server has it (Redis/Valkey >= 7.2): it
+    waits for this connection's writes to be fsynced. On Redis 7.0, waits
+    until the AOF buffer is empty (``aof_buffer_length``): written to the
+    file, which is what a process kill cannot take away.
+    """
+    if supports(client, "waitaof"):
+        client.execute_command("WAITAOF", 1, 0, round(timeout * 1000))
+        return
+    deadline = time.monotonic() + timeout
+    while int(client.info("persistence").get("aof_buffer_length", 0)):
+        if time.monotonic() > deadline:
+            raise ExperimentTimeoutError(
+                f"the AOF buffer was not written within {timeout:g} s",
+                server=str(client.connection_pool.connection_kwargs.get("port")),
+                waited="aof_buffer_length == 0",
+            )
+        time.sleep(0.01)
 
 
 _LOADED = re.compile(r"DB loaded from (?:disk|append only file): ([0-9.]+) seconds")
@@ -210,6 +263,7 @@ def rewrite_aof(
     (empty) incremental file, and swaps the manifest atomically; the old
     files are deleted once no longer needed.
     """
+    check_seconds("timeout", timeout, max=3600)
     before = aof_files(data_dir)
     done = int(client.info("persistence").get("aof_rewrites", 0))
     client.bgrewriteaof()
@@ -223,6 +277,10 @@ def rewrite_aof(
         ):
             break
         if time.monotonic() > deadline:
-            raise TimeoutError(f"BGREWRITEAOF did not finish within {timeout:g} s")
+            raise ExperimentTimeoutError(
+                f"BGREWRITEAOF did not finish within {timeout:g} s",
+                server=str(data_dir),
+                waited="BGREWRITEAOF to finish",
+            )
         time.sleep(0.01)
     return before, aof_files(data_dir)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import NamedTuple
 
 import redis
 
+from labkit.core.scripts import Script
 from labkit.server import Server
 from labkit.timeseries import SeriesStore
 
@@ -45,7 +45,7 @@ class OverLimit(NamedTuple):
 
 def series_lua(flagged: bool = True) -> str:
     """The source of ``SeriesStore``'s add script, with or without ``#!lua``."""
-    lua = resources.files("labkit").joinpath("lua/timeseries_add.lua").read_text()
+    lua = Script("timeseries_add").source
     return lua if flagged else lua.removeprefix("#!lua\n")
 
 
@@ -99,7 +99,12 @@ def lua_over_limit(
     """
     with _limited_server("noeviction") as mem:
         c = mem.client()
-        add = c.register_script(lua)
+
+        def add(keys: list[str], args: list[str | int]) -> int:
+            # EVAL with the source each time: ``lua`` is a variant of a
+            # labkit script (with or without its flags line), not a file.
+            return int(c.eval(lua, len(keys), *keys, *args))
+
         add(keys=["s0"], args=[0, "m0", 0, 0])  # loads the Lua engine first
         c.config_set("maxmemory", int(c.info("memory")["used_memory"]) + budget)
         accepted = 0

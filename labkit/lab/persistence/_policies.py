@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import NamedTuple
 
+from labkit.core.args import YEAR, check_number, check_seconds
+
 __all__ = ["POLICIES", "OsCrashExposure", "os_crash_exposure", "policy_config"]
 
 #: Server config per durability policy. The "rdb" save rule snapshots after
@@ -33,9 +35,9 @@ def policy_config(policy: str) -> dict[str, str]:
     Raises:
         ValueError: ``policy`` is not one of :data:`POLICIES`.
     """
-    if policy not in POLICIES:
+    if not isinstance(policy, str) or policy not in POLICIES:
         raise ValueError(
-            f"policy={policy!r}: expected one of {', '.join(map(repr, POLICIES))}"
+            f"policy={policy!r}: must be one of {', '.join(map(repr, POLICIES))}"
         )
     return dict(POLICIES[policy])
 
@@ -56,11 +58,12 @@ class OsCrashExposure(NamedTuple):
     slow background fsync runs; see :func:`crash_test`). Only losing the
     kernel itself (OS crash, power cut) drops what was not yet fsynced.
     These numbers come from the documented behaviour of each policy, not
-    from a measurement.
+    from a measurement; :func:`power_loss_test` measures them where the
+    power-cut shim can be built.
 
     Attributes:
         policy: The durability policy.
-        window_s: Seconds of acknowledged writes at risk (worst case, modelled).
+        window_s: Seconds of acknowledged writes at risk (modelled).
         writes_at_risk: ``window_s * write_rate``, rounded; -1 means all.
         basis: Where the window comes from, in words.
     """
@@ -72,35 +75,60 @@ class OsCrashExposure(NamedTuple):
 
 
 def os_crash_exposure(
-    policy: str, write_rate: float, *, save_seconds: float = 1.0
+    policy: str,
+    write_rate: float,
+    *,
+    save_seconds: float = 1.0,
+    bgsave_seconds: float = 0.0,
+    stall_seconds: float = 0.0,
 ) -> OsCrashExposure:
     """Model the OS-crash loss window of ``policy`` at ``write_rate`` writes/s.
 
     Args:
         policy: One of :data:`POLICIES`.
         write_rate: Acknowledged writes per second (e.g. one you measured).
-        save_seconds: For RDB, the snapshot interval of the save rule.
+        save_seconds: For RDB, the interval of the save rule (``save N 1``).
+        bgsave_seconds: For RDB, how long a BGSAVE takes (a snapshot covers
+            the data as of its fork, and is safe only once written).
+        stall_seconds: For ``everysec``, how long an fsync is stuck (a busy or
+            stalled disk; or a rewrite under ``no-appendfsync-on-rewrite
+            yes``, which skips fsyncs while it runs).
 
-    The windows, from the server documentation: ``always`` fsyncs the AOF
-    before replying, so nothing acknowledged is at risk; ``everysec`` fsyncs
-    once a second in the background and may delay writes if an fsync lags,
-    so up to ~2 s (1 s typically); ``no`` leaves flushing to the kernel,
-    whose writeback (``vm.dirty_expire_centisecs`` plus one
-    ``dirty_writeback_centisecs`` period, read from this machine) bounds the
-    window; RDB loses everything since the last snapshot.
+    The windows: ``always`` fsyncs the AOF before replying, so nothing
+    acknowledged is at risk; ``everysec`` fsyncs once a second in the
+    background, so about the last second is unsynced, plus however long an
+    fsync stays stuck (the server postpones writing for at most 2 s while
+    one is in flight, then writes without it: the unsynced tail lasts as
+    long as the stall); ``no`` leaves flushing to the kernel, whose
+    writeback (``vm.dirty_expire_centisecs`` plus one
+    ``dirty_writeback_centisecs`` period, read from this machine) bounds
+    the window; RDB loses everything since the last snapshot's fork: the
+    rule fires once *more than* N whole seconds (the server's clock in
+    seconds) have passed, so up to N + 1 s, plus the BGSAVE time.
     """
     policy_config(policy)
-    if write_rate < 0:
-        raise ValueError(f"write_rate={write_rate!r}: must be >= 0 writes/s")
+    check_number("write_rate", write_rate, min=0, max=10_000_000, unit="of writes/s")
+    for name, value in (
+        ("save_seconds", save_seconds),
+        ("bgsave_seconds", bgsave_seconds),
+        ("stall_seconds", stall_seconds),
+    ):
+        check_seconds(name, value, max=YEAR, min_open=name == "save_seconds")
     if policy == "none":
         window, basis = float("inf"), "nothing is written to disk: all data lost"
     elif policy == "rdb":
-        window = save_seconds
-        basis = f"writes since the last snapshot (save rule every {save_seconds:g} s)"
+        window = save_seconds + 1 + bgsave_seconds
+        basis = (
+            f"writes since the last snapshot's fork: rule 'save {save_seconds:g}' "
+            f"(+1 s: whole seconds) + BGSAVE {bgsave_seconds:g} s"
+        )
     elif policy == "aof-always":
         window, basis = 0.0, "AOF fsynced before each reply"
     elif policy in ("aof-everysec", "rdb+aof"):
-        window, basis = 2.0, "AOF fsynced every second; up to 2 s if fsync lags"
+        window = 1.0 + stall_seconds
+        basis = "AOF fsynced every second in the background" + (
+            f", plus a {stall_seconds:g} s fsync stall" if stall_seconds else ""
+        )
     else:  # aof-no
         expire = _read_sysctl("dirty_expire_centisecs", 3000) / 100
         writeback = _read_sysctl("dirty_writeback_centisecs", 500) / 100
