@@ -25,8 +25,9 @@ def test_sentinel_failover_promotes_the_replica() -> None:
         while replica.client().info("replication")["master_link_status"] != "up":
             assert time.monotonic() < deadline, replica.log_tail(20)
             time.sleep(0.05)  # initial sync
-        primary.client().set("before", "1")
-        assert primary.client().wait(1, 2000) == 1  # the replica has it
+        writer = primary.client()  # WAIT covers this connection's writes only
+        writer.set("before", "1")
+        assert writer.wait(1, 2000) == 1  # the replica has it
         primary.kill()
         while sentinel.master_address() != ("127.0.0.1", replica.port):
             assert time.monotonic() < deadline, sentinel.log_tail(20)
