@@ -5,10 +5,14 @@ from __future__ import annotations
 __all__ = [
     "CacheError",
     "CacheKeyTypeError",
+    "ContentionError",
     "ExperimentTimeoutError",
+    "FlagPropagationError",
+    "FlagStoreError",
     "GameStateError",
     "HistoryKeyError",
     "LabkitError",
+    "LimiterKeyError",
     "ListenerError",
     "LockError",
     "LockNotOwnedError",
@@ -460,3 +464,68 @@ class ExperimentTimeoutError(LabkitError):
         super().__init__(message)
         self.server = server
         self.waited = waited
+
+
+# --- labkit.ratelimit and labkit.flags ----------------------------------------
+
+
+class LimiterKeyError(LabkitError):
+    """A limiter's key already holds a value of another type (or another
+    algorithm's state), so no decision can be made; nothing was written.
+
+    Attributes:
+        key: The Redis key (``<prefix>:<request key>``).
+        found: The Redis type found there (``"string"``, ``"hash"``...).
+        expected: What the limiter keeps there.
+    """
+
+    def __init__(self, message: str, *, key: str, found: str, expected: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.found = found
+        self.expected = expected
+
+
+class FlagStoreError(LabkitError):
+    """A flag set could not be loaded or changed (wrong-type keys, no first load).
+
+    Attributes:
+        namespace: The flag set's namespace.
+        key: The Redis key involved.
+    """
+
+    def __init__(self, message: str, *, namespace: str, key: str) -> None:
+        super().__init__(message)
+        self.namespace = namespace
+        self.key = key
+
+
+class FlagPropagationError(FlagStoreError):
+    """A flag change did not reach another store's local copy in time.
+
+    Attributes:
+        flag: The flag that was changed.
+        timeout: Seconds waited.
+    """
+
+    def __init__(
+        self, message: str, *, namespace: str, key: str, flag: str, timeout: float
+    ) -> None:
+        super().__init__(message, namespace=namespace, key=key)
+        self.flag = flag
+        self.timeout = timeout
+
+
+class ContentionError(LabkitError):
+    """A contention trial (``labkit.lab.ratelimit.Contention``) failed or ran out
+    of time; its worker processes were released.
+
+    Attributes:
+        url: The server the workers used (password masked if it had one).
+        algorithm: The limiter under test.
+    """
+
+    def __init__(self, message: str, *, url: str, algorithm: str) -> None:
+        super().__init__(message)
+        self.url = url
+        self.algorithm = algorithm

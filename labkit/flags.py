@@ -1,19 +1,17 @@
 """Library: feature flags in Redis, read from a local copy kept fresh by pub/sub.
 
 Reading a flag costs no round trip: every :class:`FlagStore` holds a copy of
-the flag set, and a background thread applies the changes other processes
+the flag set, and a listener thread applies the changes other processes
 announce on a channel. A change reaches every process in about one pub/sub
-hop (milliseconds); a process that was disconnected reloads everything when
-its subscription comes back, since pub/sub does not replay missed messages.
+hop; a store whose connection was lost reloads everything once its
+subscription is back, since pub/sub does not replay missed messages.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -21,9 +19,27 @@ from typing import Any
 
 import redis
 
+from labkit.core.args import (
+    check_callable,
+    check_key,
+    check_name,
+    check_number,
+    check_seconds,
+)
+from labkit.core.clients import check_client
+from labkit.core.listen import Listener, ListenerStats, Message, as_text
+from labkit.core.scripts import Script
 from labkit.core.wait import wait_until
+from labkit.errors import FlagStoreError, MalformedMessageError
 
-__all__ = ["Flag", "FlagStore", "propagation_ms", "rollout_bucket"]
+__all__ = ["MAX_DOCUMENT", "Flag", "FlagStore", "rollout_bucket"]
+
+#: Largest JSON document one flag may hold (bytes): flags are configuration.
+MAX_DOCUMENT = 64 * 1024
+
+_CHANGE = Script("flags_change")
+
+OnChange = Callable[[str, "Flag | None"], object]
 
 
 @dataclass(frozen=True)
@@ -53,74 +69,161 @@ def rollout_bucket(name: str, actor: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64 * 100
 
 
-def _text(raw: str | bytes) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
+def _decode(name: str, raw: str | bytes | None) -> Flag | None:
+    """A flag from its JSON document; None if absent or not a flag document."""
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(as_text(raw))
+        return Flag(
+            name, bool(doc["on"]), doc.get("value"), float(doc.get("percent", 100))
+        )
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 class FlagStore:
     """A flag set in one Redis hash, mirrored locally in each process.
 
+    Every change is numbered: the write, a version counter's increment and
+    the announcement are one script, so each store applies a change only if
+    it is newer than what it holds for that flag. A store's own change,
+    applied locally as soon as it is written, can therefore never overwrite a
+    newer change its listener applied meanwhile, and an old announcement
+    arriving late is ignored.
+
+    The listener (:class:`labkit.core.listen.Listener`) subscribes first and
+    then loads the whole set, after the first subscription and after every
+    renewal that follows a lost connection: whatever changed while it could
+    not hear is in the hash. An exception from ``on_change`` or an unreadable
+    announcement is counted in :attr:`stats` and kept as ``last_error``; the
+    listener goes on.
+
+    Not for a ``RedisCluster`` (refused in the constructor): see ``_CLUSTER``.
+
     Args:
-        client: A ``redis.Redis``; the listener takes one more connection from
-            its pool for the subscription.
+        client: A ``redis.Redis``; the listener opens one more connection to
+            the same server, with the same options, in a pool of its own (so
+            closing ``client`` does not stop it; a Sentinel-managed pool is
+            shared instead).
         namespace: Names the flag set; several sets can live side by side.
         on_change: Optional callback ``(name, flag or None)`` run on the
-            listener thread after a change is applied (None: deleted).
+            listener thread when a change reaches the local copy (None:
+            deleted), in the order the changes were made; for this store's
+            own changes, when their announcement comes back. After a reload
+            that found differences, it runs once per flag that differs.
+        timeout: Seconds to wait for the subscription and the first load.
+        health_check_interval: Seconds between the listener's PINGs; a
+            silent connection is reopened after three of them.
 
-    Keys: ``lab:flags:<namespace>``, a hash ``{flag name: JSON {on, value,
-    percent}}``, with no TTL (flags are configuration). Channel:
-    ``lab:flags:<namespace>:changed``, carrying ``[name, JSON or null]`` for
-    each change, published in the same ``MULTI`` as the write.
+    Raises:
+        FlagStoreError: The flag set's keys hold something else, or the first
+            load failed.
+        ListenerError: No subscription within ``timeout``.
+        redis.ConnectionError: The server cannot be reached.
+
+    Channel ``lab:flags:<namespace>:changed`` carries ``"<version> [name,
+    document or null]"`` for every change.
+
+    Keys:
+        ``lab:flags:<namespace>`` (hash): one field per flag, a JSON document
+        {on, value, percent} of at most MAX_DOCUMENT bytes; no TTL (it is
+        configuration: one field per flag, removed by delete).
+        ``lab:flags:<namespace>:version`` (string): the number of changes
+        ever made to the set; no TTL (one integer per flag set).
 
     Use as a context manager, or call :meth:`close` to stop the listener.
     """
+
+    _CLUSTER = (
+        "its changes are announced with PUBLISH and heard on one node's pub/sub "
+        "connection; on a cluster that needs sharded pub/sub (SPUBLISH, "
+        "SSUBSCRIBE) and both keys in one slot, which FlagStore does not do. A "
+        "flag set is a small hash: keep it on one server"
+    )
 
     def __init__(
         self,
         client: redis.Redis,
         namespace: str = "default",
         *,
-        on_change: Callable[[str, Flag | None], None] | None = None,
+        on_change: OnChange | None = None,
+        timeout: float = 10.0,
+        health_check_interval: float = 1.0,
     ) -> None:
-        if not isinstance(client, redis.Redis):
-            raise TypeError(f"client={client!r}: must be a redis.Redis")
-        if not isinstance(namespace, str) or not namespace:
-            raise TypeError(f"namespace={namespace!r}: must be a non-empty str")
-        self.client = client
-        self.key = f"lab:flags:{namespace}"
-        self.channel = f"{self.key}:changed"
+        self.client = check_client(client, owner="FlagStore", cluster=self._CLUSTER)
+        self.namespace = check_name("namespace", namespace)
+        if on_change is not None:
+            check_callable("on_change", on_change, signature="name, flag or None")
         self.on_change = on_change
+        check_seconds("timeout", timeout, max=3600)
+        self.key = f"lab:flags:{namespace}"
+        self.version_key = f"{self.key}:version"
+        self.channel = f"{self.key}:changed"
+        #: Full loads of the flag set so far (the first, then one per renewal).
+        self.loads = 0
         self._flags: dict[str, Flag] = {}
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._pubsub = client.pubsub()
-        # Subscribe before the first load, so no change falls between the two.
-        self._pubsub.subscribe(self.channel)
-        self._thread = threading.Thread(
-            target=self._listen, name=f"FlagStore({namespace})", daemon=True
+        self._versions: dict[str, int] = {}  # newer than _floor, deletes included
+        self._floor = 0  # the version of the last load: older changes are in it
+        self._seen = 0  # the newest version heard of
+        self._own: set[int] = set()  # own changes applied before their echo
+        self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._check_keys()  # a clear error before anything starts
+        # The subscription gets a pool of its own: closing the caller's client
+        # (which disconnects every connection of its pool, in use or not)
+        # must not pull the socket from under the listener's read.
+        self._listen_client, self._owns_listen_client = _same_server(client)
+        self._listener = Listener(
+            self._listen_client,
+            [self.channel],
+            on_message=self._on_message,
+            on_subscribe=self._on_subscribe,
+            health_check_interval=health_check_interval,
+            name=f"FlagStore({namespace})",
         )
-        self._thread.start()
-        if not self._ready.wait(timeout=10):
+        try:
+            self._listener.start(timeout)
+        except BaseException:
+            self._close_listen_client()
+            raise
+        if self.loads == 0:
+            error = self._listener.stats.last_error
             self.close()
-            raise TimeoutError(f"FlagStore: no subscription to {self.channel} in 10 s")
+            raise FlagStoreError(
+                f"FlagStore({namespace!r}): the first load of {self.key} failed: "
+                f"{error!r}",
+                namespace=namespace,
+                key=self.key,
+            ) from error
+
+    def __repr__(self) -> str:
+        return f"<FlagStore {self.namespace!r}: {len(self._flags)} flags>"
 
     # -- reading: local, no round trip ------------------------------------
     def get(self, name: str) -> Flag | None:
         """The local copy of flag ``name``, or None if there is no such flag."""
+        if type(name) is not str or not name:
+            check_name("name", name)
         return self._flags.get(name)
 
     def is_enabled(
-        self, name: str, actor: str | None = None, default: bool = False
+        self, name: str, actor: str | int | None = None, default: bool = False
     ) -> bool:
         """True if flag ``name`` is on (for ``actor``, under a percentage rollout).
 
         Args:
             name: The flag.
-            actor: Who is asking (user id...). Needed when the flag's
-                ``percent`` is below 100; without it a partial rollout is off.
+            actor: Who is asking (a user id: a non-empty str or an int). Needed
+                when the flag's ``percent`` is below 100; without it a
+                partial rollout is off.
             default: Returned when the flag does not exist.
         """
-        flag = self._flags.get(name)
+        flag = self.get(name)
+        if type(default) is not bool:
+            raise TypeError(f"default={default!r}: must be True or False")
+        if actor is not None and (type(actor) is not str or not actor):
+            actor = check_key("actor", actor)
         if flag is None:
             return default
         if not flag.on:
@@ -129,11 +232,11 @@ class FlagStore:
             return True
         if actor is None:
             return False
-        return rollout_bucket(name, str(actor)) < flag.percent
+        return rollout_bucket(name, actor) < flag.percent
 
     def value(self, name: str, default: Any = None) -> Any:
         """The value of flag ``name`` if it exists and is on, else ``default``."""
-        flag = self._flags.get(name)
+        flag = self.get(name)
         return flag.value if flag is not None and flag.on else default
 
     def all(self) -> dict[str, Flag]:
@@ -141,14 +244,31 @@ class FlagStore:
         return dict(self._flags)
 
     def wait_until(
-        self, check: Callable[[FlagStore], bool], timeout: float = 5.0
+        self, check: Callable[[FlagStore], object], timeout: float = 5.0
     ) -> bool:
         """Poll the local copy until ``check(self)`` is true; False on timeout.
 
         For code that must see another process's change before going on
-        (tests, demos): changes arrive asynchronously, within milliseconds.
+        (tests, demos): changes arrive asynchronously.
         """
+        check_callable("check", check, signature="store -> bool")
         return wait_until(lambda: check(self), timeout, interval=0.0001)
+
+    @property
+    def stats(self) -> ListenerStats:
+        """The listener's counters: reconnects, downtime, callback_errors,
+        bad_messages, last_error..."""
+        return self._listener.stats
+
+    @property
+    def running(self) -> bool:
+        """True while the listener thread is alive (until :meth:`close`)."""
+        return self._listener.running
+
+    @property
+    def connected(self) -> bool:
+        """True while the listener is subscribed (changes are being heard)."""
+        return self._listener.connected
 
     # -- writing: one round trip, seen by every store ------------------------
     def set(
@@ -156,97 +276,189 @@ class FlagStore:
     ) -> Flag:
         """Create or change flag ``name`` and tell every process.
 
-        The hash write and the announcement go in one ``MULTI``/``EXEC``, so
+        The hash write, the version and the announcement are one script, so
         every listener hears of the changes in the order they were made.
 
         Raises:
-            TypeError, ValueError: A bad name, on, percent or a value that is
-                not JSON-serialisable.
+            TypeError, ValueError: A bad name, on or percent, or a value that
+                is not JSON (NaN included) or is larger than MAX_DOCUMENT.
+            FlagStoreError: The flag set's keys hold something else.
         """
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"name={name!r}: must be a non-empty str")
-        if not isinstance(on, bool):
+        check_name("name", name)
+        if type(on) is not bool:
             raise TypeError(f"on={on!r}: must be True or False")
-        if isinstance(percent, bool) or not isinstance(percent, int | float):
-            raise TypeError(f"percent={percent!r}: must be a number 0..100")
-        if not (math.isfinite(percent) and 0 <= percent <= 100):
-            raise ValueError(f"percent={percent!r}: must be between 0 and 100")
+        percent = check_number("percent", percent, min=0, max=100, unit="(a share)")
         try:
-            doc = json.dumps({"on": on, "value": value, "percent": percent})
-        except TypeError as exc:
-            raise TypeError(f"value={value!r}: must be JSON-serialisable") from exc
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.key, name, doc)
-        pipe.publish(self.channel, json.dumps([name, doc]))
-        pipe.execute()
-        flag = Flag(name, on, value, float(percent))
-        self._apply(name, flag)  # our own readers need not wait for the echo
+            doc = json.dumps(
+                {"on": on, "value": value, "percent": percent}, allow_nan=False
+            )
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"value={value!r}: must be JSON (str, number, bool, None, list, "
+                "dict; no NaN or infinity)"
+            ) from exc
+        if len(doc) > MAX_DOCUMENT:
+            raise ValueError(
+                f"value={_short(value)}: its JSON is {len(doc)} bytes; a flag holds "
+                f"at most {MAX_DOCUMENT} (flags are configuration, not data)"
+            )
+        version = self._change(name, doc)
+        flag = Flag(name, on, value, percent)
+        self._apply(version, name, flag, own=True)
         return flag
 
     def delete(self, name: str) -> None:
-        """Remove flag ``name`` everywhere."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hdel(self.key, name)
-        pipe.publish(self.channel, json.dumps([name, None]))
-        pipe.execute()
-        self._apply(name, None)
+        """Remove flag ``name`` everywhere (a missing flag is no error)."""
+        check_name("name", name)
+        self._apply(self._change(name, None), name, None, own=True)
 
-    # -- the listener --------------------------------------------------------
-    def _decode(self, name: str, raw: str | bytes | None) -> Flag | None:
-        """A flag from its JSON; None if absent or not written by a FlagStore."""
-        if raw is None:
-            return None
+    def _change(self, name: str, doc: str | None) -> int:
+        body = json.dumps([name, doc])
         try:
-            doc = json.loads(_text(raw))
-            return Flag(
-                name, bool(doc["on"]), doc.get("value"), float(doc.get("percent", 100))
+            return int(
+                _CHANGE(
+                    self.client,
+                    (self.key, self.version_key),
+                    (self.channel, name, doc or "", body),
+                )
             )
-        except (ValueError, TypeError, KeyError):
-            return None
+        except redis.ResponseError as exc:
+            if str(exc).startswith("BADSTATE"):
+                raise self._key_error(str(exc)) from exc
+            raise
 
-    def _apply(self, name: str, flag: Flag | None) -> None:
-        if flag is None:
-            self._flags.pop(name, None)
-        else:
-            self._flags[name] = flag
-        if self.on_change is not None:
+    # -- the local copy ------------------------------------------------------
+    def _apply(self, version: int, name: str, flag: Flag | None, *, own: bool) -> bool:
+        """Apply a change unless the copy already holds a newer one for ``name``.
+
+        Own changes (from :meth:`set`, :meth:`delete`) notify when their
+        announcement arrives; heard changes notify at once.
+        """
+        with self._lock:
+            newer = version > max(self._floor, self._versions.get(name, 0))
+            echo = not own and version in self._own
+            if newer:
+                if flag is None:
+                    self._flags.pop(name, None)
+                else:
+                    self._flags[name] = flag
+                self._versions[name] = version
+                self._seen = max(self._seen, version)
+                if own:
+                    self._own.add(version)
+            elif echo:
+                self._own.discard(version)
+        if (newer and not own) or echo:
+            self._notify(name, flag)
+        return newer
+
+    def _notify(self, name: str, flag: Flag | None) -> None:
+        if self.on_change is None:
+            return
+        try:
             self.on_change(name, flag)
+        except Exception as exc:  # the user's callback: count it, keep it, go on
+            self.stats.callback_errors += 1
+            self.stats.last_error = exc
 
     def reload(self) -> None:
-        """Replace the local copy with the server's flag set (one ``HGETALL``)."""
-        raw = self.client.hgetall(self.key)
-        self._flags = {
-            _text(k): f for k, v in raw.items() if (f := self._decode(_text(k), v))
-        }
+        """Replace the local copy with the server's flag set (one ``MULTI``).
 
-    def _listen(self) -> None:
-        while not self._stop.is_set():
+        Changes newer than the snapshot that already reached the copy are
+        kept. If the server's version went backwards (a restart without
+        persistence, a flush, a failover to a replica that lagged), the
+        snapshot wins outright.
+        """
+        with self._reload_lock:
+            with self._lock:
+                seen_before = self._seen
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(self.key)
+            pipe.get(self.version_key)
             try:
-                msg = self._pubsub.get_message(timeout=0.1)
-                if msg is None:
-                    continue
-                if msg["type"] == "subscribe":
-                    # First subscription, or a re-subscription after a lost
-                    # connection (redis-py re-subscribes): changes may have been
-                    # missed, so take the whole set again.
-                    self.reload()
-                    self._ready.set()
-                elif msg["type"] == "message":
-                    # The message carries the new state, so listeners apply
-                    # every change in order without reading the hash back.
-                    name, raw = json.loads(_text(msg["data"]))
-                    self._apply(name, self._decode(name, raw))
-            except (redis.ConnectionError, redis.TimeoutError):
-                self._stop.wait(0.2)
-            except (ValueError, TypeError):
-                self.reload()  # a message we cannot read: resync from the hash
+                raw, version_raw = pipe.execute()
+            except redis.ResponseError as exc:
+                raise self._key_error(str(exc)) from exc
+            try:
+                version = int(version_raw or 0)
+            except ValueError as exc:
+                raise self._key_error(f"version {version_raw!r}") from exc
+            snapshot = {
+                as_text(k): f for k, v in raw.items() if (f := _decode(as_text(k), v))
+            }
+            with self._lock:
+                if version < seen_before:  # the server forgot: trust the snapshot
+                    self._versions.clear()
+                    self._own.clear()
+                for name, newer in list(self._versions.items()):
+                    if newer <= version:
+                        del self._versions[name]
+                    elif name in self._flags:
+                        snapshot[name] = self._flags[name]
+                    else:
+                        snapshot.pop(name, None)
+                old, self._flags = self._flags, snapshot
+                self._floor = version
+                self._seen = max(version, *self._versions.values(), 0)
+                self._own = {v for v in self._own if v > version}
+                first = self.loads == 0
+                self.loads += 1
+        if not first:
+            for name in sorted(old.keys() | snapshot.keys()):
+                if old.get(name) != snapshot.get(name):
+                    self._notify(name, snapshot.get(name))
 
+    def _key_error(self, detail: str) -> FlagStoreError:
+        return FlagStoreError(
+            f"FlagStore({self.namespace!r}): {self.key} must be a hash of flag "
+            f"documents and {self.version_key} an integer ({detail}); nothing was "
+            "written. Use another namespace, or delete those keys.",
+            namespace=self.namespace,
+            key=self.key,
+        )
+
+    def _check_keys(self) -> None:
+        found = [as_text(self.client.type(k)) for k in (self.key, self.version_key)]
+        if found[0] not in ("hash", "none") or found[1] not in ("string", "none"):
+            raise self._key_error(f"found a {found[0]} and a {found[1]}")
+
+    # -- the listener's callbacks ----------------------------------------------
+    def _on_subscribe(self, channel: str) -> None:
+        # The first subscription, or its renewal after a lost connection:
+        # changes may have been missed while not subscribed, and the
+        # subscription is already active, so none can fall between the two.
+        self.reload()
+
+    def _on_message(self, msg: Message) -> None:
+        data = as_text(msg["data"])
+        try:
+            head, _, body = data.partition(" ")
+            version = int(head)
+            name, raw = json.loads(body)
+            if type(name) is not str or not (raw is None or type(raw) is str):
+                raise TypeError("want [name, document or null]")
+            flag = _decode(name, raw)
+            if raw is not None and flag is None:
+                raise ValueError("the document is not a flag")
+        except (ValueError, TypeError) as exc:
+            raise MalformedMessageError(
+                f"{self.channel}: {data[:80]!r} is not a flag change ({exc})",
+                channel=self.channel,
+                data=data[:200],
+            ) from exc
+        self._apply(version, name, flag, own=False)
+
+    # -- lifecycle -------------------------------------------------------------
     def close(self) -> None:
         """Stop the listener thread and release its connection (idempotent)."""
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-        self._pubsub.close()
+        try:
+            self._listener.stop()
+        finally:
+            self._close_listen_client()
+
+    def _close_listen_client(self) -> None:
+        if self._owns_listen_client:
+            self._listen_client.close()
 
     def __enter__(self) -> FlagStore:
         return self
@@ -260,31 +472,34 @@ class FlagStore:
         self.close()
 
 
-def propagation_ms(
-    writer: FlagStore, reader: FlagStore, n: int = 50, *, flag: str = "probe"
-) -> list[float]:
-    """Time ``n`` changes from ``writer.set`` until ``reader``'s copy has them.
+#: What a redis-py 8 pool adds to its own ``connection_kwargs`` (maintenance
+#: notifications: a handler bound to that pool, the original address and
+#: timeouts to restore): a new pool makes its own, and must not be given them.
+_POOL_OWNED = ("maint_notifications", "oss_cluster_maint_notifications", "orig_")
 
-    Milliseconds per change (each waits at most 5 s). ``flag`` is set to
-    0..n-1 and deleted afterwards.
 
-    Raises:
-        TimeoutError: A change did not reach ``reader`` within 5 s.
+def _same_server(client: redis.Redis) -> tuple[redis.Redis, bool]:
+    """A client of the same server, with the same options, and a pool of its own;
+    and whether it is new (the caller of this function then closes it).
+
+    Copies ``ConnectionPool.connection_class`` and ``connection_kwargs`` minus
+    what the pool keeps there for itself (``_POOL_OWNED``): checked against
+    redis-py 8.1.0; ``tests/test_ratelimit_faults.py::
+    test_listener_survives_its_caller_closing_the_client`` fails loudly if they
+    change. A pool of another kind (Sentinel's, whose connections find the
+    primary themselves) cannot be copied this way: the caller's client is then
+    shared, as it was before.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n={n!r}: must be an int >= 1")
-    delays = []
-    try:
-        for i in range(n):
-            start = time.perf_counter()
-            writer.set(flag, value=i)
+    pool = client.connection_pool
+    if type(pool) not in (redis.ConnectionPool, redis.BlockingConnectionPool):
+        return client, False
+    kwargs = {
+        k: v for k, v in pool.connection_kwargs.items() if not k.startswith(_POOL_OWNED)
+    }
+    own = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    return redis.Redis(connection_pool=own), True
 
-            def arrived(store: FlagStore, i: int = i) -> bool:
-                return bool(store.value(flag) == i)
 
-            if not reader.wait_until(arrived):
-                raise TimeoutError(f"change {i} of {flag!r} did not arrive in 5 s")
-            delays.append((time.perf_counter() - start) * 1000)
-    finally:
-        writer.delete(flag)
-    return delays
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

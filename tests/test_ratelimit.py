@@ -15,19 +15,24 @@ import labkit
 from labkit.lab.plots.ratelimit import (
     burst_curves,
     decision_timeline,
+    log_memory,
     trailing_admitted,
 )
 from labkit.lab.ratelimit.contention import NAIVE, Contention
 from labkit.lab.ratelimit.naive import (
     TutorialWindow,
     get_then_incr,
+    incr_expire_nx,
     incr_refresh_expire,
 )
+from labkit.lab.ratelimit.search import worst_case
 from labkit.lab.ratelimit.simulate import (
+    ORIGIN,
     admitted_per_period,
     compare,
     peak,
     simulate,
+    simulate_many,
     traffic,
 )
 from labkit.ratelimit import (
@@ -151,8 +156,9 @@ def test_every_key_has_a_ttl(r: redis.Redis, cls: type[Limiter]) -> None:
 def test_no_limiter_key_without_ttl_after_everything(r: redis.Redis) -> None:
     """Every algorithm and path (refusals, batches, lookups): no key lacks a TTL."""
     clock = Clock()
-    tiers = {"gold": Rate(20, 120, 5), "silver": 3}.get
     for cls in ALL:
+        gold = Rate(20, 120, 5 if cls in BUCKETS else None)
+        tiers = {"gold": gold, "silver": 3}.get
         for kw in ({}, {"clock": clock}, {"lookup": tiers}):
             lim = cls(r, limit=5, period=30, **kw)  # type: ignore[arg-type]
             for key in ("u", "gold", "silver"):
@@ -197,7 +203,7 @@ def test_bad_construction(
         ("u", 6, ValueError, r"cost=6: more than the (limit|burst) of 5"),
         ("u", 0, ValueError, "cost=0"),
         ("u", 1.0, TypeError, "cost=1.0"),
-        (123, 1, TypeError, "key=123"),
+        ("", 1, ValueError, "key=''"),
         (b"u", 1, TypeError, "key=b'u'"),
         (None, 1, TypeError, "key=None"),
     ],
@@ -297,7 +303,7 @@ def test_never_more_than_limit_plus_burst_in_a_period(
 
 
 def test_bucket4j_tiers(r: redis.Redis) -> None:
-    """SEEDS row 8: user 1 gets 10 a minute, user 2 gets 20; the 11th differs."""
+    """Bucket4J tiers: user 1 gets 10 a minute, user 2 gets 20; the 11th differs."""
     tiers = {"user:1": 10, "user:2": 20}
     bucket = TokenBucket(r, limit=10, period=60, lookup=tiers.get)
     for user in tiers:
@@ -314,7 +320,7 @@ def test_lookup_can_change_period_and_burst(r: redis.Redis) -> None:
     assert lim.allow("slow").allowed and not lim.allow("slow").allowed
     assert lim.allow("slow").retry_after == pytest.approx(60)
     assert all(lim.allow("fast").allowed for _ in range(100))
-    with pytest.raises(ValueError, match="lookup limit=0"):
+    with pytest.raises(ValueError, match=r"lookup\('x'\) limit=0"):
         GCRA(r, limit=5, period=1, lookup=lambda key: 0).allow("x")
 
 
@@ -341,14 +347,14 @@ def test_survives_script_flush(r: redis.Redis, cls: type[Limiter]) -> None:
 
 
 def test_tutorial_window_is_a_fixed_window(r: redis.Redis) -> None:
-    """SEEDS row 6: its "token bucket" admits 5 then refuses, and has a TTL."""
+    """The Node.js Lua "token bucket" admits 5 then refuses, and has a TTL."""
     lim = TutorialWindow(r, limit=5, window=60)
     assert [lim.allow("ip:1") for _ in range(6)] == [True] * 5 + [False]
     assert 0 < r.ttl("ip:1") <= 60
 
 
 def test_refreshed_expire_locks_a_steady_client_out(r: redis.Redis) -> None:
-    """SEEDS row 7: a client that never pauses ttl seconds is refused for good."""
+    """The intro IP limiter: a client never pausing ttl seconds is refused for good."""
     answers = [incr_refresh_expire(r, "ip:2", ttl=1) for _ in range(16)]
     assert answers[10] == "about-to-rate-limit" and answers[15] == "rate-limited"
     deadline = time.monotonic() + 2.5  # 2.5 ttl's worth of steady traffic
@@ -466,6 +472,78 @@ def test_plots_draw(r: redis.Redis) -> None:
         ),
         burst_curves({"gcra": (times, ok)}, rate=0.5),
     ]
+    memory = log_memory({8: 300, 16: 560, 24: 2000}, threshold=16)
+    assert memory.axes[0].get_xlabel() == "limit (entries in the log)"
+    plt.close(memory)
     for fig in figs:
         assert len(fig.axes) == 1 and fig.axes[0].get_xlabel() == "seconds"
         plt.close(fig)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=ids)
+def test_simulate_decides_like_allow(r: redis.Redis, cls: type[Limiter]) -> None:
+    """A replay in one round trip decides like one allow() per request."""
+    times = traffic(3.0, 40, burstiness=0.5, seed=4)
+    clock = Clock()
+    lim = cls(r, limit=6, period=5, clock=clock)
+    one_by_one = []
+    for t in times:
+        clock.now = ORIGIN + float(t)
+        one_by_one.append(lim.allow("u").allowed)
+    assert simulate(r, cls, times, limit=6, period=5).tolist() == one_by_one
+    assert r.dbsize() == 1  # only the one-by-one key; the replay deleted its own
+
+
+def test_simulate_many_and_skew(r: redis.Redis) -> None:
+    """Several traces in one call match single replays; skew moves the clock."""
+    a, b = traffic(2.0, 30, seed=1), traffic(2.0, 30, seed=2)
+    both = simulate_many(r, FixedWindow, [a, b], limit=5, period=10)
+    assert [x.tolist() for x in both] == [
+        simulate(r, FixedWindow, t, limit=5, period=10).tolist() for t in (a, b)
+    ]
+    steady = np.arange(0, 30, 0.5)
+    shifted = simulate(r, FixedWindow, steady + 3, limit=5, period=10)
+    skewed = simulate(r, FixedWindow, steady, limit=5, period=10, skew=[3] * 60)
+    assert skewed.tolist() == shifted.tolist()
+    assert simulate_many(r, GCRA, [], limit=1, period=1) == []
+    assert r.dbsize() == 0
+
+
+def test_worst_case_search(r: redis.Redis) -> None:
+    """The search reaches the proven bounds at small sizes, and its trace replays."""
+    fixed = worst_case(r, FixedWindow, limit=3, period=10, stop_at=5, steps=200)
+    log = worst_case(r, SlidingLog, limit=3, period=10, steps=5)
+    assert (fixed.peak, log.peak) == (5, 3) and log.steps == 5
+    again = simulate(r, FixedWindow, fixed.times, limit=3, period=10)
+    assert again.tolist() == fixed.allowed.tolist()
+    assert peak(fixed.times, again, 10) == 5 == fixed.history[-1]
+    assert r.dbsize() == 0
+    with pytest.raises(ValueError, match="chains=0"):
+        worst_case(r, GCRA, limit=3, period=10, chains=0)
+
+
+def test_expire_nx_fix_is_a_window(r: redis.Redis) -> None:
+    """EXPIRE NX in the same MULTI: the expiry is set once, not re-armed."""
+    assert [incr_expire_nx(r, "ip:3", ttl=60) for _ in range(16)][-1] == "rate-limited"
+    first = r.pttl("ip:3")
+    time.sleep(0.05)
+    incr_expire_nx(r, "ip:3", ttl=60)
+    assert 0 < r.pttl("ip:3") < first <= 60_000
+
+
+@pytest.mark.parametrize("cls", [FixedWindow, SlidingWindow], ids=ids)
+def test_window_expiry_is_the_window_end(r: redis.Redis, cls: type[Limiter]) -> None:
+    """Within a window only the count changes: the expiry set when the window
+    was first written stays (the window's end), it is not pushed later."""
+    clock = Clock(1_000_020.0)  # a whole number of periods: window start
+    lim = cls(r, limit=10, period=60, clock=clock)
+    lim.allow("u")
+    first = r.pttl(lim.key("u"))
+    time.sleep(0.05)
+    clock.now += 30
+    assert lim.allow("u").remaining < 9
+    assert r.pttl(lim.key("u")) < first
+    clock.now += 40  # the next window, 10 s in: the key is rewritten, expiry re-armed
+    assert lim.allow("u").allowed
+    rearmed = 60_000 if cls is FixedWindow else 110_000  # to the (next) window's end
+    assert abs(r.pttl(lim.key("u")) - rearmed) < 1_000

@@ -1,26 +1,39 @@
 #!lua
 -- Fixed window counter; a window opens at the first request after the last one closed.
 -- KEYS[1]: hash {w = window start (us), n = units admitted in that window}
--- ARGV[1]: "<limit> <period> <burst>" in one argument (fewer to encode per call):
---          limit units per period (us); burst = limit (unused)
+-- ARGV[1]: "<limit> <period> <capacity>" in one argument (fewer to encode per call):
+--          limit units per period (us); capacity: the limit (a window has no burst)
 -- ARGV[2]: cost (default 1)   ARGV[3]: now in us (default: server TIME)
 -- Returns: "<allowed 0/1> <remaining> <retry_after us> <reset_after us>"
---          (one string: cheaper for the client to parse than an array)
-local limit, period, burst = string.match(ARGV[1], '^(%d+) (%d+) (%d+)$')
-limit, period, burst = tonumber(limit), tonumber(period), tonumber(burst)
+--          (one string: cheaper for the client to parse than an array), or an error
+--          (BADARGS: arguments out of range; BADSTATE: the key holds something else)
+--          raised before anything is written.
+local limit, period, cap = string.match(ARGV[1] or '', '^(%d+) (%d+) (%d+)$')
+limit, period, cap = tonumber(limit), tonumber(period), tonumber(cap)
 local cost = tonumber(ARGV[2] or '1')
-local now
-if ARGV[3] then
-  now = tonumber(ARGV[3])
-else
+local now = tonumber(ARGV[3] or '0')
+-- Everything is checked before the first write: a bad call leaves nothing behind.
+if not (limit and cost and now) or limit < 1 or limit > 2147483647 or cap < 1
+    or cap > 2147483647 or period < 1000 or period > 31536000000000
+    or period / limit * cap > 31536000000000 or cost < 1 or cost > cap
+    or cost ~= math.floor(cost) or now ~= now or now < 0 or now > 1e17 then
+  return redis.error_reply('BADARGS ratelimit_fixed_window: want ARGV "<limit 1..2147483647> <period us'
+    .. ' 1000..31536000000000> <capacity>" [cost 1..capacity] [now us], refilled'
+    .. ' within a year; got: ' .. table.concat(ARGV, ' '))
+end
+if not ARGV[3] then
   local t = redis.call('TIME')
   now = t[1] * 1000000 + t[2]
 end
 
 local state = redis.call('HMGET', KEYS[1], 'w', 'n')
-local start = tonumber(state[1])
-local used = tonumber(state[2]) or 0
-if start == nil or now >= start + period or now < start then
+local start, used = tonumber(state[1]), tonumber(state[2])
+if (state[1] or state[2] or redis.call('EXISTS', KEYS[1]) == 1) and not (start and used) then
+  return redis.error_reply('BADSTATE ratelimit_fixed_window: ' .. KEYS[1] .. ' does not hold a fixed window {w, n}')
+end
+used = used or 0
+local opens = start == nil or now >= start + period or now < start
+if opens then
   start = now
   used = 0
 end
@@ -30,7 +43,12 @@ if used + cost > limit then
   return string.format('0 %d %.0f %.0f', math.max(0, limit - used), reset, reset)
 end
 used = used + cost
-redis.call('HSET', KEYS[1], 'w', string.format('%.0f', start), 'n', used)
--- The state is worthless once the window closes: expire it then.
-redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(reset / 1000)))
+if opens then
+  redis.call('HSET', KEYS[1], 'w', string.format('%.0f', start), 'n', used)
+  -- The state is worthless once the window closes: expire it then (the
+  -- window's later requests only count, and keep this expiry).
+  redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(reset / 1000)))
+else
+  redis.call('HINCRBY', KEYS[1], 'n', cost)
+end
 return string.format('1 %d 0 %.0f', limit - used, reset)

@@ -3,27 +3,41 @@
 -- time (TAT) of the next request; a request is allowed when it would not push
 -- the TAT more than burst emission intervals past now.
 -- KEYS[1]: string, TAT (us since the epoch, float)
--- ARGV[1]: "<limit> <period> <burst>" in one argument (fewer to encode per call):
---          limit requests per period (us); burst: requests allowed back to back
+-- ARGV[1]: "<limit> <period> <capacity>" in one argument (fewer to encode per call):
+--          limit units per period (us); capacity: the burst (requests allowed back to back)
 -- ARGV[2]: cost (default 1)   ARGV[3]: now in us (default: server TIME)
 -- Returns: "<allowed 0/1> <remaining> <retry_after us> <reset_after us>"
---          (one string: cheaper for the client to parse than an array)
-local limit, period, burst = string.match(ARGV[1], '^(%d+) (%d+) (%d+)$')
-limit, period, burst = tonumber(limit), tonumber(period), tonumber(burst)
+--          (one string: cheaper for the client to parse than an array), or an error
+--          (BADARGS: arguments out of range; BADSTATE: the key holds something else)
+--          raised before anything is written.
+local limit, period, cap = string.match(ARGV[1] or '', '^(%d+) (%d+) (%d+)$')
+limit, period, cap = tonumber(limit), tonumber(period), tonumber(cap)
 local cost = tonumber(ARGV[2] or '1')
-local now
-if ARGV[3] then
-  now = tonumber(ARGV[3])
-else
+local now = tonumber(ARGV[3] or '0')
+-- Everything is checked before the first write: a bad call leaves nothing behind.
+if not (limit and cost and now) or limit < 1 or limit > 2147483647 or cap < 1
+    or cap > 2147483647 or period < 1000 or period > 31536000000000
+    or period / limit * cap > 31536000000000 or cost < 1 or cost > cap
+    or cost ~= math.floor(cost) or now ~= now or now < 0 or now > 1e17 then
+  return redis.error_reply('BADARGS ratelimit_gcra: want ARGV "<limit 1..2147483647> <period us'
+    .. ' 1000..31536000000000> <capacity>" [cost 1..capacity] [now us], refilled'
+    .. ' within a year; got: ' .. table.concat(ARGV, ' '))
+end
+if not ARGV[3] then
   local t = redis.call('TIME')
   now = t[1] * 1000000 + t[2]
 end
 
 local interval = period / limit
-local tolerance = interval * burst
+local tolerance = interval * cap
+local raw = redis.call('GET', KEYS[1])
+local tat = tonumber(raw)
+if raw and not tat then
+  return redis.error_reply('BADSTATE ratelimit_gcra: ' .. KEYS[1] .. ' does not hold a GCRA arrival time (a number)')
+end
 -- Work relative to now: absolute microseconds (~1.7e15) leave doubles ~0.25 us of
 -- precision, so comparisons get half a microsecond of slack.
-local ahead = math.max(0, (tonumber(redis.call('GET', KEYS[1])) or now) - now)
+local ahead = math.max(0, (tat or now) - now)
 local new_ahead = ahead + interval * cost
 if new_ahead > tolerance + 0.5 then
   return string.format('0 %d %.0f %.0f', math.floor((tolerance + 0.5 - ahead) / interval),

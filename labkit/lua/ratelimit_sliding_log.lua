@@ -1,23 +1,33 @@
 #!lua
 -- Sliding log: one sorted-set entry per admitted unit, scored by its time.
 -- KEYS[1]: sorted set {member "<us>-<n>" -> score = admission time (us)}
--- ARGV[1]: "<limit> <period> <burst>" in one argument (fewer to encode per call):
---          limit units per period (us); burst = limit (unused)
+-- ARGV[1]: "<limit> <period> <capacity>" in one argument (fewer to encode per call):
+--          limit units per period (us); capacity: the limit (a log has no burst)
 -- ARGV[2]: cost (default 1)   ARGV[3]: now in us (default: server TIME)
 -- Returns: "<allowed 0/1> <remaining> <retry_after us> <reset_after us>"
---          (one string: cheaper for the client to parse than an array)
-local limit, period, burst = string.match(ARGV[1], '^(%d+) (%d+) (%d+)$')
-limit, period, burst = tonumber(limit), tonumber(period), tonumber(burst)
+--          (one string: cheaper for the client to parse than an array), or an error
+--          (BADARGS: arguments out of range; BADSTATE: the key holds something else)
+--          raised before anything is written.
+local limit, period, cap = string.match(ARGV[1] or '', '^(%d+) (%d+) (%d+)$')
+limit, period, cap = tonumber(limit), tonumber(period), tonumber(cap)
 local cost = tonumber(ARGV[2] or '1')
-local now
-if ARGV[3] then
-  now = tonumber(ARGV[3])
-else
+local now = tonumber(ARGV[3] or '0')
+-- Everything is checked before the first write: a bad call leaves nothing behind.
+if not (limit and cost and now) or limit < 1 or limit > 2147483647 or cap < 1
+    or cap > 2147483647 or period < 1000 or period > 31536000000000
+    or period / limit * cap > 31536000000000 or cost < 1 or cost > cap
+    or cost ~= math.floor(cost) or now ~= now or now < 0 or now > 1e17 then
+  return redis.error_reply('BADARGS ratelimit_sliding_log: want ARGV "<limit 1..2147483647> <period us'
+    .. ' 1000..31536000000000> <capacity>" [cost 1..capacity] [now us], refilled'
+    .. ' within a year; got: ' .. table.concat(ARGV, ' '))
+end
+if not ARGV[3] then
   local t = redis.call('TIME')
   now = t[1] * 1000000 + t[2]
 end
 
--- An entry admitted at s counts for now in [s, s + period).
+-- An entry admitted at s counts for now in [s, s + period). (On a key of another
+-- type ZREMRANGEBYSCORE fails with WRONGTYPE, having removed nothing.)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - period))
 local used = redis.call('ZCARD', KEYS[1])
 if used + cost > limit then

@@ -7,7 +7,7 @@ from labkit.ratelimit._algorithms import (
     SlidingWindow,
     TokenBucket,
 )
-from labkit.ratelimit._base import Decision, Limiter, Rate
+from labkit.ratelimit._base import MAX_PERIOD, Decision, Limiter, Rate
 
 ALGORITHMS: dict[str, type[Limiter]] = {
     "fixed_window": FixedWindow,
@@ -20,6 +20,7 @@ ALGORITHMS: dict[str, type[Limiter]] = {
 __all__ = [
     "ALGORITHMS",
     "GCRA",
+    "MAX_PERIOD",
     "Decision",
     "FixedWindow",
     "Limiter",

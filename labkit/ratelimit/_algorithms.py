@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from labkit.core.scripts import Script
 from labkit.ratelimit._base import Limiter
 
 __all__ = ["GCRA", "FixedWindow", "SlidingLog", "SlidingWindow", "TokenBucket"]
@@ -16,12 +17,15 @@ class FixedWindow(Limiter):
     ``2 * limit - 1`` units get through in one period around a window edge
     (the window's first unit opened it, so it is a period before the edge).
 
-    Keys: ``<prefix>:<key>``, a hash ``{w: window start (us), n: units used}``,
-    expiring when the window closes.
+    Keys:
+        ``<prefix>:<key>`` (hash, fields `w` and `n`): the window's start (us)
+        and the units it admitted; expires when the window closes.
     """
 
-    _script_name = "fixed_window"
+    script = Script("ratelimit_fixed_window")
     _default_prefix = "lab:ratelimit:fixed"
+    _redis_type = "hash"
+    _state = "a hash of w (window start) and n (units used)"
 
 
 class SlidingLog(Limiter):
@@ -31,12 +35,16 @@ class SlidingLog(Limiter):
     with the limit (one entry per unit: see MEMORY USAGE); exact, and the
     reference the others approximate.
 
-    Keys: ``<prefix>:<key>``, a sorted set of admission times (score, us),
-    expiring ``period`` after the last admission.
+    Keys:
+        ``<prefix>:<key>`` (sorted set): one member per admitted unit, scored
+        by its admission time (us); at most `limit` members, and it expires
+        `period` after the last admission.
     """
 
-    _script_name = "sliding_log"
+    script = Script("ratelimit_sliding_log")
     _default_prefix = "lab:ratelimit:log"
+    _redis_type = "zset"
+    _state = "a sorted set of admission times"
 
 
 class SlidingWindow(Limiter):
@@ -44,16 +52,25 @@ class SlidingWindow(Limiter):
 
     Windows are aligned on multiples of ``period``; the estimate of the last
     ``period`` is this window's count plus the previous window's count weighted
-    by the share of the previous window still inside the sliding period. It
-    assumes the previous window's requests were spread evenly, so it can be
-    off either way, but never by the fixed window's 2x; memory is constant.
+    by the share of the previous window still inside the sliding period. The
+    weighting assumes the previous window's units were spread evenly over it.
+    On smooth traffic that is nearly true and the estimate is close to the
+    sliding log's exact count; on bunched traffic it can be off either way.
+    Its worst case is the fixed window's: ``limit`` units at the very end of
+    one window weigh less and less as the next window goes on, so a steady
+    trickle then gets ``limit - 1`` more through before that window ends,
+    ``2 * limit - 1`` in one period. Memory is constant.
 
-    Keys: ``<prefix>:<key>``, a hash ``{w: window index, c: this window's units,
-    p: previous window's units}``, expiring when ``c`` stops counting.
+    Keys:
+        ``<prefix>:<key>`` (hash, fields `w`, `c`, `p`): the window index and
+        the units of this window and the previous one; expires when this
+        window's count no longer weighs (two periods at most).
     """
 
-    _script_name = "sliding_window"
+    script = Script("ratelimit_sliding_window")
     _default_prefix = "lab:ratelimit:sliding"
+    _redis_type = "hash"
+    _state = "a hash of w (window index), c and p (units this and last window)"
 
 
 class TokenBucket(Limiter):
@@ -61,16 +78,21 @@ class TokenBucket(Limiter):
 
     A request takes ``cost`` tokens if the bucket has them. ``burst`` (default
     ``limit``) is the bucket's capacity: how many requests an idle client may
-    send back to back; after that, requests get through at the refill rate.
+    send back to back; after that, requests get through at the refill rate,
+    so at most ``limit + burst - 1`` units go through in one period.
     A missing key is a full bucket.
 
-    Keys: ``<prefix>:<key>``, a hash ``{t: tokens (float), ts: time of t (us)}``,
-    expiring when the bucket would be full again.
+    Keys:
+        ``<prefix>:<key>`` (hash, fields `t` and `ts`): the tokens left (a
+        float) and when they were counted (us); expires when the bucket would
+        be full again.
     """
 
-    _script_name = "token_bucket"
+    script = Script("ratelimit_token_bucket")
     _default_prefix = "lab:ratelimit:bucket"
     _has_burst = True
+    _redis_type = "hash"
+    _state = "a hash of t (tokens) and ts (when)"
 
 
 class GCRA(Limiter):
@@ -80,13 +102,17 @@ class GCRA(Limiter):
     (default ``limit``) is how many may come back to back on an idle key
     before that spacing is enforced. So ``GCRA(limit=10, period=60, burst=1)``
     admits one request every 6 s and no burst, while the default admits 10 at
-    once, then one every 6 s. Decisions equal :class:`TokenBucket`'s for the
-    same arguments; the state is one string instead of a two-field hash.
+    once, then one every 6 s: at most ``limit + burst - 1`` in one period.
+    Decisions equal :class:`TokenBucket`'s for the same arguments; the state
+    is one string instead of a two-field hash.
 
-    Keys: ``<prefix>:<key>``, a string holding the theoretical arrival time
-    (us since the epoch), expiring when that time is reached.
+    Keys:
+        ``<prefix>:<key>`` (string): the theoretical arrival time (TAT, us
+        since the epoch); expires when that time is reached.
     """
 
-    _script_name = "gcra"
+    script = Script("ratelimit_gcra")
     _default_prefix = "lab:ratelimit:gcra"
     _has_burst = True
+    _redis_type = "string"
+    _state = "a string holding the theoretical arrival time"

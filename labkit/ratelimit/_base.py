@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Sequence
-from importlib import resources
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, NamedTuple
 
 import redis
-from redis.exceptions import NoScriptError
 
-__all__ = ["Decision", "Limiter", "Rate"]
+from labkit.core.args import (
+    MAX_COUNT,
+    YEAR,
+    check_callable,
+    check_count,
+    check_key,
+    check_name,
+    check_number,
+    check_seconds,
+)
+from labkit.core.clients import check_client
+from labkit.core.scripts import Script, run_batch
+from labkit.errors import LimiterKeyError
+
+__all__ = ["MAX_PERIOD", "Decision", "Limiter", "Rate"]
 
 _US = 1_000_000
+#: The longest period (and the longest a full bucket may take to refill): a year.
+MAX_PERIOD = YEAR
+#: The latest time a ``clock`` may return: about the year 5138, in seconds.
+_MAX_CLOCK = 1e11
 
 
 class Decision(NamedTuple):
@@ -47,55 +62,68 @@ class Rate(NamedTuple):
     burst: int | None = None
 
 
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}={value!r}: must be an int >= 1")
-    if value <= 0:
-        raise ValueError(f"{name}={value!r}: must be >= 1")
-    return value
-
-
-def _check_period(value: object) -> int:
-    """Seconds (int or float) -> whole microseconds, at least one millisecond."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"period={value!r}: must be a number of seconds > 0")
-    if not math.isfinite(value) or value < 0.001:
-        raise ValueError(
-            f"period={value!r}: must be a finite number of seconds >= 0.001"
-        )
-    return round(value * _US)
+def _period_us(name: str, value: object) -> int:
+    """Seconds (int or float, 0.001 to a year) -> whole microseconds."""
+    seconds = check_seconds(name, value, min=0.001, max=MAX_PERIOD, min_open=False)
+    return round(seconds * _US)
 
 
 def _decision(reply: str | bytes) -> Decision:
     """Parse a script's ``"<allowed> <remaining> <retry us> <reset us>"``."""
     allowed, remaining, retry, reset = reply.split()
-    return Decision(
-        allowed in ("1", b"1"), int(remaining), int(retry) / _US, int(reset) / _US
+    # tuple.__new__ straight away: NamedTuple's own __new__ is a Python call
+    # more, on the hot path of every decision.
+    return _new_tuple(
+        Decision,
+        (allowed in ("1", b"1"), int(remaining), int(retry) / _US, int(reset) / _US),
     )
 
 
-def _load_lua(name: str) -> str:
-    return resources.files("labkit").joinpath(f"lua/ratelimit_{name}.lua").read_text()
+_new_tuple = tuple.__new__
+
+
+def _check_keys(keys: object) -> list[Any]:
+    # A bare str is one key, not a list of one-letter keys. (core.args has
+    # check_names, but limiter keys may also be ints, as in allow().)
+    if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
+        raise TypeError(
+            f"keys={keys!r}: must be a list of keys (a bare str is one key: "
+            f"write [{keys!r}])"
+        )
+    return list(keys)
 
 
 class Limiter:
     """Base class: subclasses name their script and key prefix.
 
-    Each decision is one Lua script, so the check and the update are atomic;
-    every key a script writes gets its expiry in that same call, so no crash
-    point can leave a limiter key without a TTL.
+    Each decision is one Lua script, so the check and the update are atomic.
+    Every argument is checked in Python before anything is sent, and each
+    script checks its arguments and the key's current value again before its
+    first write, so a refused call writes nothing; every key a script writes
+    gets its expiry in that same call, so no crash point can leave a limiter
+    key without a TTL.
+
+    Works on a ``RedisCluster`` as on one server: each script touches one key,
+    and a batch is a cluster pipeline split by slot. On a frozen server a call
+    fails when the client's ``socket_timeout`` runs out: give the client one.
+    A call that timed out may still be decided once the server wakes up (its
+    request was already in the server's socket): a timeout is not a refusal,
+    and retrying it may take a second unit.
 
     Args:
-        client: A ``redis.Redis`` (or ``RedisCluster``); the script is
-            registered on it once.
-        limit: Units allowed per ``period`` (an int >= 1).
-        period: Seconds (int or float, >= 0.001; kept to the microsecond).
+        client: A ``redis.Redis`` (or ``RedisCluster``), either decoding.
+        limit: Units allowed per ``period``: an int from 1 to 2**31 - 1.
+        period: Seconds, from 0.001 to a year (kept to the microsecond).
+        burst: Back-to-back capacity, for algorithms that have one (1 to
+            2**31 - 1; default ``limit``); a full burst must refill within
+            a year (``period * burst / limit``).
         prefix: Start of every key this limiter writes; the request key is
             appended after a colon.
         lookup: Optional per-key rate, called with the request key on every
             call: returns an int (the limit), a :class:`Rate`, or None for the
             defaults. For tiers (user 1: 10 a minute, user 2: 20 a minute) and
-            limits held elsewhere, such as in a feature flag.
+            limits held elsewhere, such as in a feature flag. What it returns
+            is checked like the constructor's arguments.
         clock: Optional function returning the time in seconds, used instead
             of the server's ``TIME``. For simulations and tests that replay a
             trace; every client of a key must then use the same clock.
@@ -104,13 +132,15 @@ class Limiter:
         TypeError, ValueError: An argument is of the wrong type or out of range.
     """
 
-    _script_name: ClassVar[str]
+    script: ClassVar[Script]
     _default_prefix: ClassVar[str]
+    _redis_type: ClassVar[str]  # what the key holds: "hash", "zset", "string"
+    _state: ClassVar[str]  # the same, in words, for error messages
     _has_burst: ClassVar[bool] = False
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.RedisCluster,
         limit: int,
         period: float,
         *,
@@ -120,31 +150,27 @@ class Limiter:
         clock: Callable[[], float] | None = None,
     ) -> None:
         cls = type(self).__name__
-        if not isinstance(client, redis.Redis | redis.RedisCluster):
-            raise TypeError(f"client={client!r}: must be a redis.Redis or RedisCluster")
-        self.limit = _check_count("limit", limit)
-        self.period = period
-        self._period_us = _check_period(period)
+        self.client = check_client(client, owner=cls, cluster=True)
         if burst is not None and not self._has_burst:
             raise TypeError(
                 f"burst={burst!r}: {cls} has no burst (TokenBucket, GCRA do)"
             )
-        self.burst = _check_count("burst", burst) if burst is not None else None
-        prefix = self._default_prefix if prefix is None else prefix
-        if not isinstance(prefix, str) or not prefix:
-            raise TypeError(f"prefix={prefix!r}: must be a non-empty str")
-        self.prefix = prefix
-        if lookup is not None and not callable(lookup):
-            raise TypeError(f"lookup={lookup!r}: must be callable (key -> limit)")
+        self.limit = check_count("limit", limit)
+        self.period = period
+        self._period_us = _period_us("period", period)
+        self.burst = check_count("burst", burst) if burst is not None else None
+        self._config, self._capacity = self._rate_config(
+            self.limit, self._period_us, self.burst, "burst"
+        )
+        self.prefix = check_name(
+            "prefix", self._default_prefix if prefix is None else prefix
+        )
+        if lookup is not None:
+            check_callable("lookup", lookup, signature="key -> int, Rate or None")
         self.lookup = lookup
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock={clock!r}: must be callable (-> seconds)")
+        if clock is not None:
+            check_callable("clock", clock, signature="-> seconds")
         self.clock = clock
-        self.client = client
-        self._script = client.register_script(_load_lua(self._script_name))
-        self._config = self._rate_config(self.limit, self._period_us, self.burst)
-        self._capacity = self._config_capacity(self.limit, self.burst)
-        self._execute = client.execute_command
 
     def __repr__(self) -> str:
         burst = f", burst={self.burst}" if self.burst is not None else ""
@@ -155,54 +181,82 @@ class Limiter:
 
     def key(self, key: str) -> str:
         """The Redis key holding the state of request key ``key``."""
+        if type(key) is not str or not key:
+            key = check_key("key", key)
         return f"{self.prefix}:{key}"
 
-    def _config_capacity(self, limit: int, burst: int | None) -> int:
-        return (burst or limit) if self._has_burst else limit
+    def _rate_config(
+        self, limit: int, period_us: int, burst: int | None, burst_name: str
+    ) -> tuple[bytes, int]:
+        """ARGV[1] (one pre-encoded argument, so a call encodes less) and the
+        capacity a single request may take at most."""
+        capacity = (burst or limit) if self._has_burst else limit
+        # A bucket holding more than a year of refill would need a key that
+        # outlives a year; the scripts refuse it too, before writing.
+        refill = period_us / limit * capacity / _US
+        if refill > MAX_PERIOD:
+            raise ValueError(
+                f"{burst_name}={capacity!r}: a full bucket would take "
+                f"period * burst / limit = {refill:g} s to refill; must be at "
+                f"most {MAX_PERIOD} (a year)"
+            )
+        return f"{limit} {period_us} {capacity}".encode(), capacity
 
-    def _rate_config(self, limit: int, period_us: int, burst: int | None) -> bytes:
-        """ARGV[1]: one pre-encoded argument, so a call encodes less."""
-        return f"{limit} {period_us} {self._config_capacity(limit, burst)}".encode()
+    def _lookup_config(self, key: str) -> tuple[bytes, int]:
+        assert self.lookup is not None
+        found = self.lookup(key)
+        if found is None:
+            return self._config, self._capacity
+        where = f"lookup({key!r})"
+        if not isinstance(found, Rate):
+            found = Rate(found)
+        limit = check_count(f"{where} limit", found.limit)
+        period_us = self._period_us
+        if found.period is not None:
+            period_us = _period_us(f"{where} period", found.period)
+        burst = found.burst if found.burst is not None else self.burst
+        if burst is not None:
+            if not self._has_burst:
+                raise TypeError(
+                    f"{where} burst={burst!r}: {type(self).__name__} has no burst"
+                )
+            burst = check_count(f"{where} burst", burst)
+        return self._rate_config(limit, period_us, burst, f"{where} burst")
 
     def _args(self, key: str, cost: int) -> tuple[Any, ...]:
         """ARGV for one call: config [, cost [, now (us)]]."""
-        if type(key) is not str:
-            raise TypeError(f"key={key!r}: must be a str")
         config, capacity = self._config, self._capacity
         if self.lookup is not None:
-            found = self.lookup(key)
-            if found is not None:
-                if not isinstance(found, Rate):
-                    found = Rate(found)
-                limit = _check_count("lookup limit", found.limit)
-                period_us = self._period_us
-                if found.period is not None:
-                    period_us = _check_period(found.period)
-                burst = found.burst if found.burst is not None else self.burst
-                if burst is not None:
-                    burst = _check_count("lookup burst", burst)
-                config = self._rate_config(limit, period_us, burst)
-                capacity = self._config_capacity(limit, burst)
+            config, capacity = self._lookup_config(key)
         if type(cost) is not int or cost != 1:
-            _check_count("cost", cost)
+            what = "burst" if self._has_burst else "limit"
+            check_count("cost", cost, max=MAX_COUNT)
             if cost > capacity:
-                what = "burst" if self._has_burst else "limit"
                 raise ValueError(
                     f"cost={cost!r}: more than the {what} of {capacity}, so it could "
                     f"never be allowed; allowed: 1..{capacity}"
                 )
         if self.clock is not None:
-            return (config, cost, round(self.clock() * _US))
+            now = check_number(
+                "clock()", self.clock(), min=0, max=_MAX_CLOCK, unit="of seconds"
+            )
+            return (config, cost, round(now * _US))
         return (config,) if cost == 1 else (config, cost)
 
-    def _call(self, key: str, args: tuple[Any, ...]) -> Any:
-        # execute_command rather than Script.__call__: this is the hot path,
-        # and the wrapper's per-call work shows in decisions per second.
-        try:
-            return self._execute("EVALSHA", self._script.sha, 1, key, *args)
-        except NoScriptError:
-            self._script.sha = self.client.script_load(self._script.script)
-            return self._execute("EVALSHA", self._script.sha, 1, key, *args)
+    def _key_error(self, key: str, exc: redis.ResponseError) -> Exception:
+        """A clearer error for a key that holds something else, or ``exc``."""
+        if not str(exc).startswith(("WRONGTYPE", "BADSTATE")):
+            return exc
+        found = self.client.type(key)
+        found = found.decode() if isinstance(found, bytes) else str(found)
+        name = type(self).__name__
+        return LimiterKeyError(
+            f"key {key!r} holds a {found} that is not {name} state ({self._state}); "
+            "nothing was written. Use another prefix= or key, or delete the key.",
+            key=key,
+            found=found,
+            expected=self._state,
+        )
 
     def allow(self, key: str, cost: int = 1) -> Decision:
         """Decide one request for ``key``, taking ``cost`` units if allowed.
@@ -211,13 +265,30 @@ class Limiter:
         on the server.
 
         Args:
-            key: The thing being limited (a user id, an IP address...).
+            key: The thing being limited (a user id, an IP address...): a
+                non-empty str, or an int.
             cost: Units this request takes, 1..limit (1..burst if there is one).
 
         Returns:
             A :class:`Decision`; times in seconds.
+
+        Raises:
+            TypeError, ValueError: A bad key or cost, or a bad answer from
+                ``lookup`` or ``clock``; nothing is sent.
+            LimiterKeyError: The key holds something else; nothing is written.
         """
-        reply = self._call(f"{self.prefix}:{key}", self._args(key, cost))
+        if type(key) is not str or not key:
+            key = check_key("key", key)
+        full = f"{self.prefix}:{key}"
+        plain = self.lookup is None and self.clock is None
+        if plain and type(cost) is int and cost == 1:
+            args: tuple[Any, ...] = (self._config,)  # the common case, inlined
+        else:
+            args = self._args(key, cost)
+        try:
+            reply = self.script(self.client, (full,), args)
+        except redis.ResponseError as exc:
+            raise self._key_error(full, exc) from exc
         return _decision(reply)
 
     def allow_many(self, keys: Iterable[str], cost: int = 1) -> list[Decision]:
@@ -225,39 +296,37 @@ class Limiter:
 
         Each decision is atomic on its own (the batch as a whole is not: it
         is a non-transactional pipeline). A key listed twice is decided twice,
-        in order.
+        in order. With a ``clock``, it is read once per key, in order, so a
+        trace of timestamps can be replayed in one round trip. Every key and
+        argument is checked before anything is sent; if one key holds
+        something else, :class:`LimiterKeyError` is raised after the batch
+        ran (the other keys' decisions were taken).
 
         Returns:
             One :class:`Decision` per key, in the order given.
         """
-        calls = [(self.key(k), self._args(k, cost)) for k in keys]
-        replies = self._run_batch(calls)
+        calls = []
+        for k in _check_keys(keys):
+            k = check_key("keys item", k) if type(k) is not str or not k else k
+            calls.append((self.script, (f"{self.prefix}:{k}",), self._args(k, cost)))
+        try:
+            replies = run_batch(self.client, calls)
+        except redis.ResponseError as exc:
+            raise self._key_error(self._culprit(calls, exc), exc) from exc
         return [_decision(reply) for reply in replies]
 
-    def _run_batch(self, calls: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Any]:
-        # evalsha straight on the pipeline: redis-py's Script objects make a
-        # pipeline send SCRIPT EXISTS first, a second round trip per batch.
-        replies: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for i in todo:
-                key, args = calls[i]
-                pipe.evalsha(self._script.sha, 1, key, *args)
-            results = pipe.execute(raise_on_error=False)
-            missing = []
-            for i, res in zip(todo, results, strict=True):
-                if isinstance(res, NoScriptError) and attempt == 0:
-                    missing.append(i)  # not run: safe to send again
-                elif isinstance(res, Exception):
-                    raise res
-                else:
-                    replies[i] = res
-            if not missing:
-                break
-            self._script.sha = self.client.script_load(self._script.script)
-            todo = missing
-        return replies
+    def _culprit(self, calls: list[Any], exc: redis.ResponseError) -> str:
+        """Which key of a batch the error is about (it names no key)."""
+        keys = [c[1][0] for c in calls]
+        for key in keys:
+            if key in str(exc):  # BADSTATE names it
+                return key
+        for key in keys:  # WRONGTYPE does not: look
+            found = self.client.type(key)
+            found = found.decode() if isinstance(found, bytes) else str(found)
+            if found not in ("none", self._redis_type):
+                return key
+        return keys[0]
 
     def reset(self, key: str) -> None:
         """Forget ``key``'s state: its next request sees the full limit."""

@@ -1,4 +1,4 @@
-"""Lab: plots for notebook 02: what a rate limiter lets through, over time."""
+"""Lab: plots for notebook 03: what a rate limiter lets through, over time."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["burst_curves", "decision_timeline", "trailing_admitted"]
+__all__ = ["burst_curves", "decision_timeline", "log_memory", "trailing_admitted"]
 
 Series = Sequence[float] | np.ndarray
 
@@ -110,5 +110,38 @@ def burst_curves(
     ax.set_ylabel("admitted so far")
     ax.set_title(title)
     ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def log_memory(
+    sizes: Mapping[int, int],
+    *,
+    threshold: int,
+    title: str = "Sliding log: bytes per admitted request",
+) -> Figure:
+    """Bytes per sorted-set entry against the number of entries.
+
+    Args:
+        sizes: entries (the limit, all admitted) -> ``MEMORY USAGE`` of the key.
+        threshold: ``zset-max-listpack-entries``, drawn as a dotted line: above
+            it the server converts the set from a listpack to a skiplist.
+    """
+    n = np.array(sorted(sizes))
+    per_entry = np.array([sizes[k] / k for k in n])
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    ax.plot(n, per_entry, marker=".", linewidth=1)
+    ax.axvline(threshold, color="grey", linestyle=":", linewidth=1)
+    ax.set_ylim(0, 1.15 * per_entry.max())
+    ax.text(
+        threshold,
+        ax.get_ylim()[1],
+        f" zset-max-listpack-entries = {threshold}",
+        va="top",
+        color="grey",
+    )
+    ax.set_xlabel("limit (entries in the log)")
+    ax.set_ylabel("bytes per entry")
+    ax.set_title(title)
     fig.tight_layout()
     return fig

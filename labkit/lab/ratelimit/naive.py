@@ -1,7 +1,9 @@
 """Lab: the tutorials' limiters, reproduced to measure what goes wrong with them.
 
-Do not use these: they are here so that notebook 02 and the tests can run them
-into their failures. Each takes the client first and the caller's key as is.
+Do not use these: they are here so that notebook 03 and the tests can run them
+into their failures (the notebook writes its own copies inline, to show them;
+the contention workers import these). Each takes the client first and the
+caller's key as is.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from collections.abc import Callable
 
 import redis
 
+from labkit.core.args import YEAR, check_count, check_int
 from labkit.core.scripts import Script
 
-__all__ = ["TutorialWindow", "get_then_incr", "incr_refresh_expire"]
+__all__ = ["TutorialWindow", "get_then_incr", "incr_expire_nx", "incr_refresh_expire"]
 
 
 class TutorialWindow:
-    """SEEDS row 6: a Lua "token bucket" that is a fixed window (5 per 60 s).
+    """The Node.js Lua limiter's "token bucket": really a fixed window (5 per 60 s).
 
     Atomic, so it admits exactly ``limit`` per window, but a window is a
     fixed slot that opens at its first request: ``limit - 1`` at a window's
@@ -26,7 +29,8 @@ class TutorialWindow:
 
     def __init__(self, client: redis.Redis, limit: int = 5, window: int = 60) -> None:
         self.client = client
-        self.limit, self.window = limit, window
+        self.limit = check_count("limit", limit)
+        self.window = check_int("window", window, min=1, max=YEAR)
         self._script = Script("ratelimit_tutorial_window")
 
     def allow(self, key: str) -> bool:
@@ -35,7 +39,7 @@ class TutorialWindow:
 
 
 def incr_refresh_expire(client: redis.Redis, key: str, ttl: int = 2) -> str:
-    """SEEDS row 7: ``INCR`` then ``EXPIRE key ttl`` on every request.
+    """The intro tutorial's IP limiter: ``INCR`` then ``EXPIRE key ttl`` every time.
 
     Returns ``"ok"``, ``"about-to-rate-limit"`` (count > 10) or
     ``"rate-limited"`` (count > 15). The refreshed TTL means the counter only
@@ -51,6 +55,25 @@ def incr_refresh_expire(client: redis.Redis, key: str, ttl: int = 2) -> str:
     return "ok"
 
 
+def incr_expire_nx(client: redis.Redis, key: str, ttl: int = 2) -> str:
+    """:func:`incr_refresh_expire` with its one-line fix: ``EXPIRE ... NX``.
+
+    ``NX`` sets the expiry only on a key that has none, i.e. on the first
+    request of a window, and ``MULTI`` sends both commands as one, so a crash
+    between them cannot leave a counter without a TTL. The lockout becomes a
+    fixed window of ``ttl`` seconds (with a fixed window's edge burst).
+    """
+    pipe = client.pipeline(transaction=True)
+    pipe.incr(key)
+    pipe.expire(key, ttl, nx=True)
+    count, _ = pipe.execute()
+    if count > 15:
+        return "rate-limited"
+    if count > 10:
+        return "about-to-rate-limit"
+    return "ok"
+
+
 def get_then_incr(
     client: redis.Redis,
     key: str,
@@ -59,7 +82,7 @@ def get_then_incr(
     *,
     between: Callable[[], object] | None = None,
 ) -> bool:
-    """Row 6's logic as two commands from the client: ``GET``, then ``INCR``.
+    """The Lua limiter's logic as two commands from the client: ``GET``, ``INCR``.
 
     Between the ``GET`` and the ``INCR`` other clients can read the same
     count, so under concurrency more than ``limit`` requests get through.

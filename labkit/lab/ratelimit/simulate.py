@@ -8,14 +8,32 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import redis
 
+from labkit.core.args import DAY, check_int, check_number, check_seconds
 from labkit.ratelimit import ALGORITHMS, Limiter
 
-__all__ = ["admitted_per_period", "compare", "peak", "simulate", "traffic"]
+__all__ = [
+    "MAX_REQUESTS",
+    "ORIGIN",
+    "admitted_per_period",
+    "compare",
+    "peak",
+    "simulate",
+    "simulate_many",
+    "traffic",
+]
+
+#: The most requests a generated trace may hold (its mean; it is a sample).
+MAX_REQUESTS = 1_000_000
+#: Trace time 0 on the limiters' clock, in seconds since the epoch: a whole
+#: number of days (in 2019), so windows aligned on a period that divides a day
+#: (1, 10, 30, 60, 3600 s...) start at trace time 0.
+ORIGIN = 18_250 * 86_400.0
 
 
 def traffic(
@@ -34,12 +52,15 @@ def traffic(
     Returns:
         Sorted float64 array of arrival times in ``[0, seconds)``.
     """
-    if not rate > 0:
-        raise ValueError(f"rate={rate!r}: must be > 0 requests per second")
-    if not seconds > 0:
-        raise ValueError(f"seconds={seconds!r}: must be > 0")
-    if not 0 <= burstiness < 1:
-        raise ValueError(f"burstiness={burstiness!r}: must be in [0, 1)")
+    check_number("rate", rate, min=0, max=1e5, min_open=True, unit="per second")
+    check_seconds("seconds", seconds, max=DAY)
+    check_number("burstiness", burstiness, min=0, max=0.99)
+    if rate * seconds > MAX_REQUESTS:
+        raise ValueError(
+            f"rate={rate!r}, seconds={seconds!r}: about {rate * seconds:,.0f} "
+            f"requests; a trace holds at most {MAX_REQUESTS:,}"
+        )
+    check_int("seed", seed, min=0, max=2**63 - 1)
     rng = np.random.default_rng(seed)
     mean_clump = 1 / (1 - burstiness)
     n_clumps = rng.poisson(rate * seconds / mean_clump)
@@ -58,25 +79,60 @@ def simulate(
     limit: int,
     period: float,
     burst: int | None = None,
+    skew: Sequence[float] | np.ndarray | None = None,
 ) -> np.ndarray:
     """Decide every request of a trace on one fresh key; True where admitted.
 
-    The key is deleted afterwards. One round trip per request.
+    The limiter's clock reads the trace's timestamps, and ``allow_many``
+    reads that clock once per request, in order, so the whole trace is
+    decided in one round trip (a pipeline of one script call per request, run
+    in order on the server). The key is deleted afterwards.
+
+    Args:
+        times: Arrival times in seconds, sorted.
+        skew: Optional per-request error of the requesting client's clock
+            (seconds): the limiter is told ``time + skew`` instead of the
+            true time, as a client with a wrong clock would tell it.
     """
-    now = [0.0]
+    skews = None if skew is None else [skew]
+    return simulate_many(
+        client, algorithm, [times], limit=limit, period=period, burst=burst, skews=skews
+    )[0]
+
+
+def simulate_many(
+    client: redis.Redis,
+    algorithm: type[Limiter],
+    traces: Sequence[Sequence[float] | np.ndarray],
+    *,
+    limit: int,
+    period: float,
+    burst: int | None = None,
+    skews: Sequence[Sequence[float] | np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """:func:`simulate` for several traces, each on its own key, in one round trip."""
+    stamps = [np.asarray(t, dtype=float) + ORIGIN for t in traces]
+    if skews is not None:
+        stamps = [
+            s + np.asarray(k, dtype=float) for s, k in zip(stamps, skews, strict=True)
+        ]
     kwargs: dict[str, Any] = {"burst": burst} if burst is not None else {}
+    flat = np.concatenate(stamps).tolist() if stamps else []
+    ticks = iter(flat)
     limiter = algorithm(
-        client, limit=limit, period=period, clock=lambda: now[0], **kwargs
+        client, limit=limit, period=period, clock=lambda: next(ticks), **kwargs
     )
-    key = f"sim:{uuid.uuid4().hex}"
-    out = np.empty(len(times), dtype=bool)
+    keys = [f"sim:{uuid.uuid4().hex}" for _ in stamps]
     try:
-        for i, t in enumerate(times):
-            now[0] = 1_000_000.0 + float(t)  # any fixed origin will do
-            out[i] = limiter.allow(key).allowed
+        decisions = limiter.allow_many(
+            [key for key, s in zip(keys, stamps, strict=True) for _ in range(s.size)]
+        )
     finally:
-        limiter.reset(key)
-    return out
+        if keys:
+            client.delete(*[limiter.key(key) for key in keys])
+    allowed = np.array([d.allowed for d in decisions], dtype=bool)
+    bounds = np.cumsum([0] + [s.size for s in stamps])
+    return [allowed[a:b] for a, b in pairwise(bounds)]
 
 
 def admitted_per_period(
