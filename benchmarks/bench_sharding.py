@@ -86,7 +86,9 @@ def lookups(seconds: float) -> dict[str, float]:
 
 def client_gets(seconds: float) -> dict[str, float]:
     with ExitStack() as stack:
-        clients = {n: stack.enter_context(Server()).client() for n in NODES[:3]}
+        clients = {
+            n: stack.enter_context(Server()).client(socket_timeout=5) for n in NODES[:3]
+        }
         sharded = ShardedClient(clients, HashRing(NODES[:3]))
         keys = [f"user:{i}" for i in range(1000)]
         sharded.mset(dict.fromkeys(keys, "v"))

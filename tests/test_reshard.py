@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+import warnings
+
 import pytest
 import redis
+from redis.cluster import PRIMARY, ClusterNode
 
+from labkit.core.wait import wait_until
+from labkit.errors import MoveError
 from labkit.lab.sharding import sample_keys
 from labkit.lab.sharding.reshard import (
+    CHECKED_REDIS_PY,
     LiveTraffic,
+    add_known_master,
     add_master,
     masters_by_id,
     node_id,
@@ -121,3 +132,60 @@ def test_plain_client_sees_crossslot() -> None:
         rc.mset_nonatomic({"{u1}:name": "ada", "{u1}:city": "lima"})
         assert rc.execute_command("MGET", "{u1}:name", "{u1}:city") == ["ada", "lima"]
         rc.close()
+
+
+def test_private_node_table_is_where_labkit_expects_it() -> None:
+    """add_known_master's redis-py internals: this fails loudly if they change."""
+    if redis.__version__ not in CHECKED_REDIS_PY:
+        warnings.warn(
+            f"redis-py {redis.__version__} is not among the versions "
+            f"add_known_master was checked against {CHECKED_REDIS_PY}",
+            stacklevel=1,
+        )
+    with Cluster(masters=1) as cluster:
+        rc = cluster.client()
+        try:
+            cache = rc.nodes_manager.nodes_cache
+            first = cluster.nodes[0]
+            assert isinstance(cache, dict)
+            assert isinstance(cache[f"{first.host}:{first.port}"], ClusterNode)
+            assert rc.get_node(node_name="127.0.0.1:1") is None
+            assert add_known_master(rc, "127.0.0.1", 1) is True
+            node = rc.get_node(node_name="127.0.0.1:1")
+            assert node is not None and node.server_type == PRIMARY
+            assert add_known_master(rc, "127.0.0.1", 1) is False
+        finally:
+            rc.close()
+
+
+def test_frozen_target_stops_a_reshard_in_seconds_losing_nothing() -> None:
+    """SIGSTOP of the new master mid-reshard: MoveError within seconds, keys intact."""
+    with Cluster(masters=2) as cluster:
+        rc = cluster.client()
+        data = {f"k:{i}": str(i) for i in range(2000)}
+        rc.mset_nonatomic(data)
+        new = add_master(cluster)
+        probe = new.client(socket_timeout=1)
+
+        def freeze() -> None:
+            wait_until(lambda: probe.dbsize() > 0, timeout=60, interval=0.002)
+            os.kill(new.pid, signal.SIGSTOP)
+
+        watcher = threading.Thread(target=freeze, daemon=True)
+        watcher.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(MoveError, match="half-moved") as info:
+                reshard(cluster, new, 1000, batch=1)
+            took = time.monotonic() - started
+        finally:
+            watcher.join(timeout=10)
+            os.kill(new.pid, signal.SIGCONT)
+        assert took < 30 and info.value.target.endswith(str(new.port))
+        safe = safe_client(cluster)
+        try:  # every key still answers, through ASK where its slot is half-moved
+            assert [safe.get(k) for k in data] == list(data.values())
+        finally:
+            safe.close()
+            rc.close()
+            probe.close()

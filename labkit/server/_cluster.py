@@ -10,13 +10,11 @@ from typing import Any
 
 from redis.cluster import RedisCluster
 
-from labkit.errors import LabkitError
+from labkit.errors import ClusterStateError
 from labkit.server._process import ConfigValue, Server, free_port
+from labkit.sharding import SLOTS, cluster_nodes
 
-__all__ = ["SLOTS", "Cluster"]
-
-#: Number of hash slots in Redis Cluster (CRC16(key) mod 16384).
-SLOTS = 16384
+__all__ = ["SLOTS", "Cluster"]  # SLOTS re-exported: defined in labkit.sharding
 
 
 def slot_ranges(masters: int) -> list[tuple[int, int]]:
@@ -127,21 +125,22 @@ class Cluster:
         )
 
     def _knows_all(self, node: Server) -> bool:
-        # redis-py parses CLUSTER NODES into {address: {"flags": ..., ...}}.
-        nodes = node.client().execute_command("CLUSTER NODES")
-        return len(nodes) == len(self.nodes) and not any(
-            "handshake" in info["flags"] or "noaddr" in info["flags"]
-            for info in nodes.values()
+        with node.client() as client:
+            view = cluster_nodes(client)
+        return len(view) == len(self.nodes) and not any(
+            {"handshake", "noaddr"} & info.flags for info in view
         )
 
     def is_ok(self) -> bool:
         """True when every node reports ``cluster_state:ok`` and sees every node."""
         for node in self.nodes:
-            info = node.client().execute_command("CLUSTER INFO")
+            with node.client() as client:
+                info = client.execute_command("CLUSTER INFO")
             if info.get("cluster_state") != "ok" or not self._knows_all(node):
                 return False
         for node in self.replicas:
-            info = node.client().info("replication")
+            with node.client() as client:
+                info = client.info("replication")
             if info["role"] != "slave" or info.get("master_link_status") != "up":
                 return False
         return True
@@ -151,9 +150,12 @@ class Cluster:
         while not check():
             if time.monotonic() > deadline:
                 logs = "\n".join(f"--- {n.port}\n{n.log_tail(5)}" for n in self.nodes)
-                raise LabkitError(
+                raise ClusterStateError(
                     f"cluster of {len(self.nodes)} nodes did not reach {what} within "
-                    f"{self.ready_timeout:g} s. Node logs:\n{logs}"
+                    f"{self.ready_timeout:g} s. Node logs:\n{logs}",
+                    what=what,
+                    nodes=[f"{n.host}:{n.port}" for n in self.nodes],
+                    timeout=self.ready_timeout,
                 )
             time.sleep(0.05)
 
@@ -168,8 +170,13 @@ class Cluster:
         return [n for n in self.nodes if n not in self.replicas]
 
     def client(self, **kwargs: Any) -> RedisCluster:
-        """A ``redis.cluster.RedisCluster`` that discovers every node."""
+        """A ``redis.cluster.RedisCluster`` that discovers every node.
+
+        ``decode_responses=True`` and ``socket_timeout=5`` (seconds) unless
+        given: a frozen node makes a call fail within seconds, not hang.
+        """
         kwargs.setdefault("decode_responses", True)
+        kwargs.setdefault("socket_timeout", 5.0)
         first = self.nodes[0]
         return RedisCluster(
             host=first.host, port=first.port, password=self.password, **kwargs

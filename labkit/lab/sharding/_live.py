@@ -10,11 +10,47 @@ import time
 from collections import Counter
 from typing import Any, NamedTuple
 
+import redis
 from redis.cluster import PRIMARY, ClusterNode, RedisCluster
 
 from labkit.server import Cluster
+from labkit.sharding import cluster_nodes
 
-__all__ = ["LiveTraffic", "ReshardSafeCluster", "TrafficReport", "safe_client"]
+__all__ = [
+    "CHECKED_REDIS_PY",
+    "LiveTraffic",
+    "ReshardSafeCluster",
+    "TrafficReport",
+    "add_known_master",
+    "safe_client",
+]
+
+
+#: redis-py versions :func:`add_known_master` was checked against.
+CHECKED_REDIS_PY = ("8.1.0",)
+
+
+def add_known_master(client: RedisCluster, host: str, port: int) -> bool:
+    """Teach ``client`` a master it did not know; True if it was added.
+
+    The one place labkit touches redis-py's private node table: it writes
+    ``client.nodes_manager.nodes_cache[\"host:port\"] = ClusterNode(...)``,
+    which is what ``get_node(node_name=...)`` reads. Checked against redis-py
+    8.1.0 (:data:`CHECKED_REDIS_PY`); ``tests/test_reshard.py`` fails loudly
+    if that attribute or its key format changes.
+    """
+    cache = client.nodes_manager.nodes_cache
+    if not isinstance(cache, dict):
+        raise TypeError(
+            f"redis-py {redis.__version__}: RedisCluster.nodes_manager.nodes_cache "
+            f"is a {type(cache).__name__}, not the dict labkit was written for "
+            f"(checked with redis-py {', '.join(CHECKED_REDIS_PY)})"
+        )
+    name = f"{host}:{port}"
+    if name in cache:
+        return False
+    cache[name] = ClusterNode(host, port, server_type=PRIMARY)
+    return True
 
 
 class ReshardSafeCluster(RedisCluster):
@@ -26,8 +62,12 @@ class ReshardSafeCluster(RedisCluster):
     8.1 then fails with ``AttributeError: 'NoneType' object has no attribute
     'redis_connection'`` (redis/redis-py issue #4015; fix proposed in PR
     #4214). This subclass, on a lookup by name that misses, reads
-    ``CLUSTER NODES`` (which lists slotless masters too) and adds the masters
-    it did not know, then looks again. It adds only real cluster members.
+    ``CLUSTER NODES`` (which lists slotless masters too) and adds the usable
+    masters it did not know (:func:`add_known_master`), then looks again. It
+    adds only real cluster members. Commands sent one by one are covered;
+    pipelines (and ``mget_nonatomic``, which uses one) look nodes up through
+    their own code path and can still fail until the client has learnt the
+    new master.
     """
 
     def get_node(
@@ -43,19 +83,15 @@ class ReshardSafeCluster(RedisCluster):
         return node
 
     def _learn_masters(self) -> None:
-        known = self.nodes_manager.nodes_cache
-        source = self.get_redis_connection(self.get_default_node())
-        for addr, info in source.execute_command("CLUSTER NODES").items():
-            flags = set(info["flags"].split(","))
-            usable = not flags & {"handshake", "noaddr", "fail"}
-            if "master" in flags and usable and addr not in known:
-                host, port = addr.rsplit(":", 1)
-                known[addr] = ClusterNode(host, int(port), server_type=PRIMARY)
+        for info in cluster_nodes(self):
+            if info.is_master and info.usable:
+                add_known_master(self, info.host, info.port)
 
 
 def safe_client(cluster: Cluster, **kwargs: Any) -> ReshardSafeCluster:
     """Like ``cluster.client()``, but a :class:`ReshardSafeCluster`."""
     kwargs.setdefault("decode_responses", True)
+    kwargs.setdefault("socket_timeout", 5.0)
     first = cluster.nodes[0]
     return ReshardSafeCluster(
         host=first.host, port=first.port, password=cluster.password, **kwargs

@@ -26,21 +26,27 @@ from typing import Any, NamedTuple
 
 import redis
 
-from labkit.errors import LabkitError
+from labkit.core.args import check_count, check_int
+from labkit.errors import ClusterStateError, MoveError
 from labkit.lab.sharding._live import (
+    CHECKED_REDIS_PY,
     LiveTraffic,
     ReshardSafeCluster,
     TrafficReport,
+    add_known_master,
     safe_client,
 )
 from labkit.server import Cluster, Server
+from labkit.sharding import SLOTS, cluster_nodes
 
 __all__ = [
+    "CHECKED_REDIS_PY",
     "LiveTraffic",
     "Member",
     "ReshardReport",
     "ReshardSafeCluster",
     "TrafficReport",
+    "add_known_master",
     "add_master",
     "masters_by_id",
     "migrate_slots",
@@ -67,30 +73,26 @@ class ReshardReport(NamedTuple):
 
 def node_id(server: Server) -> str:
     """The 40-character cluster node id of ``server``."""
-    return str(server.client().execute_command("CLUSTER MYID"))
+    with server.client() as client:
+        return str(client.execute_command("CLUSTER MYID"))
 
 
 def masters_by_id(cluster: Cluster) -> dict[str, Server]:
     """``{node id: Server}`` for every node that is a master and serves slots."""
     by_port = {n.port: n for n in cluster.nodes}
-    view = cluster.nodes[0].client().execute_command("CLUSTER NODES")
+    with cluster.nodes[0].client() as client:
+        view = cluster_nodes(client)
     return {
-        info["node_id"]: by_port[int(addr.rsplit(":", 1)[1])]
-        for addr, info in view.items()
-        if "master" in info["flags"] and info["slots"]
+        info.id: by_port[info.port]
+        for info in view
+        if info.is_master and info.slots and info.port in by_port
     }
 
 
 def slots_of(cluster: Cluster) -> dict[str, list[int]]:
     """``{node id: sorted slots}`` as the first node sees them."""
-    view = cluster.nodes[0].client().execute_command("CLUSTER NODES")
-    out: dict[str, list[int]] = {}
-    for info in view.values():
-        slots = out.setdefault(info["node_id"], [])
-        for entry in info["slots"]:
-            lo, hi = int(entry[0]), int(entry[-1])
-            slots.extend(range(lo, hi + 1))
-    return {k: sorted(v) for k, v in out.items()}
+    with cluster.nodes[0].client() as client:
+        return {info.id: info.slot_list() for info in cluster_nodes(client)}
 
 
 def add_master(cluster: Cluster, *, timeout: float = 10.0) -> Server:
@@ -104,7 +106,8 @@ def add_master(cluster: Cluster, *, timeout: float = 10.0) -> Server:
         The new node (it owns no slots yet; :func:`reshard` gives it some).
 
     Raises:
-        LabkitError: Some node did not learn of it within ``timeout`` seconds.
+        ClusterStateError: Some node did not learn of it within ``timeout``
+            seconds.
     """
     node = cluster.new_node()
     cluster.meet(node)
@@ -113,22 +116,21 @@ def add_master(cluster: Cluster, *, timeout: float = 10.0) -> Server:
     while True:
         pending = []
         for member in cluster.nodes:
-            view = member.client().execute_command("CLUSTER NODES").values()
-            ok = [
-                v
-                for v in view
-                if v["node_id"] == new_id
-                and not {"handshake", "noaddr"} & set(v["flags"].split(","))
-            ]
-            if not ok:
+            with member.client() as client:
+                view = cluster_nodes(client)
+            if not any(v.id == new_id and v.usable for v in view):
                 pending.append(member.port)
-        state = node.client().execute_command("CLUSTER INFO")["cluster_state"]
+        with node.client() as client:
+            state = client.execute_command("CLUSTER INFO")["cluster_state"]
         if not pending and state == "ok":
             return node
         if time.monotonic() > deadline:
-            raise LabkitError(
+            raise ClusterStateError(
                 f"new node {node.port}: not known to nodes {pending} or its "
-                f"cluster_state={state!r} after {timeout:g} s"
+                f"cluster_state={state!r} after {timeout:g} s",
+                what="new master known to every node",
+                nodes=[f"{n.host}:{n.port}" for n in cluster.nodes],
+                timeout=timeout,
             )
         time.sleep(0.05)
 
@@ -144,7 +146,11 @@ class Member(NamedTuple):
 def _members(cluster: Cluster, target: Server) -> dict[str, Member]:
     servers = masters_by_id(cluster)
     servers[node_id(target)] = target
-    return {nid: Member(s, s.client(), nid) for nid, s in servers.items()}
+    # A socket timeout longer than MIGRATE's own 5 s: a frozen node makes
+    # the move fail within seconds instead of hanging.
+    return {
+        nid: Member(s, s.client(socket_timeout=10), nid) for nid, s in servers.items()
+    }
 
 
 def _setslot(member: Member, slots: list[int], *args: str) -> None:
@@ -187,12 +193,23 @@ def migrate_slots(
     host, port = target.server.host, target.server.port
     src = source.client
     moved = 0
-    for slot in slots:
-        while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, batch):
-            src.execute_command(
-                "MIGRATE", host, port, "", 0, 5000, *auth, "KEYS", *keys
-            )
-            moved += len(keys)
+    try:
+        for slot in slots:
+            while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, batch):
+                src.execute_command(
+                    "MIGRATE", host, port, "", 0, 5000, *auth, "KEYS", *keys
+                )
+                moved += len(keys)
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+        raise MoveError(
+            f"slot migration {source.server.port} -> {port} stopped after {moved} "
+            f"keys: {type(exc).__name__}: {exc}. The slots stay half-moved "
+            "(MIGRATING/IMPORTING): clients still reach every key through ASK; "
+            "run the migration again to finish it.",
+            source=f"{source.server.host}:{source.server.port}",
+            target=f"{host}:{port}",
+            moved=moved,
+        ) from exc
     # Target first: once it owns the slot it stops sending clients back.
     for member in (target, source, *others):
         _setslot(member, slots, "NODE", target.id)
@@ -214,7 +231,7 @@ def reshard(
         cluster: The cluster; ``target`` must already be a member
             (:func:`add_master`).
         target: The node receiving slots.
-        slots: How many; default is a fair share, ``16384 // masters``
+        slots: How many; default is a fair share, ``SLOTS // masters``
             counting the target.
         batch: Keys per ``MIGRATE``.
         slots_per_step: Slots moved together by :func:`migrate_slots`.
@@ -224,17 +241,15 @@ def reshard(
         ValueError: ``slots`` is not between 1 and the slots the others own,
             or ``batch`` / ``slots_per_step`` < 1.
     """
-    if batch < 1 or slots_per_step < 1:
-        raise ValueError(f"batch={batch!r}, slots_per_step={slots_per_step!r}: >= 1")
+    check_count("batch", batch, max=10_000)
+    check_count("slots_per_step", slots_per_step, max=SLOTS)
     owners = {k: v for k, v in slots_of(cluster).items() if v}
     members = _members(cluster, target)
     dest = next(m for m in members.values() if m.server is target)
     sources = [nid for nid in owners if nid != dest.id]
-    total = 16384 // (len(sources) + 1) if slots is None else slots
-    if not isinstance(total, int) or not 0 < total <= sum(
-        len(owners[s]) for s in sources
-    ):
-        raise ValueError(f"slots={slots!r}: must be between 1 and the slots owned")
+    owned = sum(len(owners[s]) for s in sources)
+    total = SLOTS // (len(sources) + 1) if slots is None else slots
+    check_int("slots", total, min=1, max=owned, what="a number of slots")
     steps: list[tuple[list[int], Member]] = []
     for i, sid in enumerate(sources):
         share = total // len(sources) + (i < total % len(sources))
