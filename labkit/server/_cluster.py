@@ -119,10 +119,10 @@ class Cluster:
 
     def meet(self, node: Server) -> None:
         """Introduce ``node`` to the cluster (``CLUSTER MEET`` with its bus port)."""
-        first = self.nodes[0].client()
-        first.execute_command(
-            "CLUSTER MEET", node.host, node.port, node.config["cluster-port"]
-        )
+        with self.seed().client() as first:
+            first.execute_command(
+                "CLUSTER MEET", node.host, node.port, node.config["cluster-port"]
+            )
 
     def _knows_all(self, node: Server) -> bool:
         with node.client() as client:
@@ -132,30 +132,78 @@ class Cluster:
         )
 
     def is_ok(self) -> bool:
-        """True when every node reports ``cluster_state:ok`` and sees every node."""
+        """True when the cluster is whole and healthy, as every node sees it.
+
+        Every node reports ``cluster_state:ok`` and knows every other node,
+        none flagged failed or still handshaking, and every node that is a
+        replica now (roles change in a failover) has its link to its master
+        up.
+        """
         for node in self.nodes:
             with node.client() as client:
                 info = client.execute_command("CLUSTER INFO")
-            if info.get("cluster_state") != "ok" or not self._knows_all(node):
-                return False
-        for node in self.replicas:
-            with node.client() as client:
-                info = client.info("replication")
-            if info["role"] != "slave" or info.get("master_link_status") != "up":
-                return False
+                view = cluster_nodes(client)
+                if info.get("cluster_state") != "ok" or len(view) != len(self.nodes):
+                    return False
+                if not all(n.usable for n in view):
+                    return False
+                me = next(n for n in view if n.myself)
+                if not me.is_master:
+                    link = client.info("replication").get("master_link_status")
+                    if link != "up":
+                        return False
         return True
 
-    def _wait(self, check: Any, what: str) -> None:
-        deadline = time.monotonic() + self.ready_timeout
+    def wait_ok(self, timeout: float | None = None) -> None:
+        """Wait until :meth:`is_ok` (after a failover and restart, say).
+
+        Raises:
+            ClusterStateError: Not ok within ``timeout`` seconds (default:
+                ``ready_timeout``).
+        """
+        self._wait(self.is_ok, "cluster_state:ok", timeout)
+
+    def primaries(self) -> list[Server]:
+        """The nodes that are primaries serving slots now, asked of a running node.
+
+        Unlike :attr:`masters` (roles as labkit set them up), this follows
+        failovers.
+        """
+        by_port = {n.port: n for n in self.nodes}
+        view = self._view()
+        return [
+            by_port[n.port]
+            for n in view
+            if n.is_master and n.slots and n.usable and n.port in by_port
+        ]
+
+    def replicas_of(self, primary: Server) -> list[Server]:
+        """The nodes replicating ``primary`` now."""
+        by_port = {n.port: n for n in self.nodes}
+        view = self._view()
+        ids = [n.id for n in view if n.port == primary.port]
+        return [
+            by_port[n.port]
+            for n in view
+            if ids and n.master_id == ids[0] and n.port in by_port
+        ]
+
+    def _view(self) -> list[Any]:
+        with self.seed().client(socket_timeout=5) as client:
+            return cluster_nodes(client)
+
+    def _wait(self, check: Any, what: str, timeout: float | None = None) -> None:
+        timeout = self.ready_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         while not check():
             if time.monotonic() > deadline:
                 logs = "\n".join(f"--- {n.port}\n{n.log_tail(5)}" for n in self.nodes)
                 raise ClusterStateError(
                     f"cluster of {len(self.nodes)} nodes did not reach {what} within "
-                    f"{self.ready_timeout:g} s. Node logs:\n{logs}",
+                    f"{timeout:g} s. Node logs:\n{logs}",
                     what=what,
                     nodes=[f"{n.host}:{n.port}" for n in self.nodes],
-                    timeout=self.ready_timeout,
+                    timeout=timeout,
                 )
             time.sleep(0.05)
 
@@ -177,9 +225,25 @@ class Cluster:
         """
         kwargs.setdefault("decode_responses", True)
         kwargs.setdefault("socket_timeout", 5.0)
-        first = self.nodes[0]
+        first = self.seed()
         return RedisCluster(
             host=first.host, port=first.port, password=self.password, **kwargs
+        )
+
+    def seed(self) -> Server:
+        """The first running node: where a new client starts discovering.
+
+        Raises:
+            ClusterStateError: No node is running.
+        """
+        for node in self.nodes:
+            if node.running:
+                return node
+        raise ClusterStateError(
+            "no node of the cluster is running",
+            what="a running node",
+            nodes=[f"{n.host}:{n.port}" for n in self.nodes],
+            timeout=0.0,
         )
 
     def stop(self) -> None:

@@ -57,15 +57,13 @@ def char_sum(key: str | bytes) -> int:
     """The URL-shortener tutorial's hash: the sum of the key's byte values.
 
     Deterministic, but narrow: every anagram (``abc``, ``cba``) gets the same
-    sum, and keys of one length reach only a few hundred distinct sums. Taken
-    ``% n`` over a handful of servers, random keys of one length still
-    spread about evenly (notebook 04 measures it); what fails is everything
-    that needs a wide hash: anagrams always share a server, and a ring or a
-    jump hash fed with so few values piles keys onto few points. Kept to
-    show that mistake.
+    sum, and keys of one shape reach only a few hundred distinct sums, all
+    in a narrow range. Over three or four servers ``char_sum % n`` still
+    spreads random keys about evenly; over many servers it piles keys onto
+    some of them, and anagrams always share a server (notebook 04 measures
+    both). Kept to show that mistake.
     """
-    data = to_bytes(key)
-    return sum(data)
+    return sum(to_bytes(key))
 
 
 def mix64(x: int) -> int:

@@ -165,6 +165,11 @@ class HashRing(Router):
         i = bisect_right(self._points, hash64(key))
         return self._owners[i if i < len(self._points) else 0]
 
+    @property
+    def ring(self) -> list[tuple[int, str]]:
+        """The ring as sorted ``(point, node)`` pairs (a copy)."""
+        return list(zip(self._points, self._owners, strict=True))
+
     def with_nodes(self, nodes: Iterable[str]) -> HashRing:
         names = _check_nodes(nodes)
         kept = {n: w for n, w in self.weights.items() if n in names}

@@ -1,4 +1,4 @@
-"""Lab: plots for notebook 03: where keys land, what moves, and the cluster's slots."""
+"""Lab: plots for notebook 04: where keys land, what moves, and the cluster's slots."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "keys_per_node",
+    "migration_timeline",
     "moved_bars",
     "slot_map",
     "spread_vs_vnodes",
@@ -135,5 +136,43 @@ def slot_map(
     ax.set_xlabel("hash slot")
     ax.set_title(title or "Slot owners")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def migration_timeline(
+    runs: Mapping[str, tuple[np.ndarray, float, float]], *, title: str = ""
+) -> Figure:
+    """Latency of every client operation around a slot migration, one panel per run.
+
+    Args:
+        runs: ``{label: (samples, started, ended)}``: ``samples`` rows are
+            (start time, duration in seconds, kind, ok) as
+            :class:`~labkit.lab.sharding.reshard.TrafficReport` records them;
+            ``started``/``ended`` bound the move (same clock). Failed
+            operations are drawn as red crosses.
+        title: Figure title.
+    """
+    fig, axes = plt.subplots(
+        1, len(runs), figsize=(4.5 * len(runs), 3.2), sharey=True, squeeze=False
+    )
+    for ax, (label, (samples, started, ended)) in zip(
+        axes[0], runs.items(), strict=True
+    ):
+        x = samples[:, 0] - started
+        y = np.maximum(samples[:, 1] * 1000, 1e-3)
+        multi = samples[:, 2] == 1
+        ok = samples[:, 3] == 1
+        ax.axvspan(0, ended - started, color="tab:orange", alpha=0.15, label="move")
+        ax.scatter(x[~multi & ok], y[~multi & ok], s=4, label="single key")
+        ax.scatter(x[multi & ok], y[multi & ok], s=4, label="MSET/MGET, one tag")
+        if (~ok).any():
+            ax.scatter(x[~ok], y[~ok], s=16, marker="x", color="red", label="failed")
+        ax.set_yscale("log")
+        ax.set_xlabel("seconds since the move started")
+        ax.set_title(label)
+    axes[0][0].set_ylabel("operation latency (ms)")
+    axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle(title or "Client latency during a slot migration")
     fig.tight_layout()
     return fig

@@ -1,14 +1,11 @@
-"""Lab: cluster clients under live resharding: a redirect-safe client, test traffic.
+"""Lab: a cluster client that follows ASK to a brand-new master.
 
 Housed here to keep :mod:`labkit.lab.sharding.reshard` short; import them from there.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import Counter
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis
 from redis.cluster import PRIMARY, ClusterNode, RedisCluster
@@ -16,14 +13,7 @@ from redis.cluster import PRIMARY, ClusterNode, RedisCluster
 from labkit.server import Cluster
 from labkit.sharding import cluster_nodes
 
-__all__ = [
-    "CHECKED_REDIS_PY",
-    "LiveTraffic",
-    "ReshardSafeCluster",
-    "TrafficReport",
-    "add_known_master",
-    "safe_client",
-]
+__all__ = ["CHECKED_REDIS_PY", "ReshardSafeCluster", "add_known_master", "safe_client"]
 
 
 #: redis-py versions :func:`add_known_master` was checked against.
@@ -92,117 +82,7 @@ def safe_client(cluster: Cluster, **kwargs: Any) -> ReshardSafeCluster:
     """Like ``cluster.client()``, but a :class:`ReshardSafeCluster`."""
     kwargs.setdefault("decode_responses", True)
     kwargs.setdefault("socket_timeout", 5.0)
-    first = cluster.nodes[0]
+    first = cluster.seed()
     return ReshardSafeCluster(
         host=first.host, port=first.port, password=cluster.password, **kwargs
     )
-
-
-class TrafficReport(NamedTuple):
-    """What a :class:`LiveTraffic` client did.
-
-    Attributes:
-        writes, reads: Operations that succeeded.
-        failed: Operations that raised (after the client's own redirects and
-            retries), plus reads that returned a wrong value.
-        errors: ``{exception type name: count}``.
-        acknowledged: ``{key: value}`` of every write the server acknowledged.
-    """
-
-    writes: int
-    reads: int
-    failed: int
-    errors: dict[str, int]
-    acknowledged: dict[str, str]
-
-
-class LiveTraffic:
-    """A thread that keeps writing and reading through a cluster client.
-
-    Each step writes ``<prefix>:<i % keyspace>`` = ``i`` and reads back an
-    earlier acknowledged key, comparing the value. Use it as a context
-    manager around a reshard, then check :meth:`lost` for keys that did not
-    survive.
-
-    Args:
-        client: A ``RedisCluster`` (``decode_responses=True``) used only here.
-        prefix: Key prefix.
-        keyspace: Distinct keys written, cycling.
-        max_ops: Upper bound on write+read pairs.
-        max_seconds: Upper bound on running time.
-    """
-
-    def __init__(
-        self,
-        client: RedisCluster,
-        *,
-        prefix: str = "lab:live",
-        keyspace: int = 2000,
-        max_ops: int = 100_000,
-        max_seconds: float = 60.0,
-    ) -> None:
-        if keyspace < 1 or max_ops < 1 or max_seconds <= 0:
-            raise ValueError("keyspace, max_ops and max_seconds must be positive")
-        self.client, self.prefix, self.keyspace = client, prefix, keyspace
-        self.max_ops, self.max_seconds = max_ops, max_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._errors: Counter[str] = Counter()
-        self._acked: dict[str, str] = {}
-        self._writes = self._reads = self._wrong = 0
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        for i in range(self.max_ops):
-            if self._stop.is_set() or time.monotonic() > deadline:
-                return
-            key = f"{self.prefix}:{i % self.keyspace}"
-            try:
-                self.client.set(key, str(i))
-                self._acked[key] = str(i)
-                self._writes += 1
-            except Exception as exc:  # counted, not hidden: the report shows it
-                self._errors[type(exc).__name__] += 1
-            probe = f"{self.prefix}:{(i * 7919) % min(i + 1, self.keyspace)}"
-            try:
-                value = self.client.get(probe)
-                self._reads += 1
-                if value != self._acked.get(probe):
-                    self._wrong += 1
-            except Exception as exc:
-                self._errors[type(exc).__name__] += 1
-
-    def start(self) -> LiveTraffic:
-        """Start the thread."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> TrafficReport:
-        """Stop the thread and report."""
-        self._stop.set()
-        self._thread.join()
-        return self.report()
-
-    def report(self) -> TrafficReport:
-        """Counts so far."""
-        errors = dict(self._errors)
-        if self._wrong:
-            errors["wrong value read"] = self._wrong
-        failed = sum(self._errors.values()) + self._wrong
-        return TrafficReport(
-            self._writes, self._reads, failed, errors, dict(self._acked)
-        )
-
-    def lost(self, client: RedisCluster) -> list[str]:
-        """Acknowledged keys that now read back missing or different."""
-        acked = self.report().acknowledged
-        keys = list(acked)
-        values = [client.get(k) for k in keys]
-        return [k for k, v in zip(keys, values, strict=True) if v != acked[k]]
-
-    def __enter__(self) -> LiveTraffic:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
