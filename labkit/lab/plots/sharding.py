@@ -18,14 +18,19 @@ __all__ = [
 
 
 def keys_per_node(
-    counts: Mapping[str, Mapping[str, int]], *, title: str = "Keys per node"
+    counts: Mapping[str, Mapping[str, float]],
+    *,
+    title: str = "Keys per node",
+    ylabel: str = "keys",
 ) -> Figure:
-    """Grouped bars: for each router, how many keys each node got.
+    """Grouped bars: for each router (or scheme), how much each node got.
 
     Args:
-        counts: ``{router label: {node: keys}}``; every router over the same
-            nodes. A dashed line marks the fair share (total / nodes).
+        counts: ``{label: {node: amount}}``; every label over the same
+            nodes. A dashed line over each group marks its fair share (its
+            total / nodes).
         title: Figure title.
+        ylabel: What is counted (keys by default; CPU time, requests...).
     """
     labels = list(counts)
     if not labels:
@@ -37,10 +42,14 @@ def keys_per_node(
     for j, node in enumerate(nodes):
         values = [counts[label].get(node, 0) for label in labels]
         ax.bar(x + (j - (len(nodes) - 1) / 2) * width, values, width, label=node)
-    fair = sum(counts[labels[0]].values()) / len(nodes)
-    ax.axhline(fair, color="black", linestyle="--", linewidth=1, label="fair share")
+    for i, label in enumerate(labels):  # each group's own total / nodes
+        fair = sum(counts[label].values()) / len(nodes)
+        ax.hlines(
+            fair, i - 0.45, i + 0.45, color="black", linestyle="--", linewidth=1,
+            label="fair share" if i == 0 else "_nolegend_",
+        )  # fmt: skip
     ax.set_xticks(x, labels)
-    ax.set_ylabel("keys")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
