@@ -7,11 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: help setup lab test test-fast bench notebooks lint clean
+.PHONY: help setup lab test test-ui test-redis7 test-fast bench notebooks lint clean
 
 help:
 	@echo "make lab        install on first use, then open JupyterLab on notebooks/"
 	@echo "make test       run every test and validate every notebook (pytest --nbval)"
+	@echo "make test-ui    Run All of every notebook in JupyterLab, in headless Chromium"
+	@echo "make test-redis7  the tests and every notebook against Redis 7.0 (Debian)"
 	@echo "make bench      run the benchmarks (prints ratios measured in one run)"
 	@echo "make notebooks  re-execute the notebooks in place (after editing them)"
 	@echo "make lint       ruff + mypy"
@@ -22,7 +24,7 @@ $(STAMP): pyproject.toml
 	  "labkit needs Python 3.11 or newer; run: make PYTHON=python3.12 ...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[lab,test,bench,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[lab,test,ui,bench,dev]"
 	@# No "news" pop-up in a learner's first JupyterLab screen.
 	@mkdir -p $(VENV)/share/jupyter/lab/settings
 	@cp tools/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
@@ -43,6 +45,24 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests notebooks $(NBVAL)
 	$(BIN)/python -m labkit.server --orphans
 
+# Run All in a real JupyterLab in headless Chromium, one test per notebook; the
+# screenshots' folder is printed at the end. Debian's chromium is installed with
+# apt-get when missing and we are root (Playwright never downloads a browser).
+test-ui: export LABKIT_RUN_TAG := ui$(shell date +%s)
+test-ui: $(STAMP)
+	@sh tools/ensure_apt.sh /usr/bin/chromium chromium LABKIT_CHROMIUM
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -p no:cacheprovider tests_ui -v
+	$(BIN)/python -m labkit.server --orphans
+
+# The same suite against Debian's redis-server 7.0 (REDIS_URL points at it; the
+# notebooks run with --nbval-lax: every cell and assert runs, outputs differ on
+# purpose where 7.0 lacks a feature). Installed with apt-get when root.
+test-redis7: export LABKIT_RUN_TAG := r7$(shell date +%s)
+test-redis7: $(STAMP)
+	@sh tools/ensure_apt.sh /usr/bin/redis-server redis-server REDIS7_BIN
+	$(BIN)/python tools/test_redis7.py
+	$(BIN)/python -m labkit.server --orphans
+
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -x -q
 
@@ -53,7 +73,7 @@ notebooks: $(STAMP)
 	$(BIN)/python tools/execute_notebooks.py notebooks/[0-9]*.ipynb
 
 lint: $(STAMP)
-	$(BIN)/ruff check labkit tests benchmarks tools
+	$(BIN)/ruff check labkit tests tests_ui benchmarks tools
 	$(BIN)/mypy labkit
 
 clean:

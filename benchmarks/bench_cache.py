@@ -1,4 +1,4 @@
-"""Benchmark: the cache hit path vs a raw GET; a local hit vs a server hit.
+"""Benchmark: the cache hit paths vs a raw GET; a local hit vs a server hit.
 
 Usage: python benchmarks/bench_cache.py [--seconds 15] [--block 50] [--url URL]
 
@@ -6,8 +6,9 @@ Every rate is measured in this run, on one server, with the variants
 interleaved in blocks of a few milliseconds so that load from other processes
 falls on all of them alike; ratios are to the raw GET of the same run. Two
 rates per variant: over all the time spent, and from the median block time
-(robust to stalls on a busy machine). Target: the ``Cache.get_or_load`` hit
-path reaches at least 0.9x the raw ``GET`` rate (plain rates). A miss is printed,
+(robust to stalls on a busy machine). Targets: the ``Cache.get_or_load`` hit
+path, in ``"lock"`` and in ``"xfetch"`` mode, reaches at least 0.9x the raw
+``GET`` rate; a ``ClientSideCache`` local hit at least 50x. A miss is printed,
 not turned into a failing exit code: this is a measurement, not a test.
 """
 
@@ -27,6 +28,7 @@ from labkit.cache import JSON_DECODER, Cache, ClientSideCache, GroupedCache
 from labkit.server import Server
 
 TARGET = 0.9
+LOCAL_TARGET = 50.0
 VALUE = {"id": 1, "name": "Margaret Knuth", "email": "margaret.knuth1@example.org"}
 
 
@@ -71,12 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         if args.url:
             r = redis.Redis.from_url(args.url, decode_responses=True)
-            tracked = redis.Redis.from_url(args.url, decode_responses=True, protocol=3)
         else:
             server = stack.enter_context(Server())
-            r, tracked = server.client(), server.client(protocol=3)
+            r = server.client()
         stack.callback(r.close)
-        stack.callback(tracked.close)
 
         payload = json.dumps(VALUE)
         r.set("bench:raw", payload)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         for c in (cache, xfetch):
             c.get_or_load("user:1", lambda: VALUE)
         grouped.get_or_load(1, "user", lambda: VALUE)
-        local = stack.enter_context(ClientSideCache(tracked))
+        local = stack.enter_context(ClientSideCache(r))
         local.get("bench:raw")
 
         def loader() -> dict[str, object]:
@@ -119,17 +119,21 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<{width}}  {rates[name]:>10,.0f}  {ratios[name]:>9.2f}x"
             f"  {typical[name]:>21,.0f}  {median[name]:>9.2f}x"
         )
-    hit = ratios["Cache hit (lock mode)"]
-    verdict = "met" if hit >= TARGET else "NOT met"
-    print(
-        f"\nCache hit path / raw GET = {hit:.2f}x (target >= {TARGET}x: {verdict}); "
-        f"from median blocks: {median['Cache hit (lock mode)']:.2f}x"
-    )
+    print()
+    for name in ("Cache hit (lock mode)", "Cache hit (xfetch)"):
+        hit = ratios[name]
+        verdict = "met" if hit >= TARGET else "NOT met"
+        print(
+            f"{name} / raw GET = {hit:.2f}x (target >= {TARGET}x: {verdict}); "
+            f"from median blocks: {median[name]:.2f}x"
+        )
     print(f"JSON decoder on the hit path: {JSON_DECODER}")
+    local_hit = ratios["ClientSideCache local hit"]
+    verdict = "met" if local_hit >= LOCAL_TARGET else "NOT met"
     print(
-        "local hit / server hit (raw GET) = "
-        f"{ratios['ClientSideCache local hit']:.1f}x (all time), "
-        f"{median['ClientSideCache local hit']:.1f}x (median block)"
+        f"local hit / server hit (raw GET) = {local_hit:.1f}x (target >= "
+        f"{LOCAL_TARGET:g}x: {verdict}); "
+        f"{median['ClientSideCache local hit']:.1f}x from median blocks"
     )
     print(
         f"({args.seconds:g} s in alternating blocks of {args.block} calls; "

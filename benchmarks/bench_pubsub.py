@@ -1,16 +1,19 @@
-"""Pub/sub throughput and latency against the number of subscribers.
+"""Pub/sub fan-out: the server's share and the client's, and what history costs.
 
 For each subscriber count, in one run against the same server:
 
-- throughput: ``MESSAGES`` messages published in pipelines of 100, timed from
-  the first publish until every subscriber has the last one; reported as
-  messages/s and deliveries/s (messages x subscribers), each as a ratio to one
-  subscriber;
-- latency: messages sent one at a time (each after all subscribers got the
-  previous one), publish-to-receive p50/p99 over every delivery.
+- the server's time per ``PUBLISH`` (``INFO commandstats``: queuing the message
+  for every subscriber), as a ratio to one subscriber;
+- publish-to-receive latency (p50, and p50 of the *last* subscriber per
+  message), messages sent one at a time, with the subscribers (a) in two child
+  processes reading with one selectors loop each and (b) as Subscriber threads
+  of this process; the threads/processes ratio is what the Python client adds;
+- deliveries per second to Subscriber threads: ``MESSAGES`` pipelined
+  publishes, timed until every subscriber has the last one.
 
-All subscribers are threads of this one Python process, so the numbers are
-those of a Python client fleet on one machine, not of the server alone.
+Then the cost of keeping history: ``Publisher.publish`` with and without
+``history=1000`` (one Lua script: XADD + PEXPIRE + PUBLISH), interleaved.
+
 Usage: python benchmarks/bench_pubsub.py [messages] [latency_messages]
 """
 
@@ -24,6 +27,7 @@ import redis
 from tqdm import tqdm
 
 import labkit
+from labkit.lab.measure import compare_rates
 from labkit.lab.pubsub import measure_fanout
 from labkit.pubsub import Publisher, Subscriber
 from labkit.server import fresh_client
@@ -31,10 +35,9 @@ from labkit.server import fresh_client
 COUNTS = [1, 3, 10, 30, 100]
 
 
-def throughput(client: redis.Redis, subscribers: int, messages: int) -> dict:
-    """Messages/s and deliveries/s for ``messages`` pipelined publishes."""
+def deliveries(client: redis.Redis, subscribers: int, messages: int) -> dict:
+    """Deliveries/s for ``messages`` pipelined publishes to Subscriber threads."""
     listen = fresh_client(client, max_connections=subscribers)
-    pool = listen.connection_pool
     subs = [
         Subscriber(listen, ["bench:tp"], name=f"bench-{i}") for i in range(subscribers)
     ]
@@ -50,39 +53,65 @@ def throughput(client: redis.Redis, subscribers: int, messages: int) -> dict:
     finally:
         for s in subs:
             s.stop()
-        pool.disconnect()
+        listen.connection_pool.disconnect()
     return {
         "complete": done,
-        "msg_s": messages / elapsed,
         "deliveries_s": messages * subscribers / elapsed,
         "missed": sum(s.stats.missed for s in subs),
-        "reconnects": sum(s.stats.reconnects for s in subs),
     }
+
+
+def history_cost(client: redis.Redis) -> dict[str, float]:
+    """Publishes/s without and with a 1000-entry history, interleaved."""
+    plain, kept = Publisher(client), Publisher(client, history=1000)
+    rates = compare_rates(
+        {
+            "PUBLISH": lambda: plain.publish("bench:hist", "x"),
+            "history=1000": lambda: kept.publish("bench:hist", "x"),
+        },
+        seconds=3.0,
+        rounds=6,
+    )
+    client.delete(kept.history_key("bench:hist"))
+    return rates
 
 
 def main(messages: int = 5000, latency_messages: int = 100) -> dict[int, dict]:
     r = labkit.connect()
     rows: dict[int, dict] = {}
     for n in tqdm(COUNTS, desc="subscriber counts"):
-        row = throughput(r, n, messages)
-        lat = measure_fanout(r, n, latency_messages, channel="bench:lat")
-        row["p50_ms"], row["p99_ms"] = np.percentile(lat, [50, 99]) * 1000
-        row["last_p50_ms"] = float(np.percentile(lat.max(axis=1), 50) * 1000)
-        rows[n] = row
+        procs = measure_fanout(r, n, latency_messages, mode="processes")
+        threads = measure_fanout(r, n, latency_messages, mode="threads")
+        rows[n] = {
+            "server_us": np.nanmedian([procs.server_us, threads.server_us]),
+            "proc_p50": np.median(procs.latency) * 1e3,
+            "proc_last": np.median(procs.last) * 1e3,
+            "thr_p50": np.median(threads.latency) * 1e3,
+            "thr_last": np.median(threads.last) * 1e3,
+            **deliveries(r, n, messages),
+        }
     base = rows[1]
     print(
-        f"{'subs':>5}{'msg/s':>10}{'vs 1':>7}{'deliv/s':>11}{'vs 1':>7}"
-        f"{'p50 ms':>9}{'p99 ms':>9}{'last p50':>10}{'missed':>8}{'reconn':>8}"
+        f"{'subs':>5}{'server us':>10}{'vs 1':>7}{'proc p50':>10}{'last':>8}"
+        f"{'thr p50':>9}{'last':>8}{'thr/proc':>9}{'deliv/s':>10}{'missed':>7}"
     )
     for n, row in rows.items():
         print(
-            f"{n:>5}{row['msg_s']:>10,.0f}{row['msg_s'] / base['msg_s']:>6.2f}x"
-            f"{row['deliveries_s']:>11,.0f}"
-            f"{row['deliveries_s'] / base['deliveries_s']:>6.2f}x"
-            f"{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{row['last_p50_ms']:>10.3f}"
-            f"{row['missed']:>8}{row['reconnects']:>8}"
+            f"{n:>5}{row['server_us']:>10.1f}"
+            f"{row['server_us'] / base['server_us']:>6.1f}x"
+            f"{row['proc_p50']:>10.3f}{row['proc_last']:>8.3f}"
+            f"{row['thr_p50']:>9.3f}{row['thr_last']:>8.3f}"
+            f"{row['thr_last'] / row['proc_last']:>8.1f}x"
+            f"{row['deliveries_s']:>10,.0f}{row['missed']:>7}"
             + ("" if row["complete"] else "  (incomplete)")
         )
+    print("latencies in ms; 'last' = p50 of the last subscriber to get each message")
+    hist = history_cost(r)
+    ratio = hist["history=1000"] / hist["PUBLISH"]
+    print(
+        f"publish/s: plain {hist['PUBLISH']:,.0f}, with history "
+        f"{hist['history=1000']:,.0f} ({ratio:.2f}x)"
+    )
     return rows
 
 

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 __all__ = [
+    "CacheError",
+    "CacheKeyTypeError",
     "ClusterStateError",
     "CrossSlotError",
+    "GameStateError",
+    "HistoryKeyError",
     "LabkitError",
     "ListenerError",
+    "LockError",
+    "LockNotOwnedError",
+    "LockTimeoutError",
     "MalformedMessageError",
     "MoveError",
     "ProxyError",
+    "QueueFullError",
+    "QueueKeyError",
     "ServerBinaryNotFoundError",
     "ServerStartError",
     "ServerUnreachableError",
@@ -17,7 +26,12 @@ __all__ = [
     "SessionExpiredError",
     "ShardUnavailableError",
     "ShortenerKeyError",
+    "TrackingError",
+    "UnknownFanOutError",
     "UnsafeServerError",
+    "WireError",
+    "WorkerError",
+    "WorkerProcessError",
 ]
 
 
@@ -162,6 +176,242 @@ class SessionExpiredError(LabkitError):
             "with ChatService.new_session()"
         )
         self.token = token
+
+
+# --- labkit.locks -------------------------------------------------------------
+
+
+class LockError(LabkitError):
+    """A lock could not be used as asked (wrong-type key, no quorum of servers).
+
+    Attributes:
+        name: The lock's name (the resource it protects).
+        key: The Redis key of the lock.
+    """
+
+    def __init__(self, message: str, *, name: str, key: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.key = key
+
+
+class LockNotOwnedError(LockError):
+    """Release or extend of a lease the caller no longer holds.
+
+    The lease expired (and another holder may have taken the lock since), or it
+    was never held. Nothing was deleted or extended: the compare in the script
+    protects whoever holds the lock now.
+
+    Attributes:
+        token: The caller's token, which the lock key no longer holds.
+    """
+
+    def __init__(self, message: str, *, name: str, key: str, token: str) -> None:
+        super().__init__(message, name=name, key=key)
+        self.token = token
+
+
+class LockTimeoutError(LockError):
+    """A blocking acquire (``with lock:``) did not get the lock in time.
+
+    Attributes:
+        timeout: The seconds waited.
+    """
+
+    def __init__(self, message: str, *, name: str, key: str, timeout: float) -> None:
+        super().__init__(message, name=name, key=key)
+        self.timeout = timeout
+
+
+# --- basics (labkit.lab.basics) ---------------------------------------------
+
+
+class WireError(LabkitError):
+    """A raw RESP socket (:class:`labkit.lab.basics.Wire`) failed.
+
+    Attributes:
+        address: The ``host:port`` it talks to.
+    """
+
+    def __init__(self, message: str, *, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+# --- labkit.cache --------------------------------------------------------------
+
+
+class CacheError(LabkitError):
+    """A cache could not read or store an entry.
+
+    Attributes:
+        key: The Redis key involved.
+    """
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class CacheKeyTypeError(CacheError):
+    """A key the cache owns holds another Redis type (someone else's data).
+
+    Nothing was written: the cache checks the type before it stores.
+
+    Attributes:
+        key: The Redis key.
+        expected: The type the cache uses there (``"string"``, ``"hash"``...).
+        found: The type the key holds.
+    """
+
+    def __init__(self, key: str, *, expected: str, found: str) -> None:
+        super().__init__(
+            f"key {key!r} holds a {found}, but the cache keeps a {expected} there: "
+            "another program uses this name. Nothing was written; choose another "
+            "namespace, or delete the key if it is stale.",
+            key=key,
+        )
+        self.expected = expected
+        self.found = found
+
+
+class TrackingError(LabkitError):
+    """Client-side caching could not arm ``CLIENT TRACKING`` on its connection.
+
+    Attributes:
+        server: ``host:port`` of the server.
+        reason: What the server answered, or why no answer came.
+    """
+
+    def __init__(self, message: str, *, server: str, reason: str) -> None:
+        super().__init__(message)
+        self.server = server
+        self.reason = reason
+
+
+# --- labkit.queues, labkit.lab.queues and labkit.lab.chat ----------------------
+
+
+class QueueKeyError(LabkitError):
+    """A key of a queue, fan-out or chat holds another type of value (or a
+    record labkit cannot read), so nothing was done and nothing written.
+
+    Attributes:
+        key: The Redis key.
+        found: What is there (a Redis type such as ``"string"``, or a short
+            description of the bad record).
+        expected: What labkit keeps there.
+    """
+
+    def __init__(self, message: str, *, key: str, found: str, expected: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.found = found
+        self.expected = expected
+
+
+class QueueFullError(LabkitError):
+    """An enqueue was refused because the queue already holds its maximum
+    (backpressure); nothing was written.
+
+    Attributes:
+        queue: The queue's name.
+        length: Jobs it held (waiting, running and delayed).
+        max_length: Its bound.
+    """
+
+    def __init__(
+        self, message: str, *, queue: str, length: int, max_length: int
+    ) -> None:
+        super().__init__(message)
+        self.queue = queue
+        self.length = length
+        self.max_length = max_length
+
+
+class UnknownFanOutError(LabkitError):
+    """A part was finished for a fanned-out job that has no completion record
+    (never created, or expired); nothing was written.
+
+    Attributes:
+        job_id: The fanned-out job.
+        key: Its completion record's key.
+    """
+
+    def __init__(self, message: str, *, job_id: str, key: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.key = key
+
+
+class WorkerError(LabkitError):
+    """A queue worker stopped on an error that is not a job's failure: its
+    server stayed unreachable, or a worker thread raised.
+
+    Attributes:
+        worker: The worker's consumer name.
+        queue: The queue's name.
+    """
+
+    def __init__(self, message: str, *, worker: str, queue: str) -> None:
+        super().__init__(message)
+        self.worker = worker
+        self.queue = queue
+
+
+class WorkerProcessError(LabkitError):
+    """A worker process (``python -m labkit.lab.queues worker``) exited with an
+    error or did not start in time.
+
+    Attributes:
+        worker: Its consumer name.
+        returncode: Its exit status (None if it was still running).
+        output: The last lines it wrote to stderr.
+    """
+
+    def __init__(
+        self, message: str, *, worker: str, returncode: int | None, output: str
+    ) -> None:
+        super().__init__(message)
+        self.worker = worker
+        self.returncode = returncode
+        self.output = output
+
+
+# --- labkit.pubsub and labkit.lab.games ----------------------------------------
+
+
+class HistoryKeyError(LabkitError):
+    """A channel's history stream key holds another type; nothing was published.
+
+    Attributes:
+        key: The Redis key (``<prefix>:{<channel>}``).
+        found: The Redis type found there (``"string"``, ``"hash"``...).
+        expected: What the publisher keeps there (``"stream"``).
+    """
+
+    def __init__(self, message: str, *, key: str, found: str, expected: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.found = found
+        self.expected = expected
+
+
+class GameStateError(LabkitError):
+    """A stored tic-tac-toe game (:mod:`labkit.lab.games`) is unusable: one of
+    its keys holds another type, or its fields are corrupt. Nothing was written.
+
+    Attributes:
+        key: The Redis key.
+        found: What was found (a Redis type, or the corrupt value).
+        expected: What the game keeps there.
+    """
+
+    def __init__(self, message: str, *, key: str, found: str, expected: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.found = found
+        self.expected = expected
 
 
 # --- labkit.sharding and labkit.lab.sharding -----------------------------------

@@ -278,6 +278,7 @@ def propagation_ms(
         for i in range(n):
             start = time.perf_counter()
             writer.set(flag, value=i)
+
             def arrived(store: FlagStore, i: int = i) -> bool:
                 return bool(store.value(flag) == i)
 

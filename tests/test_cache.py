@@ -1,22 +1,30 @@
-"""labkit.cache against a real server: accounting, TTLs, invalidation, stampedes."""
+"""labkit.cache against a real server: accounting, TTLs, invalidation, stampedes.
+
+Bad input, faults, keys and clusters: tests/test_cache_inputs.py and
+tests/test_cache_faults.py; the client-side cache: tests/test_cache_local.py.
+"""
 
 from __future__ import annotations
 
 import random
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 import redis
 
-import labkit
-from labkit.cache import Cache, ClientSideCache, GroupedCache, supports_field_expiry
+from labkit.cache import Cache, GroupedCache, supports_field_expiry
+from labkit.core.wait import wait_until
 from labkit.lab.caching import get_on_new_connection, herd_trial, ttl_trace
 
 MODES = ["none", "lock", "xfetch"]
+#: GroupedCache's two layouts; hash-field TTLs need Redis 7.4+ / Valkey 9+.
+PER_FIELD = [
+    pytest.param(True, marks=pytest.mark.needs("hash-field-ttl"), id="hexpire"),
+    pytest.param(False, id="key-per-entry"),
+]
 
 
 class Counted:
@@ -37,10 +45,7 @@ class Counted:
 
 
 def wait_gone(r: redis.Redis, key: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while r.exists(key) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not r.exists(key)
+    assert wait_until(lambda: not r.exists(key), timeout), f"{key} did not expire"
 
 
 def assert_every_key_expires(r: redis.Redis) -> None:
@@ -106,7 +111,7 @@ def test_invalidate_forces_a_reload(r: redis.Redis, mode: str) -> None:
     assert loader.calls == 2
 
 
-@pytest.mark.parametrize("per_field", [True, False], ids=["hexpire", "key-per-entry"])
+@pytest.mark.parametrize("per_field", PER_FIELD)
 def test_grouped_invalidation(r: redis.Redis, per_field: bool) -> None:
     """invalidate_owner() drops all of one owner's entries and no one else's."""
     cache = GroupedCache(r, "posts", ttl=60, per_field_expiry=per_field)
@@ -122,43 +127,71 @@ def test_grouped_invalidation(r: redis.Redis, per_field: bool) -> None:
     assert cache.stats.loads == 7 and cache.stats.hits == 2
 
 
-@pytest.mark.parametrize("per_field", [True, False], ids=["hexpire", "key-per-entry"])
+@pytest.mark.parametrize("per_field", PER_FIELD)
 def test_grouped_entries_really_expire(r: redis.Redis, per_field: bool) -> None:
-    """Each grouped entry expires on its own, and the group key goes with the last."""
-    cache = GroupedCache(r, "exp", ttl=0.25, per_field_expiry=per_field)
-    cache.get_or_load(7, "old", lambda: 1)
-    time.sleep(0.15)
-    cache.get_or_load(7, "new", lambda: 2)
+    """Each grouped entry expires on its own; the group key outlives them all."""
+    short = GroupedCache(r, "exp", ttl=0.2, per_field_expiry=per_field)
+    long = GroupedCache(r, "exp", ttl=60, per_field_expiry=per_field)
+    short.get_or_load(7, "old", lambda: 1)
+    long.get_or_load(7, "new", lambda: 2)
     assert_every_key_expires(r)
-    time.sleep(0.15)  # "old" has expired, "new" has not
-    assert cache.get_or_load(7, "old", Counted("reloaded")) == "reloaded"
-    assert cache.get_or_load(7, "new", Counted("never")) == 2
-    deadline = time.monotonic() + 5
-    while r.dbsize() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert r.dbsize() == 0
+    assert wait_until(lambda: "old" not in long.entry_ttls(7), 5)
+    assert long.get_or_load(7, "new", Counted("never")) == 2
+    assert long.get_or_load(7, "old", Counted("reloaded")) == "reloaded"
+    assert 59_000 < r.pttl(long.group_key(7)) <= 60_000
+    assert list(long.entry_ttls(7)) == ["new", "old"]
 
 
+@pytest.mark.parametrize("per_field", PER_FIELD)
+def test_grouped_group_key_goes_with_its_last_entry(
+    r: redis.Redis, per_field: bool
+) -> None:
+    """Once every entry has expired, no key of the owner is left."""
+    cache = GroupedCache(r, "gone", ttl=0.2, per_field_expiry=per_field)
+    for query in ("a", "b"):
+        cache.get_or_load(7, query, lambda: 1)
+    assert wait_until(lambda: r.dbsize() == 0, 5), list(r.scan_iter())
+
+
+def test_grouped_index_forgets_expired_entries(r: redis.Redis) -> None:
+    """The key-per-entry index is pruned at each store: it holds live entries only.
+
+    Before the fix it was a set that kept every entry name until the owner
+    stopped being written to, so an owner read with ever new queries grew it
+    without bound.
+    """
+    cache = GroupedCache(r, "prune", ttl=0.05, per_field_expiry=False)
+    for i in range(20):
+        cache.get_or_load(7, f"q{i}", lambda: 1)
+    assert wait_until(lambda: not r.exists(cache.entry_key(7, "q19")), 5)
+    keep = GroupedCache(r, "prune", ttl=60, per_field_expiry=False)
+    keep.get_or_load(7, "live", lambda: 1)
+    index = r.zrange(keep.index_key(7), 0, -1)
+    assert index == [keep.entry_key(7, "live")]
+
+
+@pytest.mark.needs("hash-field-ttl")
 def test_field_expiry_is_detected(r: redis.Redis) -> None:
-    """The bundled Valkey has HEXPIRE, so the default grouped cache uses it."""
+    """A server with hash-field TTLs gets the HPEXPIRE layout by default."""
     assert supports_field_expiry(r) is True
     assert GroupedCache(r, "d", ttl=1).per_field_expiry is True
 
 
 def test_no_key_is_left_without_a_ttl(r: redis.Redis) -> None:
-    """Every key any cache writes, leases included, has a TTL."""
+    """Every key any cache writes, leases and counters included, has a TTL."""
     for mode in MODES:
         cache = Cache(r, namespace=f"all-{mode}", ttl=60, stampede=mode)
         for i in range(5):
             cache.get_or_load(i, lambda: {"n": 1})
         cache.set("direct", [1])
-    for per_field in (True, False):
+    for per_field in {supports_field_expiry(r), False}:
         grouped = GroupedCache(r, f"g-{per_field}", ttl=60, per_field_expiry=per_field)
         for i in range(3):
             grouped.get_or_load("u1", i, lambda: "x")
+        grouped.invalidate("u1", 0)
     slow = Cache(r, namespace="lease", ttl=60)
     seen: list[int] = []
-    slow.get_or_load("k", lambda: seen.append(r.pttl(slow.key("k") + ":lease")))
+    slow.get_or_load("k", lambda: seen.append(r.pttl(slow.lease_key("k"))))
     assert seen and seen[0] > 0  # the lease, while the loader runs
     assert_every_key_expires(r)
 
@@ -222,45 +255,9 @@ def test_failing_loader_caches_nothing_and_reraises(r: redis.Redis, mode: str) -
 def test_unserialisable_value_raises_type_error(r: redis.Redis, mode: str) -> None:
     """A value JSON cannot encode raises a TypeError naming the key and type."""
     cache = Cache(r, namespace="ser", ttl=60, stampede=mode)
-    with pytest.raises(TypeError, match=r"'lab:cache:ser:\{k\}'.*set"):
+    with pytest.raises(TypeError, match=r"'lab:cache:\{ser:k\}'.*set"):
         cache.get_or_load("k", lambda: {1, 2})
     assert r.dbsize() == 0
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
-    [
-        ({"ttl": 0}, ValueError, "ttl=0"),
-        ({"ttl": -5}, ValueError, "ttl=-5"),
-        ({"ttl": "60"}, TypeError, "ttl='60'"),
-        ({"namespace": ""}, ValueError, "namespace=''"),
-        ({"namespace": "a{b}"}, ValueError, "namespace='a{b}'"),
-        ({"namespace": 3}, TypeError, "namespace=3"),
-        ({"stampede": "mutex"}, ValueError, "stampede='mutex'.*lock"),
-        ({"jitter": 2}, ValueError, "jitter=2"),
-        ({"lease_ttl": 0}, ValueError, "lease_ttl=0"),
-    ],
-)
-def test_bad_arguments_are_named(
-    r: redis.Redis, kwargs: dict[str, Any], error: type[Exception], match: str
-) -> None:
-    """Bad constructor arguments raise ValueError/TypeError naming the argument."""
-    args = {"namespace": "ok", "ttl": 60, **kwargs}
-    with pytest.raises(error, match=match):
-        Cache(r, **args)
-
-
-def test_bad_loader_and_client_are_named(r: redis.Redis) -> None:
-    """A non-callable loader, a bad key or a non-client raise TypeError naming it."""
-    cache = Cache(r, namespace="ok", ttl=60)
-    with pytest.raises(TypeError, match="loader='users'"):
-        cache.get_or_load("k", "users")
-    with pytest.raises(TypeError, match="key=None"):
-        cache.get_or_load(None, lambda: 1)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="client='redis://"):
-        Cache("redis://localhost", namespace="ok", ttl=60)
-    with pytest.raises(ValueError, match="ttl=0"):
-        GroupedCache(r, "g", ttl=0)
 
 
 @pytest.mark.parametrize(("mode", "stale_kept"), [("none", True), ("lock", False)])
@@ -311,36 +308,6 @@ def test_decorator_caches_by_arguments(r: redis.Redis) -> None:
         square(object())
 
 
-@pytest.fixture
-def resp3(redis_url: str) -> Iterator[redis.Redis]:
-    client = labkit.connect(redis_url, protocol=3)
-    yield client
-    client.close()
-
-
-def test_client_side_cache_is_invalidated_by_another_client(
-    r: redis.Redis, resp3: redis.Redis
-) -> None:
-    """A local copy serves reads until another client writes; then it is refetched."""
-    r.set("city", "Lima")
-    with ClientSideCache(resp3) as local:
-        assert [local.get("city") for _ in range(3)] == ["Lima"] * 3
-        assert (local.stats.misses, local.stats.hits) == (1, 2)
-        r.set("city", "Oslo")  # another connection writes
-        assert local.wait_invalidated("city", timeout=5)
-        assert local.get("city") == "Oslo"
-        assert local.invalidations == 1 and local.stats.misses == 2
-        r.flushdb()
-        assert local.wait_invalidated("city", timeout=5)
-        assert local.get("city") is None
-
-
-def test_client_side_cache_needs_resp3(r: redis.Redis) -> None:
-    """A RESP2 client is refused with a ValueError naming the protocol."""
-    with pytest.raises(ValueError, match="protocol=3"):
-        ClientSideCache(r)
-
-
 def test_latency_samples_keep_the_latest(r: redis.Redis) -> None:
     """Samples are a ring of the latest max_samples reads, oldest first."""
     cache = Cache(r, namespace="ring", ttl=60, max_samples=3)
@@ -368,7 +335,7 @@ def test_herd_trial_counts_are_exact(r: redis.Redis, mode: str, expected: int) -
     assert r.dbsize() == 0
 
 
-@pytest.mark.parametrize("per_field", [True, False], ids=["hexpire", "key-per-entry"])
+@pytest.mark.parametrize("per_field", PER_FIELD)
 def test_entry_ttls_list_every_entry(r: redis.Redis, per_field: bool) -> None:
     """entry_ttls() gives each entry's remaining TTL in both modes, {} once dropped."""
     cache = GroupedCache(r, "ttls", ttl=60, per_field_expiry=per_field)
@@ -395,3 +362,95 @@ def test_get_on_new_connection_opens_one_per_call(r: redis.Redis) -> None:
     before = r.info("stats")["total_connections_received"]
     assert [get_on_new_connection(r, "k") for _ in range(3)] == ["v"] * 3
     assert r.info("stats")["total_connections_received"] - before >= 3
+
+
+def commands(r: redis.Redis) -> dict[str, int]:
+    """Calls per command so far, from INFO commandstats."""
+    return {
+        k.removeprefix("cmdstat_"): v["calls"]
+        for k, v in r.info("commandstats").items()
+    }
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Commands run between two :func:`commands` snapshots (this probe's INFO aside)."""
+    out = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+    out["info"] = out.get("info", 1) - 1
+    return {k: n for k, n in out.items() if n}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_hit_is_one_get(r: redis.Redis, mode: str) -> None:
+    """In every mode a hit costs the server exactly one GET (XFetch included)."""
+    cache = Cache(r, namespace="one", ttl=60, stampede=mode, beta=1e-6)
+    cache.get_or_load("k", lambda: {"v": 1})
+    before = commands(r)
+    for _ in range(10):
+        assert cache.get_or_load("k", lambda: None) == {"v": 1}
+    assert delta(before, commands(r)) == {"get": 10}
+
+
+@pytest.mark.parametrize(("mode", "stale_kept"), [("none", True), ("lock", False)])
+def test_write_through_race(r: redis.Redis, mode: str, stale_kept: bool) -> None:
+    """A set() landing mid-load is overwritten by the older value only without a lease.
+
+    Before the fix, set() did not delete the lease, so even "lock" mode stored
+    the reader's older value over the writer's newer one.
+    """
+    cache = Cache(r, namespace="wt", ttl=60, stampede=mode)
+    db = {"name": "old"}
+
+    def read_then_write_lands() -> dict[str, str]:
+        row = dict(db)  # the reader has read the origin...
+        db["name"] = "new"  # ...then a writer updates it and writes through
+        cache.set("user", dict(db))
+        return row
+
+    assert cache.get_or_load("user", read_then_write_lands) == {"name": "old"}
+    cached = cache.get_or_load("user", Counted("never"))
+    assert cached == ({"name": "old"} if stale_kept else {"name": "new"})
+    assert cache.stats.dropped == (0 if stale_kept else 1)
+
+
+@pytest.mark.parametrize("per_field", PER_FIELD)
+def test_grouped_delete_on_write_race_is_closed(
+    r: redis.Redis, per_field: bool
+) -> None:
+    """An owner invalidated mid-load does not get the older result cached."""
+    cache = GroupedCache(r, "race", ttl=60, per_field_expiry=per_field)
+    rows = ["post 1"]
+
+    def read_then_write_lands() -> list[str]:
+        seen = list(rows)  # the reader's query...
+        rows.append("post 2")  # ...then the owner writes and invalidates
+        cache.invalidate_owner(7)
+        return seen
+
+    assert cache.get_or_load(7, "all", read_then_write_lands) == ["post 1"]
+    assert cache.get_or_load(7, "all", lambda: list(rows)) == ["post 1", "post 2"]
+    assert cache.stats.dropped == 1 and cache.stats.loads == 2
+
+
+def test_namespace_is_inside_the_hash_tag(r: redis.Redis) -> None:
+    """One key in two namespaces: two cluster slots; an entry and its lease: one."""
+    from redis.crc import key_slot
+
+    users, photos = Cache(r, "users", ttl=1), Cache(r, "photos", ttl=1)
+    assert users.key(7) == "lab:cache:{users:7}"
+    assert key_slot(users.key(7).encode()) != key_slot(photos.key(7).encode())
+    assert key_slot(users.key(7).encode()) == key_slot(users.lease_key(7).encode())
+
+
+def test_decorator_keys_never_break_the_hash_tag(r: redis.Redis) -> None:
+    """Arguments whose JSON holds braces are keyed by their SHA-1, others by JSON."""
+    cache = Cache(r, namespace="deco2", ttl=60)
+
+    @cache.cached
+    def echo(value: object, **kw: object) -> object:
+        return value
+
+    assert echo({"a": 1}) == {"a": 1} and echo({"a": 1}, x=2) == {"a": 1}
+    assert "sha1:" in echo.cache_key({"a": 1}) and "[[3],[]]" in echo.cache_key(3)
+    assert echo.cache_key({"a": 1}) != echo.cache_key({"a": 2})
+    assert cache.stats.misses == 2 and echo({"a": 1}) == {"a": 1}
+    assert cache.stats.hits == 1

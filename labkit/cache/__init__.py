@@ -3,7 +3,7 @@
 from labkit.cache._aside import STAMPEDE_MODES, Cache
 from labkit.cache._base import JSON_DECODER, CacheStats
 from labkit.cache._group import GroupedCache, supports_field_expiry
-from labkit.cache._local import ClientSideCache
+from labkit.cache._local import ClientSideCache, TrackingStats
 
 __all__ = [
     "JSON_DECODER",
@@ -12,5 +12,6 @@ __all__ = [
     "CacheStats",
     "ClientSideCache",
     "GroupedCache",
+    "TrackingStats",
     "supports_field_expiry",
 ]

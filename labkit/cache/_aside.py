@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import random
@@ -11,21 +12,29 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import redis
+
 from labkit.cache._base import (
     PREFIX,
     CacheStats,
-    check_client,
-    check_jitter,
-    check_key,
-    check_loader,
     check_namespace,
-    check_seconds,
     decode,
     encode,
     fast_loads,
-    load_script,
+    raise_wrong_type,
     ttl_ms,
 )
+from labkit.core.args import (
+    DAY,
+    YEAR,
+    check_callable,
+    check_choice,
+    check_number,
+    check_seconds,
+    check_tag,
+)
+from labkit.core.clients import check_client
+from labkit.core.scripts import Script
 
 __all__ = ["STAMPEDE_MODES", "Cache"]
 
@@ -34,15 +43,24 @@ STAMPEDE_MODES = ("none", "lock", "xfetch")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _clock = time.perf_counter
+_now = time.time
+_log = math.log
+
+_STORE_IF_LEASE = Script("cache_store_if_lease")
+_SET = Script("cache_set")
+_RELEASE = Script("cache_release_lease")
 
 
 class Cache:
     """Cache-aside: read Redis, on a miss call the loader and store its value.
 
     Args:
-        client: A ``redis.Redis`` (or ``RedisCluster``).
+        client: A ``redis.Redis`` or ``redis.RedisCluster``. Every call is
+            bounded by the client's ``socket_timeout`` (none by default in
+            redis-py: give the client one if a frozen server must not block).
         namespace: Names this cache's keys (``"users"``); non-empty, no braces.
-        ttl: Seconds an entry lives (> 0). Every key the cache writes has a TTL.
+        ttl: Seconds an entry lives (> 0, at most a year). Every key the cache
+            writes has a TTL.
         jitter: Stretch each entry's TTL by a random 0..``jitter`` fraction so
             entries written together do not all expire together (0 to 1).
         stampede: What concurrent misses of one key do. ``"lock"`` (default):
@@ -51,27 +69,44 @@ class Cache:
             (Vattani, Chierichetti, Lowenstein, PVLDB 2015), no lock, readers
             reload *before* expiry with a probability that rises as it nears.
             ``"none"``: every missing caller loads, the naive cache-aside.
-        lease_ttl: Seconds a loader's lease lives (``"lock"``); also how long a
-            waiter waits before loading by itself (fail open, nothing stored).
-        poll_interval: Seconds between a waiter's checks for the value.
-        beta: XFetch's eagerness (> 0; 1 is the paper's optimum, > 1 earlier).
-        rng: Random source for jitter and XFetch, seed it for repeatable runs.
+        lease_ttl: Seconds a loader's lease lives (``"lock"``, at most a day);
+            also how long a waiter waits before loading by itself (fail open,
+            nothing stored).
+        poll_interval: Seconds between a waiter's checks for the value (0.0001
+            to 1).
+        beta: XFetch's eagerness (> 0, at most 1e9; 1 is the paper's optimum,
+            > 1 recomputes earlier).
+        rng: A ``random.Random`` for jitter and XFetch; seed it for repeatable
+            runs.
         max_samples: Latency samples kept in :attr:`stats`.
 
-    Keys (``<ns>`` = namespace, ``<key>`` = the caller's key)::
+    Keys:
+        ``lab:cache:{<namespace>:<key>}`` (string): the JSON value; TTL ``ttl``
+        (plus jitter). In ``"xfetch"`` mode the JSON is ``{"v": value, "d":
+        seconds the load took, "e": expiry as Unix time}``, so a hit is one
+        ``GET``.
+        ``lab:cache:{<namespace>:<key>}:lease`` (string): the random token of
+        the caller loading the entry; TTL ``lease_ttl``.
 
-        lab:cache:<ns>:{<key>}        string  JSON value, PX ttl
-                                              (xfetch: {"v": value, "d": load s})
-        lab:cache:<ns>:{<key>}:lease  string  random token of the caller loading
-                                              it, PX lease_ttl
+    The braces are a hash tag holding the namespace *and* the key: an entry
+    and its lease share a cluster slot (one Lua script touches both), while
+    the same key in two namespaces goes to two slots, not to one hot node.
 
-    The braces are a hash tag: the entry and its lease share a cluster slot
-    because one Lua script touches both. The hit path is one ``GET`` (two
-    commands pipelined in ``"xfetch"`` mode, which also needs ``PTTL``).
+    A lease also closes the races of delete-on-write and write-through:
+    :meth:`invalidate` and :meth:`set` delete the lease, so a value loaded
+    before a write is dropped (counted in ``stats.dropped``), not cached.
+    Only ``"lock"`` mode loads under a lease; ``"none"`` and ``"xfetch"``
+    keep the race (a value read before a write can be stored after it).
 
-    A lease also closes the delete-on-write race: :meth:`invalidate` deletes
-    the lease, so a value loaded before a write is dropped, not cached.
+    A store the server refuses for lack of memory (``maxmemory`` with
+    ``noeviction``) does not fail the read: the loaded value is returned and
+    the refusal counted in ``stats.store_errors``.
     """
+
+    #: The Lua scripts it runs: ``print(Cache.store_if_lease.source)``.
+    store_if_lease = _STORE_IF_LEASE
+    write_through = _SET
+    release_lease = _RELEASE
 
     def __init__(
         self,
@@ -87,24 +122,25 @@ class Cache:
         rng: random.Random | None = None,
         max_samples: int = 100_000,
     ) -> None:
-        check_client(client)
-        self.client = client
+        self.client = check_client(client, owner="Cache")
         self.namespace = check_namespace(namespace)
-        self.ttl = check_seconds("ttl", ttl)
-        self.jitter = check_jitter(jitter)
-        if stampede not in STAMPEDE_MODES:
-            raise ValueError(
-                f"stampede={stampede!r}: expected one of {', '.join(STAMPEDE_MODES)}"
+        self.ttl = check_seconds("ttl", ttl, min=0.001, max=YEAR, min_open=False)
+        self.jitter = check_number("jitter", jitter, min=0, max=1)
+        self.stampede = check_choice("stampede", stampede, STAMPEDE_MODES)
+        self.lease_ttl = check_seconds(
+            "lease_ttl", lease_ttl, min=0.001, max=DAY, min_open=False
+        )
+        self.poll_interval = check_seconds(
+            "poll_interval", poll_interval, min=0.0001, max=1, min_open=False
+        )
+        self.beta = check_number("beta", beta, min=0, max=1e9, min_open=True)
+        if rng is not None and not isinstance(rng, random.Random):
+            raise TypeError(
+                f"rng={rng!r}: must be a random.Random (e.g. random.Random(7)) or None"
             )
-        self.stampede = stampede
-        self.lease_ttl = check_seconds("lease_ttl", lease_ttl)
-        self.poll_interval = check_seconds("poll_interval", poll_interval)
-        self.beta = check_seconds("beta", beta)
         self.rng = rng if rng is not None else random.Random()
         self.stats = CacheStats(max_samples=max_samples)
-        self._prefix = f"{PREFIX}:{self.namespace}:"
-        self._store_if_lease = load_script(client, "cache_store_if_lease.lua")
-        self._release = load_script(client, "cache_release_lease.lua")
+        self._prefix = f"{PREFIX}:{{{self.namespace}:"
 
     def __repr__(self) -> str:
         return (
@@ -114,38 +150,62 @@ class Cache:
 
     def key(self, key: str | int) -> str:
         """The Redis key holding ``key``'s entry."""
-        return f"{PREFIX}:{self.namespace}:{{{check_key('key', key)}}}"
+        return f"{self._prefix}{check_tag('key', key)}}}"
+
+    def lease_key(self, key: str | int) -> str:
+        """The Redis key of the lease taken while ``key`` is loading."""
+        return self.key(key) + ":lease"
 
     # --- reading ----------------------------------------------------------
     def get_or_load(self, key: str | int, loader: Callable[[], Any]) -> Any:
         """Return the cached value of ``key``, calling ``loader()`` on a miss.
 
         Args:
-            key: The entry's name within the namespace.
+            key: The entry's name within the namespace: a non-empty str (or
+                int) without braces.
             loader: Returns the value from the origin; must be JSON-serialisable.
 
         Returns:
             The cached or freshly loaded value.
 
         Raises:
-            TypeError: ``loader`` is not callable, or returned a value JSON
-                cannot encode (nothing is cached).
+            TypeError, ValueError: ``key`` or ``loader`` is not allowed (raised
+                before anything is read or written).
+            TypeError: ``loader`` returned a value JSON cannot encode (nothing
+                is cached).
+            CacheKeyTypeError: The entry's key holds another Redis type.
             Exception: Whatever ``loader`` raised, unchanged; nothing is cached.
         """
         start = _clock()
         if not callable(loader):
-            check_loader(loader)
+            check_callable("loader", loader, signature="taking no arguments")
         # The hit path is what bench_cache.py measures against a bare GET, so
-        # it is written flat: key built inline for str, stats updated inline.
-        rkey = f"{self._prefix}{{{key}}}" if type(key) is str else self.key(key)
-        if self.stampede == "xfetch":
-            return self._get_xfetch(rkey, loader, start)
-        raw = self.client.get(rkey)
+        # it is written flat: key checked and built inline, stats inline.
+        if type(key) is str and key and "{" not in key and "}" not in key:
+            rkey = f"{self._prefix}{key}}}"
+        else:
+            rkey = self.key(key)
+        try:
+            raw = self.client.get(rkey)
+        except redis.ResponseError as exc:
+            raise_wrong_type(self.client, rkey, "string", exc)
         if raw is not None:
             try:
                 value = fast_loads(raw)
             except ValueError:  # an int beyond 64 bits: orjson refuses it
                 value = json.loads(raw)
+            if self.stampede == "xfetch":
+                # The envelope {"v", "d", "e"}: recompute early when
+                # d * beta * -ln(U) reaches the time left until e. Rare far
+                # from expiry, likely within about one load time of it.
+                try:
+                    delta, expiry, value = value["d"], value["e"], value["v"]
+                    u = 1.0 - self.rng.random()  # in (0, 1]: log() is defined
+                    fresh = _now() - delta * self.beta * _log(u) < expiry
+                except (TypeError, KeyError):  # not an envelope: reload it
+                    return self._xfetch(rkey, loader, start, "miss")
+                if not fresh:
+                    return self._xfetch(rkey, loader, start, "early")
             stats = self.stats
             with stats.lock:
                 stats.hits += 1
@@ -157,27 +217,43 @@ class Cache:
                 else:
                     stats.add_sample(0, _clock() - start)
             return value
+        if self.stampede == "xfetch":
+            return self._xfetch(rkey, loader, start, "miss")
         try:
             if self.stampede == "lock":
                 return self._single_flight(rkey, loader)
             value, _ = self._load(loader)
-            self.client.set(rkey, encode(rkey, value), px=self._ttl_ms())
+            self._store(rkey, encode(rkey, value))
             return value
         finally:  # a failed load was a miss too
-            self.stats.record("miss", time.perf_counter() - start)
+            self.stats.record("miss", _clock() - start)
 
     def _ttl_ms(self) -> int:
         return ttl_ms(self.ttl, self.jitter, self.rng)
 
     def _load(self, loader: Callable[[], Any]) -> tuple[Any, float]:
         self.stats.count("loads")
-        start = time.perf_counter()
+        start = _clock()
         try:
             value = loader()
         except BaseException:
             self.stats.count("load_errors")
             raise
-        return value, time.perf_counter() - start
+        return value, _clock() - start
+
+    def _run(self, script: Script, rkey: str, args: list[Any]) -> int | None:
+        """Run a store script; None if the server refused it for lack of memory."""
+        try:
+            reply = script(self.client, [rkey, rkey + ":lease"], args)
+        except redis.exceptions.OutOfMemoryError:
+            self.stats.count("store_errors")
+            return None
+        if reply == -1:
+            raise_wrong_type(self.client, rkey, "string", ValueError(rkey))
+        return int(reply)
+
+    def _store(self, rkey: str, payload: str) -> None:
+        self._run(_SET, rkey, [payload, self._ttl_ms()])
 
     def _single_flight(self, rkey: str, loader: Callable[[], Any]) -> Any:
         lease = rkey + ":lease"
@@ -186,22 +262,31 @@ class Cache:
         deadline = time.monotonic() + self.lease_ttl
         waited = False
         while True:
-            if self.client.set(lease, token, nx=True, px=lease_ms):
+            try:
+                took = self.client.set(lease, token, nx=True, px=lease_ms)
+            except redis.exceptions.OutOfMemoryError:
+                self.stats.count("store_errors")  # no lease: load, store nothing
+                return self._load(loader)[0]
+            if took:
                 # Another caller may have stored the value between our GET and
                 # our SET NX: check again, or we would load it a second time.
                 raw = self.client.get(rkey)
                 if raw is not None:
-                    self._release(keys=[lease], args=[token])
+                    _RELEASE(self.client, [lease], [token])
                     return decode(raw)
                 try:
                     value, _ = self._load(loader)
                     payload = encode(rkey, value)
                 except BaseException:
-                    self._release(keys=[lease], args=[token])
+                    _RELEASE(self.client, [lease], [token])
                     raise
-                self._store_if_lease(
-                    keys=[rkey, lease], args=[token, payload, self._ttl_ms()]
+                stored = self._run(
+                    _STORE_IF_LEASE, rkey, [token, payload, self._ttl_ms()]
                 )
+                if stored == 0:  # a write cancelled the lease: our value is old
+                    self.stats.count("dropped")
+                elif stored is None:  # refused for memory: free the waiters now
+                    _RELEASE(self.client, [lease], [token])
                 return value
             if not waited:
                 waited = True
@@ -219,32 +304,26 @@ class Cache:
                 # Fail open: answer this caller, but store nothing unleased.
                 return self._load(loader)[0]
 
-    def _get_xfetch(self, rkey: str, loader: Callable[[], Any], start: float) -> Any:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(rkey)
-        pipe.pttl(rkey)
-        raw, pttl = pipe.execute()
-        outcome = "miss"
-        if raw is not None:
-            entry = decode(raw)
-            # Recompute early when delta * beta * -ln(U) reaches the time left:
-            # rare far from expiry, likely within about one load time of it.
-            u = 1.0 - self.rng.random()  # in (0, 1]: log() is defined
-            gap_ms = -entry["d"] * self.beta * math.log(u) * 1000
-            if pttl < 0 or gap_ms < pttl:
-                self.stats.record("hit", time.perf_counter() - start)
-                return entry["v"]
-            outcome = "early"
+    def _xfetch(
+        self, rkey: str, loader: Callable[[], Any], start: float, outcome: str
+    ) -> Any:
+        """Load and store an XFetch envelope; ``outcome`` is "miss" or "early"."""
         try:
             value, delta = self._load(loader)
-            encode(rkey, value)  # a clear TypeError before the envelope hides it
-            entry = {"v": value, "d": round(delta, 6)}
-            self.client.set(
-                rkey, json.dumps(entry, separators=(",", ":")), px=self._ttl_ms()
-            )
+            self._store(rkey, self._envelope(rkey, value, delta))
             return value
         finally:
-            self.stats.record(outcome, time.perf_counter() - start)
+            self.stats.record(outcome, _clock() - start)
+
+    def _envelope(self, rkey: str, value: Any, delta: float) -> str:
+        encode(rkey, value)  # a clear TypeError before the envelope hides it
+        ms = self._ttl_ms()
+        entry = {
+            "v": value,
+            "d": round(delta, 6),
+            "e": round(time.time() + ms / 1e3, 3),
+        }
+        return json.dumps(entry, separators=(",", ":"))
 
     # --- writing ------------------------------------------------------------
     def invalidate(self, key: str | int) -> bool:
@@ -260,12 +339,26 @@ class Cache:
         return bool(pipe.execute()[0])
 
     def set(self, key: str | int, value: Any) -> None:
-        """Store ``value`` for ``key`` directly (write-through), with the TTL."""
+        """Store ``value`` for ``key`` now (write-through), with the TTL.
+
+        The same script also deletes the lease, so a load that started before
+        this write (and read the older value) cannot store it afterwards.
+
+        Raises:
+            TypeError, ValueError: ``key`` is not allowed, or ``value`` is not
+                JSON-serialisable; nothing is written.
+            CacheKeyTypeError: The entry's key holds another Redis type.
+            redis.exceptions.OutOfMemoryError: The server is full
+                (``noeviction``); nothing is written.
+        """
         rkey = self.key(key)
-        payload = encode(rkey, value)
         if self.stampede == "xfetch":
-            payload = json.dumps({"v": value, "d": 0.0}, separators=(",", ":"))
-        self.client.set(rkey, payload, px=self._ttl_ms())
+            payload = self._envelope(rkey, value, 0.0)
+        else:
+            payload = encode(rkey, value)
+        reply = _SET(self.client, [rkey, rkey + ":lease"], [payload, self._ttl_ms()])
+        if reply == -1:
+            raise_wrong_type(self.client, rkey, "string", ValueError(rkey))
 
     # --- decorator ----------------------------------------------------------
     def cached(
@@ -276,7 +369,8 @@ class Cache:
         Args:
             fn: The function (when used as ``@cache.cached``).
             key: Builds the cache key from the call's arguments; by default the
-                function's qualified name plus its arguments as JSON.
+                function's qualified name plus its arguments as JSON (or their
+                SHA-1, when the JSON holds a brace, which a key may not).
 
         The wrapper gains ``cache_key(*args, **kw)`` and ``invalidate(*args, **kw)``.
 
@@ -284,8 +378,8 @@ class Cache:
             >>> @cache.cached
             ... def user(user_id): return db.get_user(user_id)
         """
-        if key is not None and not callable(key):
-            raise TypeError(f"key={key!r}: expected a callable building a str key")
+        if key is not None:
+            check_callable("key", key, signature="the function's arguments -> str")
 
         def wrap(func: F) -> F:
             name = f"{func.__module__}.{func.__qualname__}"
@@ -294,12 +388,17 @@ class Cache:
                 if key is not None:
                     return key(*args, **kwargs)
                 try:
-                    return name + ":" + json.dumps([args, kwargs], sort_keys=True)
+                    text = json.dumps(
+                        [args, sorted(kwargs.items())], separators=(",", ":")
+                    )
                 except TypeError as exc:
                     raise TypeError(
                         f"cannot build a cache key for {name}{args!r}: arguments "
                         f"must be JSON-serialisable ({exc}); pass key=... instead"
                     ) from exc
+                if "{" in text or "}" in text:
+                    text = "sha1:" + hashlib.sha1(text.encode()).hexdigest()
+                return f"{name}:{text}"
 
             @functools.wraps(func)
             def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -6,26 +6,29 @@ import json
 import random
 import threading
 from array import array
-from collections.abc import Callable
-from importlib import resources
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import redis
-from redis.commands.core import Script
+
+from labkit.core.args import check_count, check_name, check_tag
+from labkit.errors import CacheKeyTypeError
 
 __all__ = [
     "JSON_DECODER",
     "CacheStats",
+    "check_namespace",
     "decode",
     "encode",
     "fast_loads",
-    "load_script",
+    "raise_wrong_type",
     "ttl_ms",
 ]
 
 #: Prefix of every key a labkit cache writes.
 PREFIX = "lab:cache"
+#: Upper bound of ``max_samples`` (two flat arrays: about 9 bytes a sample).
+MAX_SAMPLES = 10_000_000
 
 
 _OUTCOMES = ("hit", "miss", "early")
@@ -42,6 +45,10 @@ class CacheStats:
         load_errors: Loader calls that raised (nothing was cached for them).
         waits: Misses that waited for another caller's load (single-flight).
         early_recomputes: Hits that reloaded before expiry (XFetch).
+        dropped: Loaded values not stored because a write (``invalidate``,
+            ``set``) cancelled the load's lease meanwhile: they were stale.
+        store_errors: Stores the server refused for lack of memory
+            (``maxmemory`` with ``noeviction``); the value was still returned.
         max_samples: How many of the latest reads keep their latency.
         lock: Guards the counters; caches update them under it.
         codes, seconds, written, growing: The sample ring buffer, public only so
@@ -53,12 +60,10 @@ class CacheStats:
     """
 
     def __init__(self, max_samples: int = 100_000) -> None:
-        if not isinstance(max_samples, int) or max_samples < 1:
-            raise ValueError(f"max_samples={max_samples!r}: expected an int >= 1")
-        self.max_samples = max_samples
+        self.max_samples = check_count("max_samples", max_samples, max=MAX_SAMPLES)
         self.lock = threading.Lock()
         self.hits = self.misses = self.loads = self.load_errors = 0
-        self.waits = self.early_recomputes = 0
+        self.waits = self.early_recomputes = self.dropped = self.store_errors = 0
         # The ring buffer: outcome codes (index into _OUTCOMES) and seconds,
         # appended while growing, then overwritten at written % max_samples.
         self.codes = array("b")
@@ -96,7 +101,7 @@ class CacheStats:
             self.add_sample(_CODE[outcome], seconds)
 
     def count(self, name: str, n: int = 1) -> None:
-        """Add ``n`` to the counter ``name`` (``loads``, ``load_errors``, ``waits``)."""
+        """Add ``n`` to the counter ``name`` (``loads``, ``waits``, ``dropped``...)."""
         with self.lock:
             setattr(self, name, getattr(self, name) + n)
 
@@ -121,81 +126,46 @@ class CacheStats:
         """Zero every counter and drop the samples."""
         with self.lock:
             self.hits = self.misses = self.loads = self.load_errors = 0
-            self.waits = self.early_recomputes = 0
+            self.waits = self.early_recomputes = self.dropped = self.store_errors = 0
             self.codes, self.seconds, self.written = array("b"), array("d"), 0
             self.growing = True
 
+    def counters(self) -> dict[str, int]:
+        """Every counter by name (the non-zero ones are what ``str()`` shows)."""
+        names = (
+            "hits", "misses", "loads", "load_errors", "waits",
+            "early_recomputes", "dropped", "store_errors",
+        )  # fmt: skip
+        return {name: getattr(self, name) for name in names}
+
     def __repr__(self) -> str:
-        return (
-            f"CacheStats(hits={self.hits}, misses={self.misses}, loads={self.loads}, "
-            f"load_errors={self.load_errors}, waits={self.waits}, "
-            f"early_recomputes={self.early_recomputes})"
-        )
+        pairs = ", ".join(f"{k}={v}" for k, v in self.counters().items())
+        return f"CacheStats({pairs})"
 
     def __str__(self) -> str:
-        return (
-            f"hits={self.hits} misses={self.misses} loads={self.loads} "
-            f"load_errors={self.load_errors} waits={self.waits} "
-            f"early_recomputes={self.early_recomputes}"
-        )
-
-
-def check_client(client: Any) -> None:
-    """Raise TypeError unless ``client`` is a redis-py client."""
-    if not isinstance(client, redis.Redis | redis.RedisCluster):
-        raise TypeError(
-            f"client={client!r}: expected a redis.Redis or redis.RedisCluster "
-            "(e.g. labkit.connect())"
-        )
+        return " ".join(f"{k}={v}" for k, v in self.counters().items() if v)
 
 
 def check_namespace(namespace: Any) -> str:
-    """Return ``namespace`` if it is a non-empty str without braces or spaces."""
-    if not isinstance(namespace, str):
-        raise TypeError(f"namespace={namespace!r}: expected a str such as 'users'")
-    if not namespace or any(c in namespace for c in "{} "):
-        raise ValueError(
-            f"namespace={namespace!r}: must be a non-empty str without spaces, "
-            "'{' or '}' (braces are hash tags, reserved for the cache's own keys)"
-        )
-    return namespace
+    """A namespace: a non-empty str without braces or line breaks.
+
+    It goes inside the keys' hash tag together with the caller's key, so the
+    same key in two namespaces lands in two different cluster slots.
+    """
+    return check_tag("namespace", check_name("namespace", namespace, max_len=200))
 
 
-def check_seconds(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    """Return ``value`` as float seconds, > 0 (or >= 0 with ``allow_zero``)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok:
-        raise TypeError(f"{name}={value!r}: expected a number of seconds")
-    if value < 0 or (value == 0 and not allow_zero) or value != value:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}={value!r}: must be {bound} seconds")
-    return float(value)
+def raise_wrong_type(client: Any, key: str, expected: str, exc: Exception) -> NoReturn:
+    """Raise :class:`CacheKeyTypeError` for ``key`` if it holds another type.
 
-
-def check_jitter(jitter: Any) -> float:
-    """Return ``jitter`` if it is a fraction in [0, 1]."""
-    if not isinstance(jitter, int | float) or isinstance(jitter, bool):
-        raise TypeError(f"jitter={jitter!r}: expected a fraction from 0 to 1")
-    if not 0 <= jitter <= 1:
-        raise ValueError(f"jitter={jitter!r}: must be from 0 to 1 (0.1 = up to +10%)")
-    return float(jitter)
-
-
-def check_key(name: str, key: Any) -> str:
-    """Return ``key`` as str (str or int accepted)."""
-    if isinstance(key, bool) or not isinstance(key, str | int):
-        raise TypeError(f"{name}={key!r}: expected a str (or int) cache key")
-    return str(key)
-
-
-def check_loader(loader: Any) -> Callable[[], Any]:
-    """Return ``loader`` if it can be called."""
-    if not callable(loader):
-        raise TypeError(
-            f"loader={loader!r}: expected a callable taking no arguments "
-            "(e.g. lambda: db.get_user(1))"
-        )
-    return loader
+    Called when Redis answered ``WRONGTYPE`` (or a script refused the key):
+    asks ``TYPE`` to name what is there. Anything else is re-raised unchanged.
+    """
+    if isinstance(exc, redis.ResponseError) and "WRONGTYPE" not in str(exc):
+        raise exc
+    found = client.type(key)
+    found = found.decode() if isinstance(found, bytes) else str(found)
+    raise CacheKeyTypeError(key, expected=expected, found=found) from exc
 
 
 def ttl_ms(ttl: float, jitter: float, rng: random.Random) -> int:
@@ -236,9 +206,3 @@ def decode(raw: str | bytes) -> Any:
         return fast_loads(raw)
     except ValueError:
         return json.loads(raw)
-
-
-def load_script(client: Any, name: str) -> Script:
-    """Register ``labkit/lua/<name>`` with ``client`` and return the Script."""
-    source = resources.files("labkit").joinpath("lua", name).read_text()
-    return client.register_script(source)

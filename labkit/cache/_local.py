@@ -2,140 +2,459 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
-from labkit.cache._base import CacheStats, check_client, check_key
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-__all__ = ["ClientSideCache"]
+from labkit.cache._base import MAX_SAMPLES, CacheStats
+from labkit.core.args import check_count, check_key, check_seconds
+from labkit.core.clients import check_client
+from labkit.core.listen import Listener, ListenerStats, as_text
+from labkit.core.wait import wait_until
+from labkit.errors import CacheKeyTypeError, TrackingError
+
+__all__ = ["ClientSideCache", "TrackingStats"]
+
+#: Where the server publishes invalidations for a redirected RESP2 connection.
+INVALIDATE_CHANNEL = "__redis__:invalidate"
+
+_NET_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+_MISSING = object()
+_monotonic = time.monotonic
+
+
+@dataclass
+class TrackingStats:
+    """What the tracking connection has been through.
+
+    Attributes:
+        invalidations: Local copies dropped by the server's invalidations.
+        flushes: Times the whole local copy was dropped: a ``FLUSHDB`` or
+            ``FLUSHALL``, or a reconnect (invalidations may have been missed).
+        rearms: Times tracking was switched on again after a reconnect.
+        disconnects: Times the tracking or the invalidation connection was
+            found broken.
+        downtime: Seconds spent without tracking, summed over ended outages.
+        down_since: ``time.monotonic()`` when the current outage began, or
+            None while tracking is armed.
+        last_error: The latest error met on either connection.
+    """
+
+    invalidations: int = 0
+    flushes: int = 0
+    rearms: int = 0
+    disconnects: int = 0
+    downtime: float = 0.0
+    down_since: float | None = None
+    last_error: BaseException | None = field(default=None, repr=False)
+
+
+def _register_connect_callback(conn: Any, callback: Any) -> None:
+    """Have redis-py call ``callback(conn)`` after every (re)connect of ``conn``.
+
+    ``Connection.register_connect_callback`` is public but little documented
+    (redis-py's PubSub re-subscribes through it). It keeps a weak reference to
+    the bound method and calls it after the connection's handshake. Checked
+    against redis-py 8.1.0; ``tests/test_cache_local.py`` fails loudly if a
+    reconnect stops calling it.
+    """
+    conn.register_connect_callback(callback)
+
+
+#: Settings a redis-py 8 pool adds to its own ``connection_kwargs`` (maintenance
+#: notifications, which need RESP3); a new pool must not be given them.
+_POOL_OWNED = ("maint_notifications", "orig_")
+
+
+def _kwargs_like(client: redis.Redis, **overrides: Any) -> dict[str, Any]:
+    """``client``'s connection settings (host, password, TLS...) for a new pool.
+
+    Copies ``connection_pool.connection_kwargs`` minus what the pool adds for
+    itself. Checked against redis-py 8.1.0 (``tests/test_cache_local.py``
+    makes a pool from them, so a change fails there first).
+    """
+    kwargs = {
+        k: v
+        for k, v in client.connection_pool.connection_kwargs.items()
+        if not k.startswith(_POOL_OWNED)
+    }
+    kwargs.update(overrides)
+    return kwargs
 
 
 class ClientSideCache:
     """A process-local copy of ``GET`` replies, kept fresh by ``CLIENT TRACKING``.
 
-    The client owns one connection in RESP3 with tracking on: the server
-    remembers which keys that connection read and, when any client changes
-    one, pushes an ``invalidate`` message on it. Before every local read the
-    pending pushes are applied, so a changed value is dropped as soon as its
-    push has arrived; until then (a short window in general) the old copy can
-    still be served. :meth:`wait_invalidated` waits for one key's push. A
-    local hit costs a dict lookup and a poll of the socket; a server hit costs
-    a round trip.
+    Two connections of its own: one reads (``GET``) with tracking on, so the
+    server remembers which keys it read; the other is subscribed to
+    ``__redis__:invalidate``, where the server publishes (``REDIRECT``) the
+    keys another client changed. A background thread (the labkit
+    :class:`~labkit.core.listen.Listener`) drops those keys from the local
+    copy. A local hit is a dict lookup: no round trip, no lock, no socket
+    check.
 
-    redis-py 8 has this built in (``protocol=3, cache_config=CacheConfig()``)
-    but refuses any server whose HELLO does not say ``redis`` >= 7.4, Valkey
-    included; this class is the same mechanism on a plain redis-py connection.
+    The price is a short stale window: a write's invalidation reaches this
+    process after the write's reply reaches the writer, so a local read just
+    after another client's write can still return the old value.
+    :meth:`wait_invalidated` waits for one key's invalidation.
+
+    Faults: when either connection breaks (a ``CLIENT KILL``, a restart), the
+    local copy is dropped, since invalidations may have been missed; tracking
+    is switched on again when the connections are back (``stats`` says when
+    and for how long it was down). A broken reading connection is noticed at
+    the next miss, or by a non-blocking check at most every
+    ``check_interval`` seconds of local hits; a silent server (SIGSTOP) by the
+    listener's PING within ``timeout``. Every call to the server is bounded
+    by ``timeout``.
+
+    Works on RESP2 and RESP3 clients alike (RESP2 connections are used), on
+    Redis/Valkey 7.0+. redis-py 8 has client-side caching built in
+    (``protocol=3, cache_config=CacheConfig()``) but accepts only servers
+    whose HELLO says ``redis`` >= 7.4, which excludes Valkey.
 
     Args:
-        client: A ``redis.Redis`` made with ``protocol=3``. One of its pool's
-            connections is taken and kept until :meth:`close`.
-        max_entries: Local entries kept, least recently used dropped first.
+        client: A ``redis.Redis``; its connection settings are copied for the
+            two connections (its own pool is not used).
+        max_entries: Local entries kept, least recently used dropped first
+            (1 to 10,000,000).
+        timeout: Seconds any call to the server may take, and after which a
+            silent server is declared down (0.01 to 60).
+        check_interval: Seconds of local hits between two non-blocking checks
+            that the reading connection is still open (0.001 to 60).
 
     Keys: none written; it reads the caller's keys with ``GET``.
     """
 
-    def __init__(self, client: Any, *, max_entries: int = 10_000) -> None:
-        check_client(client)
-        protocol = client.connection_pool.connection_kwargs.get("protocol")
-        if str(protocol) != "3":
-            raise ValueError(
-                f"client protocol={protocol!r}: client-side caching needs RESP3 "
-                "push messages; make the client with protocol=3"
-            )
-        if not isinstance(max_entries, int) or max_entries < 1:
-            raise ValueError(f"max_entries={max_entries!r}: expected an int >= 1")
-        self.max_entries = max_entries
+    def __init__(
+        self,
+        client: Any,
+        *,
+        max_entries: int = 10_000,
+        timeout: float = 5.0,
+        check_interval: float = 0.05,
+    ) -> None:
+        check_client(
+            client,
+            owner="ClientSideCache",
+            cluster="tracking belongs to one connection, and a cluster client "
+            "reads through one connection per node",
+        )
+        self.max_entries = check_count("max_entries", max_entries, max=MAX_SAMPLES)
+        self.timeout = check_seconds(
+            "timeout", timeout, min=0.01, max=60, min_open=False
+        )
+        self.check_interval = check_seconds(
+            "check_interval", check_interval, min=0.001, max=60, min_open=False
+        )
         self.stats = CacheStats()
-        self.invalidations = 0
+        self.tracking = TrackingStats()
         self._local: OrderedDict[str, Any] = OrderedDict()
+        # Held by every path that talks to the reading connection; the connect
+        # callback runs inside those paths (or the constructor) and takes none.
         self._lock = threading.Lock()
-        self._pool = client.connection_pool
-        self._conn = self._pool.get_connection()
-        # redis-py's own client-side cache hooks its handler in the same way.
-        self._conn._parser.set_invalidation_push_handler(self._on_invalidate)
-        self._conn.send_command("CLIENT", "TRACKING", "ON")
-        reply = self._conn.read_response()
-        if reply not in ("OK", b"OK"):
-            raise RuntimeError(f"CLIENT TRACKING ON answered {reply!r}")
+        self._armed = self._armed_once = False
+        self._subscribed = False
+        self._listener_downtime = 0.0
+        self._next_check = 0.0
+        name = f"labkit-csc-{secrets.token_hex(4)}"
+        self.name = name
+        common = {
+            "protocol": 2,  # invalidations as pub/sub messages, on any server
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            "retry": Retry(NoBackoff(), 0),  # reconnects are ours to handle
+        }
+        cls = client.connection_pool.connection_class
+        self._listen_pool = redis.ConnectionPool(
+            connection_class=cls,
+            **_kwargs_like(client, **common, client_name=f"{name}-invalidations"),
+        )
+        self._data_pool = redis.ConnectionPool(
+            connection_class=cls,
+            max_connections=1,
+            **_kwargs_like(client, **common, client_name=f"{name}-reads"),
+        )
+        self._listener = Listener(
+            redis.Redis(connection_pool=self._listen_pool),
+            [INVALIDATE_CHANNEL],
+            on_message=self._on_invalidate,
+            on_subscribe=self._on_subscribe,
+            health_check_interval=max(0.01, self.timeout / 3),
+            dead_after=self.timeout,
+            name=f"ClientSideCache({name})",
+        )
+        self._conn: Any = None
+        try:
+            self._conn = self._data_pool.get_connection()
+            _register_connect_callback(self._conn, self._on_connect)
+            self._listener.start(timeout=self.timeout)  # arms tracking
+            if not self._armed:
+                error = self.tracking.last_error
+                raise TrackingError(
+                    f"ClientSideCache could not switch CLIENT TRACKING on at "
+                    f"{self.server}: {error}",
+                    server=self.server,
+                    reason=str(error),
+                )
+        except BaseException:
+            self.close()
+            raise
 
-    def _on_invalidate(self, message: list[Any]) -> None:
-        keys = message[1]
-        if keys is None:  # FLUSHDB / FLUSHALL: everything is stale
-            self.invalidations += len(self._local)
-            self._local.clear()
+    @property
+    def server(self) -> str:
+        """``host:port`` (or socket path) of the server."""
+        kw = self._data_pool.connection_kwargs
+        return kw.get("path") or f"{kw.get('host')}:{kw.get('port')}"
+
+    @property
+    def listener_stats(self) -> ListenerStats:
+        """The invalidation listener's own counters (reconnects, errors...)."""
+        return self._listener.stats
+
+    @property
+    def invalidations(self) -> int:
+        """Local copies dropped by invalidations (``tracking.invalidations``)."""
+        return self.tracking.invalidations
+
+    def __repr__(self) -> str:
+        state = "armed" if self._armed else "not tracking"
+        return f"<ClientSideCache {self.server} {state}, {len(self._local)} entries>"
+
+    # --- tracking state ---------------------------------------------------
+    def _listener_id(self, conn: Any) -> int | None:
+        """The server's id of our invalidation connection, from ``CLIENT LIST``."""
+        conn.send_command("CLIENT", "LIST", "TYPE", "pubsub")
+        wanted = f"name={self.name}-invalidations"
+        ids = [
+            int(line.split(" ", 1)[0].removeprefix("id="))
+            for line in as_text(conn.read_response()).splitlines()
+            if wanted in line.split(" ")
+        ]
+        return max(ids) if ids else None  # the newest, if an old one lingers
+
+    def _arm(self, conn: Any) -> None:
+        """Switch tracking on ``conn``, redirected to the listener; drop the copy."""
+        self._drop_all()
+        self._armed = False
+        try:
+            target = self._listener_id(conn)
+            if target is None:
+                self.tracking.last_error = TrackingError(
+                    "the invalidation connection is not subscribed",
+                    server=self.server,
+                    reason="no listener",
+                )
+                return
+            conn.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", target)
+            conn.read_response()
+        except redis.ResponseError as exc:
+            self.tracking.last_error = exc  # e.g. the target left meanwhile
             return
-        for key in keys:
-            name = key.decode() if isinstance(key, bytes) else key
-            if self._local.pop(name, None) is not None:
-                self.invalidations += 1
+        self._armed = True
+        if self._armed_once:
+            self.tracking.rearms += 1
+        self._armed_once = True
+        down = self.tracking.down_since
+        if down is not None:
+            self.tracking.downtime += time.monotonic() - down
+            self.tracking.down_since = None
 
-    def _drain(self) -> None:
-        while self._conn.can_read(timeout=0):
-            self._conn.read_response(push_request=True)
+    def _on_connect(self, conn: Any) -> None:
+        # redis-py calls this inside connect(): a new connection has no
+        # tracking. Only code holding self._lock (or the constructor) uses
+        # the connection, so the lock is held already. Errors stay here, so
+        # a failed arm never fails the connect.
+        try:
+            self._arm(conn)
+        except _NET_ERRORS as exc:
+            self.tracking.last_error = exc
 
-    def get(self, key: str) -> Any:
-        """``GET key``, answered locally when the server has not invalidated it."""
-        key = check_key("key", key)
-        start = time.perf_counter()
+    def _on_subscribe(self, channel: str) -> None:
+        # The listener (re)subscribed, maybe on a new connection with a new id:
+        # redirect to it. Invalidations sent meanwhile are lost: _arm drops all.
         with self._lock:
-            self._drain()
-            if key in self._local:
-                self._local.move_to_end(key)
-                value = self._local[key]
-                self.stats.record("hit", time.perf_counter() - start)
+            if self._conn is None:
+                return
+            renewal, self._subscribed = self._subscribed, True
+            if renewal:  # the listener reconnected: count its outage as ours
+                self.tracking.disconnects += 1
+                listened = self._listener.stats.downtime
+                self.tracking.downtime += listened - self._listener_downtime
+                self._listener_downtime = listened
+                self.tracking.down_since = self.tracking.down_since or time.monotonic()
+            try:
+                self._arm(self._conn)
+            except _NET_ERRORS as exc:
+                self._lost(exc)
+
+    def _lost(self, exc: BaseException) -> None:
+        """Count a broken connection; the local copy cannot be trusted any more."""
+        self.tracking.disconnects += 1
+        self.tracking.last_error = exc
+        if self.tracking.down_since is None:
+            self.tracking.down_since = time.monotonic()
+        self._armed = False
+        self._drop_all()
+        if self._conn is not None:
+            self._conn.disconnect()
+
+    def _drop_all(self) -> None:
+        if self._local:
+            self.tracking.flushes += 1
+            self._local.clear()
+
+    def _closed(self) -> TrackingError:
+        return TrackingError(
+            "ClientSideCache is closed", server=self.server, reason="closed"
+        )
+
+    def _check(self) -> None:
+        """Every ``check_interval``: is the reading connection still open?"""
+        if self._conn is None:
+            raise self._closed()
+        self._next_check = time.monotonic() + self.check_interval
+        if self._listener.stats.down_since is not None:
+            if self._armed or self._local:
+                self._armed = False
+                self._drop_all()
+                if self.tracking.down_since is None:
+                    self.tracking.down_since = self._listener.stats.down_since
+            return
+        try:
+            # Nothing ever arrives unasked on this connection (invalidations
+            # go to the listener): readable means closed, or out of step.
+            if self._conn.can_read(timeout=0):
+                raise redis.ConnectionError(
+                    "unexpected data on the tracking connection"
+                )
+            if not self._armed:
+                self._arm(self._conn)
+        except _NET_ERRORS as exc:
+            self._lost(exc)
+
+    def _on_invalidate(self, message: dict[str, Any]) -> None:
+        keys = message["data"]
+        with self._lock:
+            if keys is None:  # FLUSHDB / FLUSHALL: everything is stale
+                self._drop_all()
+                return
+            for key in keys if isinstance(keys, list) else [keys]:
+                if self._local.pop(as_text(key), None) is not None:
+                    self.tracking.invalidations += 1
+
+    # --- reading ----------------------------------------------------------
+    def get(self, key: str) -> Any:
+        """``GET key``, answered locally when the server has not invalidated it.
+
+        A local hit takes no lock: one dict lookup (the listener thread's
+        removals are atomic dict operations). Its count in ``stats.hits`` can
+        miss an increment when several threads read at once.
+
+        Raises:
+            TypeError, ValueError: ``key`` is not a non-empty str (or int).
+            redis.ConnectionError, redis.TimeoutError: The server could not be
+                reached within ``timeout`` (twice: one reconnect is tried).
+            CacheKeyTypeError: The key holds another type than a string.
+        """
+        if type(key) is not str or not key:
+            key = check_key("key", key)
+        if _monotonic() < self._next_check:
+            local = self._local
+            value = local.get(key, _MISSING)
+            if value is not _MISSING:
+                try:  # noqa: SIM105 - suppress() would cost a context manager per hit
+                    local.move_to_end(key)  # least recently used goes first
+                except KeyError:  # invalidated this instant: it was current
+                    pass
+                self.stats.hits += 1
                 return value
-            self._conn.send_command("GET", key)
-            value = self._conn.read_response()
-            # An invalidation for this key can only arrive after the reply
-            # (tracking starts when the server answers), so storing is safe.
-            if value is not None:
-                self._local[key] = value
-                if len(self._local) > self.max_entries:
-                    self._local.popitem(last=False)
-            self.stats.record("miss", time.perf_counter() - start)
-            return value
+        with self._lock:
+            if _monotonic() >= self._next_check:
+                self._check()
+            value = self._local.get(key, _MISSING)
+            if value is not _MISSING:
+                self._local.move_to_end(key)
+                self.stats.hits += 1
+                return value
+            return self._fetch(key)
+
+    def _fetch(self, key: str) -> Any:
+        if self._conn is None:
+            raise self._closed()
+        start = time.perf_counter()
+        for attempt in (1, 2):
+            try:
+                self._conn.send_command("GET", key)
+                value = self._conn.read_response()
+                break
+            except redis.ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                self._conn.send_command("TYPE", key)
+                found = as_text(self._conn.read_response())
+                raise CacheKeyTypeError(key, expected="string", found=found) from exc
+            except redis.ConnectionError as exc:
+                self._lost(exc)  # the next send reconnects, and re-arms
+                if attempt == 2:
+                    raise
+            except redis.TimeoutError as exc:
+                self._lost(exc)  # not retried: that would double the wait
+                raise
+        # Holding the lock, the listener cannot apply an invalidation of this
+        # key before the value is stored: it is applied after, and drops it.
+        if value is not None and self._armed:
+            self._local[key] = value
+            if len(self._local) > self.max_entries:
+                self._local.popitem(last=False)
+        self.stats.record("miss", time.perf_counter() - start)
+        return value
 
     def wait_invalidated(self, key: str, timeout: float = 1.0) -> bool:
         """Wait (at most ``timeout`` s) until ``key`` is no longer held locally.
 
-        The server sends an invalidation as a push on this connection after
-        another client's write; it is not part of that write's reply, so a
-        read right after the write can, in general, still see the old copy.
-        Call this after a write to be sure its push has been applied.
+        The server sends an invalidation after another client's write; it is
+        not part of that write's reply, so a read right after the write can
+        still see the old copy. Call this after a write to be sure its
+        invalidation has been applied.
 
         Returns:
             True once the local copy is gone, False if it was still there at
             the timeout.
         """
         key = check_key("key", key)
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                self._drain()
-                if key not in self._local:
-                    return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.001)
+        return wait_until(lambda: key not in self, timeout, interval=0.001)
 
     def __len__(self) -> int:
         with self._lock:
-            self._drain()
             return len(self._local)
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
-            self._drain()
             return key in self._local
 
+    @property
+    def armed(self) -> bool:
+        """True while tracking is on and the local copy can be served."""
+        return self._armed
+
     def close(self) -> None:
-        """Drop the local copy and give the (untracked, reconnected) connection back."""
+        """Stop the listener, drop the local copy, close both connections."""
+        self._listener.stop()
         with self._lock:
             self._local.clear()
-            self._conn.disconnect()  # tracking ends with the connection
-            self._pool.release(self._conn)
+            self._armed = False
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.disconnect()  # tracking ends with the connection
+        self._data_pool.disconnect()
+        self._listen_pool.disconnect()
 
     def __enter__(self) -> ClientSideCache:
         return self

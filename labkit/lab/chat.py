@@ -6,9 +6,14 @@ prompt from the last four messages, call the model and put the answer in the
 history and in a reply stream *of that session*, which only its client reads.
 The tutorial's version read the request stream without a group (every worker
 answered every message) and sent all replies down one shared stream that each
-client trimmed with XDEL (replies to other clients were lost); notebook 06
+client trimmed with XDEL (replies to other clients were lost); notebook 08
 shows both faults. The model here is a deterministic local function, so the
 lab runs offline.
+
+Delivery: a request is *processed* at least once (a worker that dies or
+stalls past the visibility timeout has its request taken over, so the model
+may be called twice) and *answered* once: the answer is delivered by a script
+that first checks a per-session set of answered requests.
 """
 
 from __future__ import annotations
@@ -20,7 +25,17 @@ from typing import Any, NamedTuple
 
 import redis
 
-from labkit.errors import SessionExpiredError
+from labkit.core.args import (
+    DAY,
+    check_callable,
+    check_count,
+    check_name,
+    check_seconds,
+    check_tag,
+)
+from labkit.core.clients import check_client
+from labkit.core.scripts import Script
+from labkit.errors import QueueFullError, QueueKeyError, SessionExpiredError
 
 __all__ = [
     "ChatClient",
@@ -35,6 +50,38 @@ Model = Callable[[Sequence[Mapping[str, str]]], str]
 
 GROUP = "chat-workers"
 CONTEXT = 4  # messages of history the prompt is built from
+SEND = Script("queues_chat_send")
+ANSWER = Script("queues_chat_answer")
+_NO_CLUSTER = (
+    "a request's answer is one script over the shared request stream and the "
+    "session's keys, which cannot share a cluster slot"
+)
+
+
+def _script_error(exc: redis.ResponseError, token: str = "") -> Exception:
+    """The labkit error a chat script's error reply stands for."""
+    words = str(exc).split()
+    code = words[0] if words else ""
+    if code == "EXPIRED":
+        return SessionExpiredError(token)
+    if code == "BADTYPE" and len(words) == 4:
+        key, found, expected = words[1:]
+        return QueueKeyError(
+            f"key {key!r} holds a {found}, where the chat keeps a {expected}; "
+            "nothing was written",
+            key=key,
+            found=found,
+            expected=expected,
+        )
+    if code == "FULL" and len(words) == 3:
+        return QueueFullError(
+            f"{words[1]} chat requests are waiting (max_pending={words[2]}): "
+            "send refused, nothing written; add workers",
+            queue=GROUP,
+            length=int(words[1]),
+            max_length=int(words[2]),
+        )
+    return exc
 
 
 class Reply(NamedTuple):
@@ -67,28 +114,51 @@ class ChatService:
     """Sessions, the request stream and the per-session reply streams.
 
     Args:
-        client: A ``redis.Redis`` (``decode_responses=True``).
+        client: A ``redis.Redis`` made with ``decode_responses=True`` (not a
+            cluster: an answer is one script over the shared request stream
+            and a session's keys, which cannot share a slot).
         prefix: Start of every key.
-        ttl: Seconds a session lives from its creation (the tutorial's hour).
+        ttl: Seconds a session lives from its creation (the tutorial's hour;
+            up to a day).
+        max_pending: Most requests waiting or in flight; :meth:`send` refuses
+            beyond it (backpressure).
+        max_replies: Most replies kept per session (older ones are trimmed).
 
     Keys:
-        ``<prefix>:session:<token>`` (list of JSON messages ``{"role",
-        "content"}``): the history; it expires ``ttl`` seconds after creation.
-        ``<prefix>:requests`` (stream, group ``chat-workers``): token, text.
-        ``<prefix>:replies:<token>`` (stream): this session's answers.
+        ``<prefix>:session:<token>`` (list of JSON messages with role and
+        content): the history; it expires ttl seconds after creation, and
+        nothing extends it.
+        ``<prefix>:requests`` (stream with the group chat-workers): token,
+        text; no TTL: each request is deleted once answered, and send()
+        refuses when max_pending are waiting.
+        ``<prefix>:replies:<token>`` (stream): this session's answers, at most
+        max_replies; it expires with the session.
+        ``<prefix>:answered:<token>`` (set): ids of the session's answered
+        requests (the answer-once marker); it expires with the session.
     """
 
     def __init__(
-        self, client: redis.Redis, *, prefix: str = "lab:chat", ttl: float = 3600
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "lab:chat",
+        ttl: float = 3600,
+        max_pending: int = 10_000,
+        max_replies: int = 1000,
     ) -> None:
-        if not isinstance(client, redis.Redis | redis.RedisCluster):
-            raise TypeError(f"client={client!r}: must be a redis.Redis")
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
-            raise ValueError(f"ttl={ttl!r}: must be a number of seconds > 0")
-        self.client = client
-        self.prefix = prefix
-        self.ttl_ms = max(1, round(ttl * 1000))
+        self.client = check_client(
+            client, owner="ChatService", cluster=_NO_CLUSTER, decode=True
+        )
+        self.prefix = check_name("prefix", prefix)
+        self.ttl_ms = round(check_seconds("ttl", ttl, min=0.001, max=DAY) * 1000)
+        self.max_pending = check_count("max_pending", max_pending, max=10**7)
+        self.max_replies = check_count("max_replies", max_replies, max=10**6)
         self.requests = f"{prefix}:requests"
+        found = client.type(self.requests)
+        if found not in ("stream", "none"):
+            raise _script_error(
+                redis.ResponseError(f"BADTYPE {self.requests} {found!s} stream")
+            )
         try:
             client.xgroup_create(self.requests, GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
@@ -102,6 +172,10 @@ class ChatService:
     def replies_key(self, token: str) -> str:
         """The reply stream of a session."""
         return f"{self.prefix}:replies:{token}"
+
+    def answered_key(self, token: str) -> str:
+        """The set of a session's answered request ids."""
+        return f"{self.prefix}:answered:{token}"
 
     def new_session(self) -> str:
         """Start a session; returns its token (a random uuid, 32 hex digits)."""
@@ -119,7 +193,14 @@ class ChatService:
         Raises:
             SessionExpiredError: No such session, or it has expired.
         """
-        raw = self.client.lrange(self.session_key(token), 0, -1)
+        check_tag("token", token)
+        try:
+            raw = self.client.lrange(self.session_key(token), 0, -1)
+        except redis.ResponseError as exc:
+            key = self.session_key(token)
+            raise _script_error(
+                redis.ResponseError(f"BADTYPE {key} {self.client.type(key)} list")
+            ) from exc
         if not raw:
             raise SessionExpiredError(token)
         return [json.loads(m) for m in raw]
@@ -127,18 +208,27 @@ class ChatService:
     def send(self, token: str, text: str) -> str:
         """Add a user message to the history and queue it; returns the request id.
 
+        One script: the history and the request stream are written both or
+        neither, and an expired session is never recreated without a TTL.
+
         Raises:
             TypeError: ``text`` is not a str.
+            ValueError: ``text`` is empty or over 100000 characters.
             SessionExpiredError: The session does not exist or has expired.
+            QueueFullError: ``max_pending`` requests are waiting already.
         """
+        check_tag("token", token)
         if not isinstance(text, str):
             raise TypeError(f"text={text!r}: must be a str")
+        if not text or len(text) > 100_000:
+            raise ValueError(f"text={text!r:.40}: must be from 1 to 100000 characters")
         message = json.dumps({"role": "user", "content": text})
-        # RPUSHX appends only to an existing list: an expired session is not
-        # silently recreated without a TTL.
-        if not self.client.rpushx(self.session_key(token), message):
-            raise SessionExpiredError(token)
-        return str(self.client.xadd(self.requests, {"token": token, "text": text}))
+        keys = [self.session_key(token), self.requests]
+        args: list[str | int] = [token, text, message, GROUP, self.max_pending]
+        try:
+            return str(SEND(self.client, keys, args))
+        except redis.ResponseError as exc:
+            raise _script_error(exc, token) from exc
 
     def replies(
         self, token: str, after: str = "0-0", *, block: float | None = None
@@ -151,8 +241,12 @@ class ChatService:
         Args:
             token: The session.
             after: Last reply id already seen.
-            block: Seconds to wait for a first reply (None: do not wait).
+            block: Seconds to wait for a first reply (None: do not wait; at
+                most 60, and keep it below the client's socket timeout).
         """
+        check_tag("token", token)
+        if block is not None:
+            check_seconds("block", block, max=60)
         ms = None if block is None else max(1, round(block * 1000))
         got: Any = self.client.xread({self.replies_key(token): after}, block=ms)
         entries = got[0][1] if got else []
@@ -163,8 +257,12 @@ class ChatClient:
     """One user's side of a chat: a token and a position in its reply stream."""
 
     def __init__(self, service: ChatService, token: str | None = None) -> None:
+        if not isinstance(service, ChatService):
+            raise TypeError(f"service={service!r}: must be a ChatService")
         self.service = service
-        self.token = token or service.new_session()
+        self.token = (
+            service.new_session() if token is None else check_tag("token", token)
+        )
         self.last = "0-0"
 
     def send(self, text: str) -> str:
@@ -191,24 +289,43 @@ class ChatWorker:
         model: ``model(messages) -> str``; gets the last 4 messages.
         name: Consumer name, unique among live workers.
 
-    A request is acknowledged in the same transaction that delivers its
-    answer, so it is answered at most once. A worker that dies mid-request
-    leaves it pending in the group (``XPENDING``) until a live worker takes
-    it over with :meth:`recover` (``XAUTOCLAIM`` after a visibility timeout).
+    A request is processed at least once and answered once. A worker that
+    dies mid-request leaves it pending in the group (``XPENDING``) until a
+    live worker takes it over with :meth:`recover` (``XAUTOCLAIM`` after a
+    visibility timeout); a worker that is only slow may then find, when it
+    finishes, that the request was answered meanwhile: the answer script
+    (``print(ChatWorker.script.source)``) checks the session's set of
+    answered requests and drops the second answer, in the same step that
+    would deliver it.
     """
+
+    #: The script that delivers an answer once.
+    script = ANSWER
 
     def __init__(
         self, service: ChatService, model: Model = echo_model, *, name: str = "w1"
     ) -> None:
+        if not isinstance(service, ChatService):
+            raise TypeError(f"service={service!r}: must be a ChatService")
         self.service = service
-        self.model = model
-        self.name = name
-        self.answered = 0
+        self.model = check_callable("model", model, signature="messages -> str")
+        self.name = check_name("name", name, max_len=200)
+        self.answered = 0  #: answers this worker delivered
+        self.duplicates = 0  #: answers dropped: another worker answered first
+        self.model_calls = 0  #: requests this worker processed
         self.expired = 0  #: requests dropped because their session had expired
         self.recovered = 0  #: requests taken over from dead workers
 
     def step(self, *, count: int = 10, block: float = 0.05) -> int:
-        """Read up to ``count`` requests and answer them; returns answers sent."""
+        """Read up to ``count`` requests and answer them; returns answers sent.
+
+        Args:
+            count: Most requests read (1 to 1000).
+            block: Seconds to wait for a request (up to 60; keep it below the
+                client's socket timeout).
+        """
+        check_count("count", count, max=1000)
+        check_seconds("block", block, max=60)
         svc = self.service
         got: Any = svc.client.xreadgroup(
             GROUP,
@@ -236,8 +353,8 @@ class ChatWorker:
         Returns:
             Answers sent.
         """
-        if isinstance(idle, bool) or not isinstance(idle, int | float) or idle < 0:
-            raise ValueError(f"idle={idle!r}: must be a number of seconds >= 0")
+        check_seconds("idle", idle, max=DAY, min_open=False)
+        check_count("count", count, max=1000)
         svc = self.service
         _cursor, entries, *_ = svc.client.xautoclaim(
             svc.requests,
@@ -256,24 +373,34 @@ class ChatWorker:
         for eid, fields in entries:
             token = fields["token"]
             raw = r.lrange(svc.session_key(token), -CONTEXT, -1)
-            pipe = r.pipeline(transaction=True)
+            text = ""
             if raw:
+                self.model_calls += 1
                 text = self.model([json.loads(m) for m in raw])
-                message = json.dumps({"role": "assistant", "content": text})
-                pipe.rpushx(svc.session_key(token), message)
-                reply: dict[Any, Any] = {
-                    "request": eid,
-                    "text": text,
-                    "worker": self.name,
-                }
-                pipe.xadd(svc.replies_key(token), reply, maxlen=1000, approximate=True)
-                pipe.pexpire(svc.replies_key(token), svc.ttl_ms)
+            message = json.dumps({"role": "assistant", "content": text})
+            keys = [
+                svc.requests,
+                svc.session_key(token),
+                svc.replies_key(token),
+                svc.answered_key(token),
+            ]
+            args: list[str | int] = [
+                GROUP,
+                eid,
+                text,
+                message,
+                self.name,
+                svc.max_replies,
+            ]
+            try:
+                outcome, _reply_id = ANSWER(r, keys, args)
+            except redis.ResponseError as exc:
+                raise _script_error(exc, token) from exc
+            if outcome == 1:
                 sent += 1
+            elif outcome == 0:
+                self.duplicates += 1
             else:
                 self.expired += 1
-            # Acknowledged in the same transaction that delivers the answer.
-            pipe.xack(svc.requests, GROUP, eid)
-            pipe.xdel(svc.requests, eid)
-            pipe.execute()
         self.answered += sent
         return sent

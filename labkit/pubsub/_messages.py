@@ -1,31 +1,105 @@
-"""What travels: the message envelope, the subscriber's counters, the publisher."""
+"""What travels: the message envelope, what a subscriber received, its counters."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-import uuid
-from collections import Counter
-from collections.abc import Iterable
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-__all__ = ["Publisher", "Received", "SubscriberStats", "is_pong"]
+from labkit.errors import MalformedMessageError
+
+__all__ = ["Envelope", "Received", "SubscriberStats", "newer_id", "parse_envelope"]
+
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+#: How an envelope starts (with a stream id when the publisher keeps history).
+_PREFIXES = ('{"src"', '{"id"')
+
+
+class Envelope(NamedTuple):
+    """A :class:`~labkit.pubsub.Publisher` message, unwrapped.
+
+    Attributes:
+        source: The publisher's id.
+        seq: Its number for this message on this channel (1, 2, ...).
+        sent_at: ``time.perf_counter()`` in the publisher's process.
+        data: The payload.
+        id: The history stream's entry id (``"<ms>-<n>"``), if kept.
+    """
+
+    source: str
+    seq: int
+    sent_at: float
+    data: str
+    id: str | None
+
+
+def parse_envelope(channel: str, text: Any) -> Envelope | None:
+    """Unwrap a publisher's envelope; None for any other (plain) message.
+
+    Raises:
+        MalformedMessageError: ``text`` starts like an envelope but is not a
+            valid one (bad JSON, a missing or mistyped field).
+    """
+    if not isinstance(text, str) or not text.startswith(_PREFIXES):
+        return None
+    try:
+        body = json.loads(text)
+        source, seq, sent, data = body["src"], body["seq"], body["t"], body["data"]
+        stream_id = body.get("id")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise MalformedMessageError(
+            f"channel {channel!r}: not a valid envelope ({exc})",
+            channel=channel,
+            data=text[:200],
+        ) from exc
+    valid = (
+        isinstance(source, str)
+        and isinstance(seq, int)
+        and not isinstance(seq, bool)
+        and seq >= 1
+        and isinstance(sent, int | float)
+        and not isinstance(sent, bool)
+        and math.isfinite(sent)
+        and isinstance(data, str)
+        and (stream_id is None or bool(_STREAM_ID.match(str(stream_id))))
+    )
+    if not valid:
+        raise MalformedMessageError(
+            f"channel {channel!r}: envelope with a missing or mistyped field "
+            "(src: str, seq: int >= 1, t: number, data: str, id: '<ms>-<n>')",
+            channel=channel,
+            data=text[:200],
+        )
+    return Envelope(source, seq, float(sent), data, stream_id)
+
+
+def _id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, n = stream_id.partition("-")
+    return int(ms), int(n or 0)
+
+
+def newer_id(a: str, b: str | None) -> bool:
+    """True if stream id ``a`` comes after ``b`` (any id is newer than None)."""
+    return b is None or _id_key(a) > _id_key(b)
 
 
 class Received(NamedTuple):
-    """One message as a :class:`Subscriber` received it.
+    """One message as a :class:`~labkit.pubsub.Subscriber` received it.
 
     Attributes:
         channel: Channel it was published on.
-        data: The payload (unwrapped if it came from a :class:`Publisher`).
+        data: The payload (unwrapped if it came from a Publisher).
         pattern: The matching pattern for pattern subscriptions, else None.
         kind: ``"message"``, ``"pmessage"`` or ``"smessage"`` (sharded).
-        source: Id of the :class:`Publisher` that sent it, else None.
+        source: Id of the Publisher that sent it, else None.
         seq: The publisher's number for it on this channel (1, 2, ...), else None.
         sent_at: ``time.perf_counter()`` at publish, else None.
-        received_at: ``time.perf_counter()`` when the listener thread got it.
+        received_at: ``time.perf_counter()`` when the listener got it.
+        id: The history stream's entry id, when the publisher keeps history.
+        recovered: True if it was read back from the history stream after a
+            gap, not received live.
     """
 
     channel: str
@@ -36,104 +110,49 @@ class Received(NamedTuple):
     seq: int | None
     sent_at: float | None
     received_at: float
+    id: str | None = None
+    recovered: bool = False
 
     @property
     def latency(self) -> float | None:
-        """Publish-to-receive time in seconds (same-process publishers only)."""
+        """Publish-to-receive time in seconds (same-machine publishers only)."""
         return None if self.sent_at is None else self.received_at - self.sent_at
 
 
-@dataclass
+@dataclass(frozen=True)
 class SubscriberStats:
-    """Counters kept by a :class:`Subscriber` (read them at any time).
+    """A snapshot of a :class:`~labkit.pubsub.Subscriber`'s counters.
 
     Attributes:
-        received: Messages delivered to the callback or queue.
+        received: Messages handed to the callback or queue (recovered ones too).
         missed: Numbered messages that never arrived (gaps in ``seq``).
-        connects: Times the connection was (re)established, first one included.
-        errors: Connection errors the listener caught and recovered from.
-        unresponsive: Times the server left a health-check PING unanswered for
-            ``dead_after`` seconds and the connection was dropped and reopened.
+        recovered: Messages read back from the history stream after a gap.
+        duplicates: Live messages skipped because a catch-up had already
+            delivered them.
+        dropped: Messages dropped because the local queue was full.
+        connects: Connections made: the first (one per shard when sharded)
+            plus every reconnect.
+        reconnects: Connections reopened after being lost.
+        unresponsive: Connections the watchdog closed (PING unanswered).
+        network_errors: Reads that failed because the connection broke.
+        callback_errors: Exceptions raised by the user's callbacks.
+        bad_messages: Envelopes that could not be parsed (not delivered).
+        downtime: Seconds disconnected, over the outages that have ended.
+        down: True while disconnected now.
+        last_error: The most recent exception of any kind above, or None.
     """
 
     received: int = 0
     missed: int = 0
+    recovered: int = 0
+    duplicates: int = 0
+    dropped: int = 0
     connects: int = 0
-    errors: int = 0
+    reconnects: int = 0
     unresponsive: int = 0
-
-    @property
-    def reconnects(self) -> int:
-        """Connections made after the first one."""
-        return max(0, self.connects - 1)
-
-
-def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def is_pong(response: Any, token: str) -> bool:
-    """True if a raw pub/sub ``response`` answers ``PING token``.
-
-    RESP2 answers a PING on a subscribed connection with ``["pong", token]``,
-    RESP3 with plain ``token``; redis-py's ``get_message`` only understands
-    the first, so read with ``parse_response`` and test with this.
-    """
-    if isinstance(response, list | tuple) and len(response) == 2:
-        return _text(response[0]) == "pong" and _text(response[1]) == token
-    return _text(response) == token
-
-
-class Publisher:
-    """Publish messages wrapped with a source id, a sequence number and a timestamp.
-
-    Args:
-        client: A ``redis.Redis`` (or ``RedisCluster`` when ``sharded``).
-        sharded: Use ``SPUBLISH`` (sharded pub/sub, Redis 7+ cluster): the
-            message travels only within the shard that owns the channel's slot,
-            instead of being broadcast over the whole cluster bus.
-        source: Id written into every message; a random one by default.
-
-    The envelope is JSON, ``{"src", "seq", "t", "data"}``; ``t`` is
-    ``time.perf_counter()``, meaningful only to subscribers in this process.
-    """
-
-    def __init__(
-        self, client: Any, *, sharded: bool = False, source: str | None = None
-    ) -> None:
-        self.client = client
-        self.sharded = sharded
-        self.source = source or uuid.uuid4().hex[:8]
-        self._seq: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def wrap(self, channel: str, data: str) -> str:
-        """Number and timestamp one message for ``channel`` (without sending it)."""
-        if not isinstance(channel, str) or not channel:
-            raise ValueError(f"channel={channel!r}: expected a non-empty str")
-        with self._lock:
-            self._seq[channel] += 1
-            seq = self._seq[channel]
-        body = {"src": self.source, "seq": seq, "t": time.perf_counter(), "data": data}
-        return json.dumps(body)
-
-    def publish(self, channel: str, data: str = "") -> int:
-        """Publish one message; return how many subscribers the server sent it to.
-
-        A return of 0 means the message is already gone: nobody was listening.
-        """
-        message = self.wrap(channel, str(data))
-        if self.sharded:
-            return int(self.client.spublish(channel, message))
-        return int(self.client.publish(channel, message))
-
-    def publish_many(self, channel: str, items: Iterable[str]) -> list[int]:
-        """Publish several messages in one pipeline; receiver counts per message."""
-        pipe = self.client.pipeline(transaction=False)
-        for item in items:
-            message = self.wrap(channel, str(item))
-            if self.sharded:
-                pipe.spublish(channel, message)
-            else:
-                pipe.publish(channel, message)
-        return [int(n) for n in pipe.execute()]
+    network_errors: int = 0
+    callback_errors: int = 0
+    bad_messages: int = 0
+    downtime: float = 0.0
+    down: bool = False
+    last_error: BaseException | None = None

@@ -1,8 +1,7 @@
-"""The background :class:`Subscriber`: channels, patterns, callbacks, health checks."""
+"""The background :class:`Subscriber`, built on the one listener loop."""
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -13,12 +12,16 @@ from typing import Any
 
 import redis
 
-from labkit.pubsub._messages import Received, SubscriberStats, _text, is_pong
+from labkit.core.args import check_callable, check_count, check_names, check_seconds
+from labkit.core.clients import check_client
+from labkit.core.listen import Listener, as_text
+from labkit.errors import ListenerError
+from labkit.pubsub._messages import Received, SubscriberStats, newer_id, parse_envelope
+from labkit.pubsub._publisher import check_prefix, history_key
 
 __all__ = ["Subscriber"]
 
-_PING = "labkit-pubsub-ping"
-_NET_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+_XRANGE_PAGE = 1000
 
 
 class Subscriber:
@@ -26,23 +29,49 @@ class Subscriber:
 
     Args:
         client: A ``redis.Redis``; with ``sharded=True`` a ``RedisCluster``.
-            The subscriber takes one connection of its own from its pool.
-        channels: Channels to subscribe to (``SSUBSCRIBE`` when sharded).
+            The subscriber takes one connection of its own from its pool (one
+            per shard when sharded).
+        channels: Channels to subscribe to (``SSUBSCRIBE`` when sharded); a
+            list, not a bare str.
         patterns: Glob patterns (``PSUBSCRIBE``); not with ``sharded``.
         callback: Called in the listener thread with each :class:`Received`;
-            by default messages go to a queue read with :meth:`get`.
+            by default messages go to a queue read with :meth:`get`. An
+            exception from it is counted (``stats.callback_errors``), never
+            fatal.
+        on_subscribe: Called with the channel name after every subscribe
+            confirmation, the first and each renewal after a reconnect: reload
+            there whatever state the messages keep up to date, since pub/sub
+            replays nothing.
         sharded: Sharded pub/sub on a cluster (``SSUBSCRIBE``).
-        health_check_interval: Seconds between health checks (> 0). Sets
-            redis-py's own ``health_check_interval`` on the connection (a PING
-            before reading from an idle connection, so a dead socket fails
-            fast), and this class sends its own PING at that pace and watches
-            for the answer.
-        dead_after: Seconds without an answer to our PING before the connection
-            is declared dead, closed and reopened (default 3 intervals).
-            Not done for sharded subscribers (one connection per shard).
+        catch_up: After a reconnect, read back what was published meanwhile
+            from each channel's history stream (kept by a
+            :class:`~labkit.pubsub.Publisher` with ``history``), before any
+            newer live message; duplicates are skipped by entry id.
+        prefix: The history streams' key prefix (as the Publisher's).
+        queue_size: Most messages the local queue holds (when no callback);
+            beyond it messages are dropped and counted (``stats.dropped``).
+        health_check_interval: Seconds between the watchdog's PINGs.
+        dead_after: Seconds a PING may go unanswered before the connection
+            is declared dead, closed and reopened (default: 3 intervals).
         poll_interval: Longest wait for a message before the listener checks
-            whether to stop; :meth:`stop` returns within about this long.
+            whether to stop; :meth:`stop` returns within about this long. With
+            redis-py 8.1 it also bounds each socket read *within* a message
+            (``PubSub.parse_response(block=False, timeout=...)`` passes it to
+            ``read_response``): on a slow link, a message whose bytes arrive
+            with a longer gap raises a TimeoutError and the connection is
+            dropped and reopened. Raise it for large messages on slow links.
         name: Name of the listener thread.
+
+    Every message from a :class:`~labkit.pubsub.Publisher` carries a sequence
+    number per channel; a jump in it is counted as ``stats.missed``, the
+    messages this subscriber will never see (unless caught up). A message
+    that looks like an envelope but cannot be parsed is counted
+    (``stats.bad_messages``) and not delivered. The loop itself is
+    :class:`labkit.core.listen.Listener`: it survives callback errors and
+    bad messages, reconnects and resubscribes, and its watchdog finds a
+    connection that went silent (redis-py's own ``health_check_interval``
+    does not: on a subscribed connection it sends a PING without waiting for
+    the answer).
 
     Example:
         >>> with Subscriber(r, ["news"]) as sub:
@@ -58,49 +87,85 @@ class Subscriber:
         channels: Iterable[str] = (),
         patterns: Iterable[str] = (),
         *,
-        callback: Callable[[Received], Any] | None = None,
+        callback: Callable[[Received], object] | None = None,
+        on_subscribe: Callable[[str], object] | None = None,
         sharded: bool = False,
+        catch_up: bool = False,
+        prefix: str = "lab:pubsub",
+        queue_size: int = 100_000,
         health_check_interval: float = 1.0,
         dead_after: float | None = None,
         poll_interval: float = 0.05,
         name: str = "labkit-subscriber",
     ) -> None:
-        self.channels = [channels] if isinstance(channels, str) else list(channels)
-        self.patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-        for what, names in (("channels", self.channels), ("patterns", self.patterns)):
-            if not all(isinstance(c, str) and c for c in names):
-                raise ValueError(f"{what}={names!r}: expected non-empty strs")
-        if not self.channels and not self.patterns:
-            raise ValueError("channels=() and patterns=(): subscribe to something")
-        if sharded and self.patterns:
-            raise ValueError(f"patterns={self.patterns!r}: sharded pub/sub has none")
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback={callback!r}: expected a callable or None")
-        for arg, value in (
-            ("health_check_interval", health_check_interval),
-            ("poll_interval", poll_interval),
-            ("dead_after", dead_after if dead_after is not None else 1.0),
-        ):
-            if not isinstance(value, int | float) or value <= 0:
-                raise ValueError(f"{arg}={value!r}: expected a number of seconds > 0")
+        if not isinstance(sharded, bool):
+            raise TypeError(f"sharded={sharded!r}: must be True or False")
+        if not isinstance(catch_up, bool):
+            raise TypeError(f"catch_up={catch_up!r}: must be True or False")
+        if sharded:
+            check_client(client, owner="Subscriber(sharded=True)")
+            if not isinstance(client, redis.RedisCluster):
+                raise TypeError(
+                    f"client={client!r}: sharded=True needs a redis.RedisCluster "
+                    "(SSUBSCRIBE goes to the shard that owns each channel)"
+                )
+        else:
+            check_client(
+                client,
+                owner="Subscriber",
+                cluster="classic pub/sub is read from one node; pass "
+                "sharded=True to use SSUBSCRIBE on a cluster",
+            )
+        if callback is not None:
+            check_callable("callback", callback, signature="received message")
+        if on_subscribe is not None:
+            check_callable("on_subscribe", on_subscribe, signature="channel")
+        plain = check_names("channels", channels, min_len=0)
+        if catch_up:
+            if check_names("patterns", patterns, min_len=0):
+                raise ValueError(
+                    f"patterns={list(patterns)!r} with catch_up=True: history is "
+                    "kept per channel; a pattern has none"
+                )
+            for channel in plain:
+                history_key(channel, prefix)  # refuses names that break the tag
+        self.prefix = check_prefix(prefix)
+        self.queue_size = check_count("queue_size", queue_size, max=10_000_000)
+        self.listener = Listener(
+            client,
+            plain,
+            patterns,
+            on_message=self._on_message,
+            on_subscribe=self._on_subscribe,
+            sharded=sharded,
+            health_check_interval=health_check_interval,
+            dead_after=dead_after,
+            poll_interval=poll_interval,
+            name=name,
+        )
         self.client = client
+        self.channels = self.listener.channels
+        self.patterns = self.listener.patterns
         self.sharded = sharded
+        self.catch_up = catch_up
         self.callback = callback
-        self.health_check_interval = float(health_check_interval)
-        self.dead_after = float(dead_after or 3 * health_check_interval)
-        self.poll_interval = float(poll_interval)
+        self.on_subscribe = on_subscribe
         self.name = name
-        self.stats = SubscriberStats()
+        #: Messages received per channel.
         self.counts: Counter[str] = Counter()
-        self._queue: queue.Queue[Received] = queue.Queue()
+        self._queue: queue.Queue[Received] = queue.Queue(self.queue_size)
         self._last_seq: dict[tuple[str, str], int] = {}
+        self._resume: dict[str, str] = {}  # channel -> newest entry id handled
+        self._dedupe_upto: dict[str, str] = {}  # channel -> last id caught up
+        self._pending: set[str] = set()  # channels whose catch-up failed
+        self._shards = 1
+        self._n = Counter[str]()  # received, missed, recovered, duplicates...
         self._arrived = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pubsub: Any = None
-        self._ping_sent: float | None = None
-        self._next_ping = 0.0
-        self._last_read = 0.0
+        self._final: SubscriberStats | None = None  # the counters at stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Subscriber {self.name} {state} {self.channels + self.patterns}>"
 
     # --- lifecycle --------------------------------------------------------
     def start(self, timeout: float = 5.0) -> Subscriber:
@@ -108,56 +173,43 @@ class Subscriber:
 
         When this returns the subscriptions are active on the server: a message
         published afterwards will be delivered.
+
+        Raises:
+            ListenerError: Already started, no confirmation within
+                ``timeout``, or the server could not be reached.
         """
-        if self._thread is not None:
-            raise RuntimeError(f"{self.name} was already started")
-        self._pubsub = self.client.pubsub()
+        check_seconds("timeout", timeout, max=3600)
+        self._final = None
         if self.sharded:
-            self._pubsub.ssubscribe(*self.channels)
-        else:
-            if self.channels:
-                self._pubsub.subscribe(*self.channels)
-            if self.patterns:
-                self._pubsub.psubscribe(*self.patterns)
-            conn = self._pubsub.connection
-            conn.health_check_interval = self.health_check_interval
-            conn.register_connect_callback(self._on_connect)
-            self.stats.connects += 1
-        self._await_confirmations(timeout)
-        self._next_ping = time.monotonic() + self.health_check_interval
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
+            nodes = {self.client.get_node_from_key(c).name for c in self.channels}
+            self._shards = len(nodes)
+        try:
+            self.listener.start(timeout)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self.listener.stop()
+            raise ListenerError(
+                f"{self.name}: cannot subscribe to {self.channels + self.patterns}: "
+                f"{exc}",
+                name=self.name,
+            ) from exc
         return self
 
-    def _await_confirmations(self, timeout: float) -> None:
-        expected = len(set(self.channels)) + len(set(self.patterns))
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while seen < expected:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.stop()
-                raise TimeoutError(
-                    f"{self.name}: no subscribe confirmation in {timeout} s"
-                )
-            msg = self._read(min(left, 0.1))
-            if msg and _text(msg["type"]) in ("subscribe", "psubscribe", "ssubscribe"):
-                seen += 1
-        if self.sharded:
-            self.stats.connects += len(self._pubsub.node_pubsub_mapping)
-
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread and close the connection (idempotent)."""
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise RuntimeError(f"{self.name} did not stop within {timeout} s")
-        if self._pubsub is not None:
-            self._pubsub.close()
+        """Stop the thread and close the connection (idempotent).
+
+        The counters are frozen at this point (``stats`` keeps returning
+        them): the connection goes back to the client's pool, and what
+        happens to it next is not this subscriber's business.
+
+        Raises:
+            ListenerError: The thread did not end within ``timeout`` seconds.
+        """
+        self.listener.stop(timeout)
+        if self._final is None:
+            self._final = self.stats
 
     def __enter__(self) -> Subscriber:
-        return self.start() if self._thread is None else self
+        return self if self.running else self.start()
 
     def __exit__(
         self,
@@ -170,90 +222,128 @@ class Subscriber:
     @property
     def running(self) -> bool:
         """True while the listener thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        return self.listener.running
 
-    # --- the listener -----------------------------------------------------
-    def _on_connect(self, connection: Any) -> None:
-        # redis-py calls this on reconnect too, after resubscribing for us.
-        self.stats.connects += 1
-        self._ping_sent = None
+    @property
+    def stats(self) -> SubscriberStats:
+        """A snapshot of the counters (see :class:`SubscriberStats`)."""
+        if self._final is not None:
+            return self._final
+        ls, n = self.listener.stats, self._n
+        return SubscriberStats(
+            received=n["received"],
+            missed=n["missed"],
+            recovered=n["recovered"],
+            duplicates=n["duplicates"],
+            dropped=n["dropped"],
+            connects=self._shards + ls.reconnects,
+            reconnects=ls.reconnects,
+            unresponsive=ls.unresponsive,
+            network_errors=ls.network_errors,
+            callback_errors=ls.callback_errors,
+            bad_messages=ls.bad_messages,
+            downtime=ls.downtime,
+            down=ls.down_since is not None,
+            last_error=ls.last_error,
+        )
 
-    def _read(self, timeout: float) -> dict[str, Any] | None:
-        if self.sharded:
-            return self._pubsub.get_sharded_message(timeout=timeout)
-        response = self._pubsub.parse_response(block=False, timeout=timeout)
-        if response is None:
-            return None
-        self._last_read = time.monotonic()
-        if is_pong(response, _PING):
-            self._ping_sent = None
-            return None
-        return self._pubsub.handle_message(response)
+    # --- the listener's callbacks (in its thread) ---------------------------
+    def _on_subscribe(self, channel: str) -> None:
+        if self.catch_up and channel in self.channels:
+            key = history_key(channel, self.prefix)
+            if channel not in self._resume:
+                # First subscription: history starts at the stream's tail now.
+                tail = self.client.xrevrange(key, "+", "-", count=1)
+                self._resume[channel] = as_text(tail[0][0]) if tail else "0-0"
+            else:
+                self._pending.add(channel)
+                self._catch_up(channel)
+        if self.on_subscribe is not None:
+            self.on_subscribe(channel)
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                try:
-                    if not self.sharded:
-                        self._check_alive()
-                    msg = self._read(self.poll_interval)
-                except _NET_ERRORS:
-                    # redis-py has closed the socket; the next read reconnects
-                    # and resubscribes. Back off a little, but stay stoppable.
-                    self.stats.errors += 1
-                    self._stop.wait(min(0.2, self.poll_interval * 4))
-                    continue
-                if msg is not None:
-                    self._handle(msg)
-        finally:
-            self._pubsub.close()
+    def _catch_up(self, channel: str, until: str | None = None) -> None:
+        """Deliver the history entries after the last one handled (up to ``until``)."""
+        key = history_key(channel, self.prefix)
+        stop = "+" if until is None else f"({until}"
+        while True:
+            start = f"({self._resume[channel]}"
+            entries = self.client.xrange(key, start, stop, count=_XRANGE_PAGE)
+            for entry_id, fields in entries:
+                text = as_text(fields.get("m", fields.get(b"m")))
+                kind = "smessage" if self.sharded else "message"
+                self._handle(channel, text, None, kind, as_text(entry_id))
+            if len(entries) < _XRANGE_PAGE:
+                break
+        self._dedupe_upto[channel] = self._resume[channel]
+        self._pending.discard(channel)
 
-    def _check_alive(self) -> None:
-        now = time.monotonic()
-        silent = now - max(self._ping_sent or 0.0, self._last_read)
-        if self._ping_sent is not None and silent > self.dead_after:
-            # A socket can stay open while nothing comes back (a hung server, a
-            # dropped network path): only a missing answer tells. Any message
-            # read counts as a sign of life: under a backlog the PONG queues
-            # behind thousands of messages, and that connection is not dead.
-            self.stats.unresponsive += 1
-            self._ping_sent = None
-            self._pubsub.connection.disconnect()
-            return
-        if self._ping_sent is None and now >= self._next_ping:
-            self._pubsub.ping(_PING)
-            self._ping_sent = now
-            self._next_ping = now + self.health_check_interval
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        channel = as_text(msg["channel"])
+        pattern = as_text(msg.get("pattern"))
+        self._handle(channel, as_text(msg["data"]), pattern, as_text(msg["type"]))
 
-    def _handle(self, msg: dict[str, Any]) -> None:
-        kind = _text(msg["type"])
-        if kind not in ("message", "pmessage", "smessage"):
-            return
+    def _handle(
+        self,
+        channel: str,
+        data: Any,
+        pattern: str | None,
+        kind: str,
+        recovered_id: str | None = None,
+    ) -> None:
         now = time.perf_counter()
-        channel, data = _text(msg["channel"]), _text(msg["data"])
-        source = seq = sent = None
-        if isinstance(data, str) and data.startswith('{"src"'):
-            body = json.loads(data)
-            source, seq, sent, data = body["src"], body["seq"], body["t"], body["data"]
+        env = parse_envelope(channel, data)  # MalformedMessageError: counted
+        source = seq = sent = stream_id = None
+        if env is not None:
+            source, seq, sent, data, stream_id = env
+            stream_id = recovered_id or stream_id
+            if stream_id is not None and channel in self._resume:
+                if recovered_id is None and channel in self._pending:
+                    self._catch_up(channel, until=stream_id)
+                if not newer_id(stream_id, self._dedupe_upto.get(channel)):
+                    self._n["duplicates"] += 1
+                    return
+                if newer_id(stream_id, self._resume[channel]):
+                    self._resume[channel] = stream_id
             last = self._last_seq.get((source, channel))
             if last is not None and seq > last + 1:
-                self.stats.missed += seq - last - 1
-            self._last_seq[(source, channel)] = seq
+                self._n["missed"] += seq - last - 1
+            if last is None or seq > last:
+                self._last_seq[(source, channel)] = seq
+        if recovered_id is not None:
+            self._n["recovered"] += 1
         item = Received(
-            channel, data, _text(msg.get("pattern")), kind, source, seq, sent, now
+            channel,
+            data,
+            pattern,
+            kind,
+            source,
+            seq,
+            sent,
+            now,
+            stream_id,
+            recovered_id is not None,
         )
-        self.counts[channel] += 1
-        if self.callback is not None:
-            self.callback(item)
-        else:
-            self._queue.put(item)
-        with self._arrived:
-            self.stats.received += 1
-            self._arrived.notify_all()
+        self._deliver(item)
+
+    def _deliver(self, item: Received) -> None:
+        self.counts[item.channel] += 1
+        try:
+            if self.callback is not None:
+                self.callback(item)
+            else:
+                try:
+                    self._queue.put_nowait(item)
+                except queue.Full:
+                    self._n["dropped"] += 1
+        finally:
+            with self._arrived:
+                self._n["received"] += 1
+                self._arrived.notify_all()
 
     # --- reading ----------------------------------------------------------
-    def get(self, timeout: float | None = 1.0) -> Received | None:
+    def get(self, timeout: float = 1.0) -> Received | None:
         """Next queued message, or None after ``timeout`` seconds."""
+        check_seconds("timeout", timeout, max=3600)
         try:
             return self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -270,7 +360,9 @@ class Subscriber:
 
     def wait_for(self, count: int, timeout: float = 5.0) -> bool:
         """Wait until ``stats.received >= count``; False if ``timeout`` passed."""
+        check_count("count", count)
+        check_seconds("timeout", timeout, max=3600)
         with self._arrived:
             return self._arrived.wait_for(
-                lambda: self.stats.received >= count, timeout=timeout
+                lambda: self._n["received"] >= count, timeout=timeout
             )

@@ -2,8 +2,9 @@
 
 from labkit.queues._fanout import FanOut, PartResult
 from labkit.queues._queue import GROUP, Job, JobQueue
+from labkit.queues._threads import RunResult, run_threads
 from labkit.queues._types import JobStatus, QueueCounts
-from labkit.queues._worker import Handler, RunResult, Worker, run_threads
+from labkit.queues._worker import Handler, Worker, bounded_client
 
 __all__ = [
     "GROUP",
@@ -16,5 +17,6 @@ __all__ = [
     "QueueCounts",
     "RunResult",
     "Worker",
+    "bounded_client",
     "run_threads",
 ]

@@ -11,13 +11,25 @@ go into a set: adding a part id a second time changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from importlib import resources
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import redis
 
+from labkit.core.args import (
+    YEAR,
+    check_callable,
+    check_count,
+    check_key,
+    check_seconds,
+    check_tag,
+)
+from labkit.core.clients import check_client
+from labkit.core.scripts import Script
 from labkit.queues._queue import Job, JobQueue
+from labkit.queues._scripts import encode_payload, raise_script_error
+
+FINISH = Script("queues_fanout_finish")
 
 __all__ = ["FanOut", "PartResult"]
 
@@ -43,46 +55,65 @@ class FanOut:
     """Completion tracking for jobs split into parts.
 
     Args:
-        client: A ``redis.Redis`` (``decode_responses=True``).
-        prefix: Start of every key.
-        ttl: Seconds to keep a job's completion record and part set.
+        client: A ``redis.Redis`` or ``redis.RedisCluster`` made with
+            ``decode_responses=True``.
+        prefix: Start of every key (no braces).
+        ttl: Seconds to keep a job's completion record and part set (1 s to a
+            year), counted from :meth:`create`.
 
-    Keys (``P`` = ``<prefix>:{<job id>}``; the tag keeps both keys of a job in
-    one cluster slot for the script):
-        ``P:record`` (hash): ``total`` parts, and ``done`` once fired.
-        ``P:parts`` (set): ids of the finished parts.
+    Keys (one cluster slot per job: the job id is their hash tag):
+        ``<prefix>:{<job id>}:record`` (hash): the number of parts (total),
+        and done once fired; it expires ttl seconds after create().
+        ``<prefix>:{<job id>}:parts`` (set): ids of the finished parts; expires
+        with the record.
+
+    Every script checks the keys' types and the record before its first write.
     """
 
     def __init__(
         self, client: redis.Redis, *, prefix: str = "lab:fanout", ttl: float = 86400
     ) -> None:
-        if not isinstance(client, redis.Redis | redis.RedisCluster):
-            raise TypeError(f"client={client!r}: must be a redis.Redis")
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 1:
-            raise ValueError(f"ttl={ttl!r}: must be a number of seconds >= 1")
-        self.client = client
-        self.prefix = prefix
-        self.ttl = round(ttl)
-        source = resources.files("labkit").joinpath("lua/queues_fanout_finish.lua")
-        self._finish = client.register_script(source.read_text())
+        self.client = check_client(client, owner="FanOut", decode=True)
+        self.prefix = check_tag("prefix", prefix)
+        self.ttl = round(check_seconds("ttl", ttl, min=1, max=YEAR, min_open=False))
+        #: The script :meth:`finish` runs (``print(fan.script.source)``).
+        self.script = FINISH
 
     def record_key(self, job_id: str) -> str:
         """The completion record of a job."""
-        return f"{self.prefix}:{{{job_id}}}:record"
+        return f"{self.prefix}:{{{check_tag('job_id', job_id)}}}:record"
 
     def parts_key(self, job_id: str) -> str:
         """The set of finished part ids of a job."""
-        return f"{self.prefix}:{{{job_id}}}:parts"
+        return f"{self.prefix}:{{{check_tag('job_id', job_id)}}}:parts"
 
     def create(self, job_id: str, total: int) -> None:
         """Write the completion record of a job of ``total`` parts.
 
+        Args:
+            job_id: Names the job; it becomes the keys' hash tag (non-empty,
+                no braces).
+            total: Parts in the job (1 to 1000000).
+
         Raises:
-            ValueError: ``total`` < 1, or a record for ``job_id`` exists.
+            ValueError: ``total`` out of range, or a record for ``job_id``
+                exists.
+            QueueKeyError: The record's key holds another type of value.
         """
-        if isinstance(total, bool) or not isinstance(total, int) or total < 1:
-            raise ValueError(f"total={total!r}: must be an int >= 1")
         key = self.record_key(job_id)
+        check_count("total", total, max=1_000_000)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.type(key)
+        pipe.type(self.parts_key(job_id))
+        found = pipe.execute()
+        if found != ["none", "none"]:
+            if found[0] == "hash":
+                raise ValueError(
+                    f"job_id={job_id!r}: a completion record already exists"
+                )
+            bad = next(t for t in found if t not in ("none", "hash"))
+            raise_script_error(redis.ResponseError(f"BADTYPE {key} {bad} hash"))
+        # HSET and EXPIRE in one MULTI: the record never exists without a TTL.
         pipe = self.client.pipeline(transaction=True)
         pipe.hsetnx(key, "total", total)
         pipe.expire(key, self.ttl, nx=True)
@@ -95,7 +126,20 @@ class FanOut:
 
         Each part job's payload is ``{"fanout": job_id, "part": i, "data": part}``.
         Returns the part jobs' ids.
+
+        Raises:
+            TypeError: ``parts`` is a str, bytes or mapping (one value, not a
+                list of parts), or ``queue`` is not a JobQueue.
         """
+        if not isinstance(queue, JobQueue):
+            raise TypeError(f"queue={queue!r}: must be a labkit.queues.JobQueue")
+        if isinstance(parts, str | bytes | Mapping) or not isinstance(parts, Sequence):
+            raise TypeError(
+                f"parts={parts!r:.80}: must be a list of parts (a str is one "
+                "value: wrap it in a list)"
+            )
+        for part in parts:
+            encode_payload(part)  # refuse a part JSON cannot hold before writing
         self.create(job_id, len(parts))
         return queue.enqueue_many(
             {"fanout": job_id, "part": i, "data": part} for i, part in enumerate(parts)
@@ -105,18 +149,27 @@ class FanOut:
         """Mark one part finished; ``done`` is True for the call that completes it.
 
         Raises:
-            redis.ResponseError: There is no completion record for ``job_id``.
+            UnknownFanOutError: There is no completion record for ``job_id``
+                (never created, or expired); nothing is written.
+            QueueKeyError: A key holds another type of value.
         """
         keys = [self.record_key(job_id), self.parts_key(job_id)]
-        new, finished, total, fired = self._finish(keys=keys, args=[str(part)])
+        part = check_key("part", part)
+        try:
+            new, finished, total, fired = FINISH(self.client, keys, [part])
+        except redis.ResponseError as exc:
+            raise_script_error(exc)
         return PartResult(bool(new), int(finished), int(total), bool(fired))
 
     def progress(self, job_id: str) -> tuple[int, int, bool]:
         """(parts finished, total parts, done) of a job; total is 0 if unknown."""
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=False)
         pipe.scard(self.parts_key(job_id))
         pipe.hgetall(self.record_key(job_id))
-        finished, rec = pipe.execute()
+        try:
+            finished, rec = pipe.execute()
+        except redis.ResponseError as exc:
+            raise_script_error(exc)
         return int(finished), int(rec.get("total", 0)), rec.get("done") == "1"
 
     def handler(
@@ -129,6 +182,8 @@ class FanOut:
         the part is marked, so a worker that dies between the two leaves the
         job marked done with ``on_done`` not called: :meth:`progress` shows it.
         """
+        check_callable("work", work, signature="called with a part's data")
+        check_callable("on_done", on_done, signature="called with the job id")
 
         def handle(job: Job) -> None:
             work(job.payload["data"])

@@ -4,25 +4,54 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis
 
-from labkit.queues._types import JobStatus, QueueCounts, _positive_int, _seconds
+from labkit.core.args import (
+    DAY,
+    YEAR,
+    check_count,
+    check_name,
+    check_seconds,
+    check_tag,
+)
+from labkit.core.clients import check_client
+from labkit.errors import QueueKeyError
+from labkit.queues._scripts import (
+    COUNTS,
+    ENQUEUE,
+    TOUCH,
+    encode_payload,
+    raise_script_error,
+)
+from labkit.queues._types import JobStatus, QueueCounts
 
-__all__ = ["GROUP", "Job", "JobQueue"]
+__all__ = ["GROUP", "Job", "JobQueue", "read_counts"]
 
 #: The consumer group every worker of a queue joins.
 GROUP = "workers"
 
-_SCRIPTS = ("enqueue", "promote", "start", "ack", "fail")
 
-
-def _load_lua(name: str) -> str:
-    return resources.files("labkit").joinpath(f"lua/queues_{name}.lua").read_text()
+def read_counts(
+    queue: JobQueue, client: redis.Redis | redis.RedisCluster
+) -> QueueCounts:
+    """:meth:`JobQueue.counts` through a given client (a worker's own)."""
+    try:
+        length, pending, delayed, flat = COUNTS(
+            client, [queue.stream, queue.delayed, queue.stats], [GROUP]
+        )
+    except redis.ResponseError as exc:
+        raise_script_error(exc, queue=queue.name)
+    stats = dict(zip(flat[::2], flat[1::2], strict=True))
+    totals = [
+        int(stats.get(k, 0))
+        for k in ("enqueued", "completed", "retried", "dead", "recovered", "lost")
+    ]
+    running = int(pending)
+    return QueueCounts(max(0, int(length) - running), running, int(delayed), *totals)
 
 
 @dataclass(frozen=True)
@@ -35,6 +64,9 @@ class Job:
         attempt: 1 for the first attempt, 2 for the first retry, ...
         message_id: The stream entry id of this delivery.
         queue: The queue it came from (``queue.client`` for handler I/O).
+        worker: The consumer name of the worker running it.
+        deliveries: How many times the stream delivered this entry (XPENDING's
+            delivery count: it climbs each time a worker dies holding it).
     """
 
     id: str
@@ -42,6 +74,8 @@ class Job:
     attempt: int
     message_id: str
     queue: JobQueue
+    worker: str = ""
+    deliveries: int = 1
 
     def once(self, step: str = "", *, ttl: float = 86400.0) -> bool:
         """True the first time this job reaches ``step``; False on any rerun.
@@ -50,42 +84,80 @@ class Job:
         """
         return self.queue.once(self.id, step, ttl=ttl)
 
+    def heartbeat(self) -> bool:
+        """Tell the queue this job is still running (for jobs longer than the
+        visibility timeout).
+
+        Resets the entry's idle time (``XCLAIM <id> JUSTID`` by this job's own
+        worker, in a script that first checks the worker still holds it), so no
+        other worker takes it over for another ``visibility_timeout``. Call it
+        more often than that.
+
+        Returns:
+            True if this worker still held the job; False if another worker had
+            already taken it over (this run is now a duplicate: stop if you can).
+        """
+        q = self.queue
+        try:
+            held = TOUCH(q.client, [q.stream], [GROUP, self.worker, self.message_id])
+        except redis.ResponseError as exc:
+            raise_script_error(exc, queue=q.name)
+        return bool(held)
+
 
 class JobQueue:
     """A reliable job queue on a Redis stream with a consumer group.
 
     Args:
-        client: A ``redis.Redis`` (``decode_responses=True``).
-        name: Queue name; it becomes the ``{hash tag}`` of every key.
+        client: A ``redis.Redis`` or ``redis.RedisCluster`` made with
+            ``decode_responses=True``.
+        name: Queue name; it becomes the ``{hash tag}`` of every key, so it is
+            non-empty and has no braces.
         max_attempts: Attempts per job before it goes to the dead-letter
-            stream (an int >= 1; 1 means no retry).
+            stream (1 to 1000; 1 means no retry).
         backoff: Seconds before the first retry; retry ``n`` waits
-            ``backoff * 2 ** (n - 1)``, capped at ``max_backoff``.
-        max_backoff: Longest wait between attempts, in seconds.
-        visibility_timeout: Seconds a delivered job may stay unacknowledged
-            before another worker takes it over (XAUTOCLAIM). Longer than your
-            slowest job, or a slow job will run twice.
+            ``backoff * 2 ** (n - 1)``, capped at ``max_backoff`` (0 to a day).
+        max_backoff: Longest wait between attempts, in seconds (0 to a day).
+        visibility_timeout: Seconds a started job may run unacknowledged
+            before another worker takes it over (XAUTOCLAIM): longer than your
+            slowest job, or a slow job runs twice (or call
+            :meth:`Job.heartbeat`). From 0.01 s to a day.
         keep: Seconds a finished job's record is kept for :meth:`status`.
-        prefix: Start of every key.
+        keep_dead: Seconds a dead job's record is kept (its dead letter stays
+            in the dead-letter stream, up to ``max_dead`` of them).
+        max_length: Most jobs the queue holds at once (waiting, running and
+            delayed); :meth:`enqueue` beyond it raises
+            :class:`~labkit.errors.QueueFullError` (backpressure).
+        max_dead: Most dead letters kept (the oldest are trimmed).
+        prefix: Start of every key (no braces).
 
-    Keys (``P`` = ``<prefix>:{<name>}``; the tag keeps them in one cluster
-    slot, since every script touches several):
-        ``P:stream`` (stream): ready jobs, one entry per delivery, consumer
-        group ``workers``; entries are deleted once acknowledged.
-        ``P:delayed`` (sorted set): delayed jobs and retries by due time (ms).
-        ``P:dead`` (stream): dead letters (job, payload, attempts, error).
-        ``P:stats`` (hash): running totals (see :class:`QueueCounts`).
-        ``P:job:<id>`` (hash): one job's record (payload, state, attempts).
-        ``P:once:<id>:<step>`` (string): markers set by :meth:`once`.
+    Keys (one cluster slot: the name is their hash tag, as scripts use several):
+        ``<prefix>:{<name>}:stream`` (stream with the consumer group "workers"):
+        jobs waiting and running, one entry per delivery; no TTL: each entry
+        is deleted once acknowledged, and with the delayed set it holds at
+        most max_length jobs (enqueue refuses beyond).
+        ``<prefix>:{<name>}:delayed`` (sorted set): delayed jobs and retries
+        by due time (ms); no TTL: counted in max_length.
+        ``<prefix>:{<name>}:dead`` (stream): dead letters (job, payload,
+        attempts, error); no TTL: capped at max_dead entries (MAXLEN).
+        ``<prefix>:{<name>}:stats`` (hash): running totals; no TTL: six fields.
+        ``<prefix>:{<name>}:job:<id>`` (hash): one job's record (payload,
+        state, attempts); no TTL while the job is live (at most max_length of
+        them), then keep seconds once done and keep_dead once dead.
+        ``<prefix>:{<name>}:once:<id>:<step>`` (string): markers set by
+        once(), expiring after the ttl given there.
 
     Delivery is **at least once**: a job whose worker dies after doing the
     work but before acknowledging it runs again elsewhere. Make handlers
-    idempotent, or guard side effects with :meth:`Job.once`.
+    idempotent, or guard side effects with :meth:`Job.once`. Nothing is lost
+    while the server keeps its data: a server that restarts without
+    persistence (or fails over to a replica that had not received the last
+    writes) loses acknowledged enqueues.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.RedisCluster,
         name: str,
         *,
         max_attempts: int = 3,
@@ -93,24 +165,28 @@ class JobQueue:
         max_backoff: float = 300.0,
         visibility_timeout: float = 30.0,
         keep: float = 3600.0,
+        keep_dead: float = 7 * DAY,
+        max_length: int = 1_000_000,
+        max_dead: int = 10_000,
         prefix: str = "lab:queue",
     ) -> None:
-        if not isinstance(client, redis.Redis | redis.RedisCluster):
-            raise TypeError(f"client={client!r}: must be a redis.Redis")
-        for arg, value in (("name", name), ("prefix", prefix)):
-            if not isinstance(value, str) or not value or "{" in value:
-                raise ValueError(f"{arg}={value!r}: must be a non-empty str without {{")
-        self.client = client
-        self.name = name
-        self.prefix = prefix
-        self.max_attempts = _positive_int("max_attempts", max_attempts)
-        self.backoff = _seconds("backoff", backoff)
-        self.max_backoff = _seconds("max_backoff", max_backoff)
-        self.visibility_timeout = _seconds(
-            "visibility_timeout", visibility_timeout, minimum=0.01
+        self.client = check_client(client, owner="JobQueue", decode=True)
+        self.name = check_tag("name", check_name("name", name))
+        self.prefix = check_tag("prefix", check_name("prefix", prefix))
+        self.max_attempts = check_count("max_attempts", max_attempts, max=1000)
+        self.backoff = check_seconds("backoff", backoff, max=DAY, min_open=False)
+        self.max_backoff = check_seconds(
+            "max_backoff", max_backoff, max=DAY, min_open=False
         )
-        self.keep = max(1, round(_seconds("keep", keep, minimum=1)))
-        self.scripts = {n: client.register_script(_load_lua(n)) for n in _SCRIPTS}
+        self.visibility_timeout = check_seconds(
+            "visibility_timeout", visibility_timeout, min=0.01, max=DAY, min_open=False
+        )
+        self.keep = round(check_seconds("keep", keep, min=1, min_open=False))
+        self.keep_dead = round(
+            check_seconds("keep_dead", keep_dead, min=1, min_open=False)
+        )
+        self.max_length = check_count("max_length", max_length, max=10**9)
+        self.max_dead = check_count("max_dead", max_dead, max=10**7)
         self.ensure_group()
 
     # --- keys ---------------------------------------------------------------
@@ -147,97 +223,157 @@ class JobQueue:
         return f"<JobQueue {self.name!r} max_attempts={self.max_attempts}>"
 
     # --- producing ----------------------------------------------------------
-    def ensure_group(self) -> None:
-        """Create the stream and its consumer group if they do not exist."""
+    def ensure_group(
+        self, client: redis.Redis | redis.RedisCluster | None = None
+    ) -> None:
+        """Create the stream and its consumer group if they do not exist.
+
+        Raises:
+            QueueKeyError: The stream's key holds another type of value
+                (nothing is written).
+        """
+        client = self.client if client is None else client
+        found = client.type(self.stream)
+        if found not in ("stream", "none"):
+            raise_script_error(
+                redis.ResponseError(f"BADTYPE {self.stream} {found!s} stream"),
+                queue=self.name,
+            )
         try:
-            self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+            client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _encode(self, payload: Any) -> str:
-        try:
-            return json.dumps(payload, allow_nan=False, separators=(",", ":"))
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"payload={payload!r:.80}: must be JSON-serialisable "
-                f"(dict, list, str, int, float, bool, None): {exc}"
-            ) from exc
-
     def enqueue(self, payload: Any, delay: float = 0) -> str:
         """Add a job; it runs as soon as a worker is free, or after ``delay``.
 
+        One script call (``EVALSHA``): one round trip.
+
         Args:
             payload: Any JSON-serialisable value.
-            delay: Seconds to wait before the job may run (>= 0; server clock).
+            delay: Seconds to wait before the job may run (0 to a year; server
+                clock).
 
         Returns:
             The job id (32 hex characters).
 
         Raises:
             TypeError: ``payload`` cannot be encoded as JSON.
-            ValueError: ``delay`` is negative or not finite.
+            ValueError: ``delay`` is negative, not finite or over a year.
+            QueueFullError: The queue holds ``max_length`` jobs already.
+            QueueKeyError: One of the queue's keys holds another type.
         """
         return self.enqueue_many([payload], delay=delay)[0]
 
     def enqueue_many(self, payloads: Iterable[Any], delay: float = 0) -> list[str]:
-        """Add many jobs in one round trip; returns their ids in order."""
-        delay_ms = round(_seconds("delay", delay) * 1000)
-        encoded = [self._encode(p) for p in payloads]
+        """Add many jobs in one script call (one round trip); returns their ids.
+
+        All or nothing: the script checks the keys and the queue's bound
+        before it writes the first job.
+
+        Args:
+            payloads: A list (or other iterable, not a str or a mapping) of
+                JSON-serialisable payloads.
+            delay: As for :meth:`enqueue`.
+
+        Raises:
+            TypeError: ``payloads`` is a str/bytes/mapping or not iterable, or
+                a payload is not JSON-serialisable.
+            ValueError: ``delay`` is out of range, or more payloads than
+                ``max_length``.
+            QueueFullError, QueueKeyError: As for :meth:`enqueue`.
+        """
+        if isinstance(payloads, str | bytes | Mapping) or not isinstance(
+            payloads, Iterable
+        ):
+            raise TypeError(
+                f"payloads={payloads!r:.80}: must be a list of payloads (a str or "
+                "dict is one payload: use enqueue(), or wrap it in a list)"
+            )
+        delay_ms = round(check_seconds("delay", delay, max=YEAR, min_open=False) * 1000)
+        encoded = [encode_payload(p) for p in payloads]
+        if not encoded:
+            return []
+        if len(encoded) > self.max_length:
+            raise ValueError(
+                f"payloads: {len(encoded)} jobs in one batch; this queue holds at "
+                f"most max_length={self.max_length}"
+            )
         ids = [uuid.uuid4().hex for _ in encoded]
-        pipe = self.client.pipeline(transaction=False)
-        args = (
+        keys = [self.stream, self.delayed, self.stats, *map(self.job_key, ids)]
+        args: list[str | int] = [
+            delay_ms,
             self.max_attempts,
             round(self.backoff * 1000),
             round(self.max_backoff * 1000),
-        )
+            self.max_length,
+            GROUP,
+        ]
         for job_id, data in zip(ids, encoded, strict=True):
-            self.scripts["enqueue"](
-                keys=[self.stream, self.delayed, self.job_key(job_id), self.stats],
-                args=[job_id, data, delay_ms, *args],
-                client=pipe,
-            )
-        pipe.execute()
+            args += [job_id, data]
+        try:
+            ENQUEUE(self.client, keys, args)
+        except redis.ResponseError as exc:
+            raise_script_error(exc, queue=self.name)
         return ids
 
     # --- inspecting ---------------------------------------------------------
     def status(self, job_id: str) -> JobStatus | None:
-        """The record of one job, or None if unknown (or expired after ``keep``)."""
-        rec: Any = self.client.hgetall(self.job_key(job_id))
+        """The record of one job, or None if unknown (or expired after ``keep``).
+
+        Raises:
+            QueueKeyError: The record's key holds something labkit did not
+                write.
+        """
+        key = self.job_key(check_name("job_id", job_id))
+        try:
+            rec: Any = self.client.hgetall(key)
+        except redis.ResponseError as exc:
+            raise_script_error(exc, queue=self.name, key=key)
         if not rec:
             return None
-        return JobStatus(
-            job_id,
-            rec["state"],
-            int(rec["attempts"]),
-            int(rec["max_attempts"]),
-            rec.get("error", ""),
-        )
+        try:
+            return JobStatus(
+                job_id,
+                rec["state"],
+                int(rec["attempts"]),
+                int(rec.get("max_attempts", 0)),
+                rec.get("error", ""),
+            )
+        except (KeyError, ValueError) as exc:
+            raise QueueKeyError(
+                f"key {key!r} does not hold a job record labkit wrote: {rec!r:.120}",
+                key=key,
+                found="hash without state/attempts",
+                expected="a job record",
+            ) from exc
 
     def counts(self) -> QueueCounts:
-        """Jobs in each state and the running totals, read in one round trip."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xlen(self.stream)
-        pipe.xpending(self.stream, GROUP)
-        pipe.zcard(self.delayed)
-        pipe.hgetall(self.stats)
-        length, pending, delayed, stats = pipe.execute()
-        running = int(pending["pending"])
-        totals = [
-            int(stats.get(k, 0))
-            for k in ("enqueued", "completed", "retried", "dead", "recovered")
-        ]
-        return QueueCounts(length - running, running, delayed, *totals)
+        """Jobs in each state and the running totals, read at one instant.
+
+        One script call (read-only), so it works on a cluster too.
+        """
+        return read_counts(self, self.client)
 
     def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
-        """The oldest ``count`` dead letters: job, payload, attempts, error."""
+        """The oldest ``count`` (1 to 10000) dead letters: job, payload, attempts,
+        error."""
+        check_count("count", count, max=10_000)
+        try:
+            entries: Any = self.client.xrange(self.dead, count=count)
+        except redis.ResponseError as exc:
+            raise_script_error(exc, queue=self.name, key=self.dead)
         out = []
-        entries: Any = self.client.xrange(self.dead, count=count)
         for _entry_id, fields in entries:
+            try:
+                payload = json.loads(fields["payload"])
+            except ValueError:
+                payload = fields["payload"]  # an unreadable payload, kept as text
             out.append(
                 {
                     "job": fields["job"],
-                    "payload": json.loads(fields["payload"]),
+                    "payload": payload,
                     "attempts": int(fields["attempts"]),
                     "error": fields["error"],
                 }
@@ -261,9 +397,16 @@ class JobQueue:
 
         Args:
             job_id: The job's id.
-            step: Names the effect when a job has several.
-            ttl: Seconds to remember the marker (longer than any retry delay).
+            step: Names the effect when a job has several (may be empty).
+            ttl: Seconds to remember the marker (1 s to a year; longer than
+                any retry delay).
         """
+        check_name("job_id", job_id)
+        if not isinstance(step, str):
+            raise TypeError(f"step={step!r}: must be a str (may be empty)")
+        seconds = round(check_seconds("ttl", ttl, min=1, min_open=False))
         key = f"{self.base}:once:{job_id}:{step}"
-        seconds = max(1, round(_seconds("ttl", ttl, minimum=1)))
-        return bool(self.client.set(key, "1", nx=True, ex=seconds))
+        try:
+            return bool(self.client.set(key, "1", nx=True, ex=seconds))
+        except redis.ResponseError as exc:
+            raise_script_error(exc, queue=self.name)

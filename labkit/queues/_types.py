@@ -1,29 +1,10 @@
-"""Small types and argument checks shared by the queue modules."""
+"""Small result types of the queue modules."""
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 __all__ = ["JobStatus", "QueueCounts"]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}={value!r}: must be an int >= 1")
-    if value < 1:
-        raise ValueError(f"{name}={value!r}: must be an int >= 1")
-    return value
-
-
-def _seconds(name: str, value: object, *, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name}={value!r}: must be a number of seconds")
-    if not math.isfinite(value) or value < minimum:
-        raise ValueError(
-            f"{name}={value!r}: must be a finite number of seconds >= {minimum:g}"
-        )
-    return float(value)
 
 
 class QueueCounts(NamedTuple):
@@ -34,10 +15,12 @@ class QueueCounts(NamedTuple):
         running: Delivered to a worker and not yet acknowledged (XPENDING); a
             dead worker's jobs stay here until another worker recovers them.
         delayed: Waiting for their due time (new delayed jobs and retries).
-        enqueued, completed, retried, dead, recovered: Running totals:
+        enqueued, completed, retried, dead, recovered, lost: Running totals:
             jobs enqueued, jobs acknowledged as done (each once), failed
             attempts that were rescheduled, jobs moved to the dead-letter
-            stream, and deliveries taken over from silent workers (XAUTOCLAIM).
+            stream, deliveries taken over from silent workers (XAUTOCLAIM),
+            and pending entries found deleted from the stream (trimmed by
+            someone else: those jobs cannot run).
     """
 
     waiting: int
@@ -48,6 +31,7 @@ class QueueCounts(NamedTuple):
     retried: int
     dead: int
     recovered: int
+    lost: int
 
 
 class JobStatus(NamedTuple):

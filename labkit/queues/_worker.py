@@ -2,24 +2,86 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from labkit.queues._queue import GROUP, Job, JobQueue
-from labkit.queues._types import _positive_int, _seconds
+from labkit.core.args import DAY, check_callable, check_count, check_name, check_seconds
+from labkit.core.scripts import Arg, Script, run_batch
+from labkit.errors import WorkerError
+from labkit.queues._queue import GROUP, Job, JobQueue, read_counts
+from labkit.queues._scripts import ACK, FAIL, LEAVE, PROMOTE, START, raise_script_error
 
-__all__ = ["Handler", "RunResult", "Worker", "run_threads"]
+__all__ = ["TRANSIENT", "Handler", "Worker", "bounded_client"]
 
 Handler = Callable[[Job], Any]
 
+
 _SERVER_TICK_MS = 100  # 1000 / the server's default hz
+#: Errors after which the server may answer again: a restart, a freeze, a
+#: failover (a demoted primary answers READONLY), a resharded slot (MOVED).
+TRANSIENT = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MovedError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+)
+
+Call = tuple[Script, list[str], list[Arg]]
+_OWN_KEYS = ("maint_notifications", "oss_cluster_maint_notifications", "orig_")
+
+
+def bounded_client(
+    client: redis.Redis | redis.RedisCluster, key: str, timeout: float
+) -> redis.Redis:
+    """A ``redis.Redis`` of its own for the node holding ``key``: every call
+    bounded by ``timeout`` seconds (connecting included), no retries.
+
+    A worker must not hang on a frozen server, whatever socket timeout and
+    retry policy the caller's client has (redis-py retries a timed-out call
+    three times by default), and its blocking reads must not share a pool
+    that the application may have sized for other work. On a cluster every
+    key of a queue shares one slot, so the worker talks to that slot's node.
+
+    Uses ``ConnectionPool.connection_class`` and ``connection_kwargs`` to copy
+    the caller's connection settings (host, port, password, TLS, db...):
+    checked against redis-py 8.1 (``tests/test_queues.py`` fails loudly if they
+    change). A pool of another kind (Sentinel's, whose connections find the
+    primary themselves) cannot be copied this way: the caller's client is then
+    used as it is, and its own socket timeout is what bounds a call.
+    """
+    node: redis.Redis = (
+        client.get_node_from_key(key).redis_connection
+        if isinstance(client, redis.RedisCluster)
+        else client
+    )
+    pool = node.connection_pool
+    if type(pool) not in (redis.ConnectionPool, redis.BlockingConnectionPool):
+        return node
+    # redis-py 8 also keeps its maintenance-notification state in the kwargs
+    # (a handler bound to the caller's pool, the original timeouts to restore):
+    # the new pool makes its own.
+    kwargs = {
+        k: v for k, v in pool.connection_kwargs.items() if not k.startswith(_OWN_KEYS)
+    }
+    kwargs |= {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    own = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    return redis.Redis(connection_pool=own)
 
 
 class Worker:
@@ -30,20 +92,30 @@ class Worker:
         handler: Called with each :class:`Job`; returning means success, an
             exception means failure (retry with backoff, then dead letter).
         name: Consumer name in the group; by default ``host-pid-n``. Names
-            must be unique among live workers.
-        batch: Entries read per XREADGROUP. Larger batches make fewer round
-            trips, but every entry of a batch counts towards the visibility
-            timeout from the moment it is read.
+            must be unique among live workers; a worker restarted under its
+            old name first finishes the entries it held when it stopped.
+        batch: Entries read per XREADGROUP (1 to 1000). Larger batches make
+            fewer round trips; an entry waiting in a batch can be taken over
+            by another worker once idle for the visibility timeout, and is
+            then skipped here, not run twice.
         block: Longest wait for new jobs when the stream is empty, in
             seconds. A new job ends the wait at once; waits shorter than the
             server's timer tick (100 ms) are done by polling.
+        server_timeout: Seconds any one call to the server may take (0.1 to
+            60): on a frozen server a call fails after this long.
+        patience: Seconds the worker keeps retrying while its server does not
+            answer (a restart, a failover) before :meth:`run` raises
+            :class:`~labkit.errors.WorkerError`.
 
     Each step of the loop (1) moves due delayed jobs into the stream, (2) now
     and then takes over entries left unacknowledged for longer than
     ``queue.visibility_timeout`` (XAUTOCLAIM: their worker died or hangs), and
-    (3) reads new entries. A job is acknowledged (XACK, then XDEL) only after
-    its handler returned, so a crash can make a job run twice, never zero
-    times.
+    (3) reads new entries. Each job is started (one attempt charged, its idle
+    time reset) just before its handler runs, and acknowledged (XACK, then
+    XDEL) only after the handler returned: a crash costs an attempt of the job
+    that was running and no other, and can make that job run twice, never
+    zero times. One round trip sends a job's acknowledgement and the next
+    job's start.
     """
 
     _count = 0
@@ -56,132 +128,275 @@ class Worker:
         name: str | None = None,
         batch: int = 10,
         block: float = 1.0,
+        server_timeout: float = 5.0,
+        patience: float = 30.0,
     ) -> None:
         if not isinstance(queue, JobQueue):
             raise TypeError(f"queue={queue!r}: must be a labkit.queues.JobQueue")
-        if not callable(handler):
-            raise TypeError(f"handler={handler!r}: must be callable with a Job")
+        check_callable("handler", handler, signature="called with a Job")
         Worker._count += 1
         self.queue = queue
         self.handler = handler
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{Worker._count}"
-        self.batch = _positive_int("batch", batch)
-        self.block_ms = max(1, round(_seconds("block", block) * 1000))
+        if name is None:
+            name = f"{socket.gethostname()}-{os.getpid()}-{Worker._count}"
+        self.name = check_name("name", name, max_len=200)
+        self.batch = check_count("batch", batch, max=1000)
+        self.block = check_seconds("block", block, min=0.001, max=DAY, min_open=False)
+        self.server_timeout = check_seconds(
+            "server_timeout", server_timeout, min=0.1, max=60, min_open=False
+        )
+        self.patience = check_seconds("patience", patience, max=DAY, min_open=False)
         self.processed = 0  #: handler calls made by this worker
         self.failed = 0  #: handler calls that raised
         self.late_acks = 0  #: successes already acknowledged elsewhere
+        self.skipped = 0  #: entries another worker had taken over before they ran
+        self.errors = 0  #: calls to the server that failed (connection, timeout)
+        self.last_error: BaseException | None = None  #: the latest such failure
+        self.down_seconds = 0.0  #: total time the server did not answer
         self._stop = threading.Event()
         self._last_claim = 0.0
         self._claim_cursor = "0-0"
-        queue.client.xgroup_createconsumer(queue.stream, GROUP, self.name)
+        self._own_cursor: str | None = "0"  # re-read own pending entries first
+        self._conn: redis.Redis | None = None
+        self._join()
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.name!r} on {self.queue.name!r}>"
+
+    # --- the connection -----------------------------------------------------
+    def _client(self) -> redis.Redis:
+        if self._conn is None:
+            self._conn = bounded_client(
+                self.queue.client, self.queue.stream, self.server_timeout
+            )
+        return self._conn
+
+    def _reset_connection(self) -> None:
+        if self._conn is not None and self._conn is not self.queue.client:
+            self._conn.connection_pool.disconnect()
+        self._conn = None
+
+    def _join(self) -> None:
+        q, conn = self.queue, self._client()
+        try:
+            conn.xgroup_createconsumer(q.stream, GROUP, self.name)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            q.ensure_group(conn)
+            conn.xgroup_createconsumer(q.stream, GROUP, self.name)
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the job in hand."""
         self._stop.set()
 
+    def leave(self) -> bool:
+        """Leave the consumer group, unless this worker still holds entries.
+
+        A consumer holding entries stays, so that they can be taken over
+        (deleting it would drop them from the group for good).
+
+        Returns:
+            True if the consumer was removed.
+        """
+        q = self.queue
+        return bool(LEAVE(self._client(), [q.stream], [GROUP, self.name]))
+
+    # --- one step -----------------------------------------------------------
     def step(self) -> int:
         """Do one round: promote, maybe recover, read and run. Returns jobs run."""
-        q = self.queue
-        _moved, next_due_ms = q.scripts["promote"](
-            keys=[q.delayed, q.stream], args=[100]
-        )
-        entries = self._recover()
-        if not entries:
-            # Wake up in time for the next delayed job and the next claim check.
-            claim_in = self._last_claim + q.visibility_timeout / 4 - time.monotonic()
-            wait_ms = min(self.block_ms, max(1, round(claim_in * 1000)))
-            if next_due_ms >= 0:
-                wait_ms = min(wait_ms, max(1, next_due_ms))
-            entries = self._read(wait_ms)
-        return self._run_entries(entries)
+        return self._step(None, None)
 
-    def _read(self, wait_ms: int) -> list[tuple[str, dict[str, str]]]:
+    def _step(self, deadline: float | None, max_jobs: int | None) -> int:
+        q, conn = self.queue, self._client()
+        count = self.batch if max_jobs is None else min(self.batch, max_jobs)
+        entries: list[tuple[str, Any]] = []
+        next_due_ms = -1
+        if self._own_cursor is not None:
+            # After a restart or an error: first the entries this consumer was
+            # delivered and never acknowledged (XREADGROUP ... 0).
+            entries = self._read(conn, self._own_cursor, 0, count)
+            self._own_cursor = entries[-1][0] if len(entries) == count else None
+            entries = self._drop_deleted(conn, entries)
+        if not entries:
+            try:
+                _moved, next_due_ms = PROMOTE(conn, [q.delayed, q.stream], [100])
+            except redis.ResponseError as exc:
+                raise_script_error(exc, queue=q.name)
+            entries = self._recover(conn, count)
+        if not entries:
+            # Wake up in time for the next delayed job, the next claim check
+            # and the deadline, and within the server timeout.
+            now = time.monotonic()
+            claim_in = self._last_claim + q.visibility_timeout / 4 - now
+            wait = min(self.block, claim_in, self.server_timeout / 2)
+            if next_due_ms >= 0:
+                wait = min(wait, next_due_ms / 1000)
+            if deadline is not None:
+                wait = min(wait, deadline - now)
+            entries = self._read(conn, ">", max(1, round(wait * 1000)), count)
+        return self._run_entries(conn, entries, deadline)
+
+    def _read(
+        self, conn: redis.Redis, start: str, wait_ms: int, count: int
+    ) -> list[tuple[str, Any]]:
         q = self.queue
         # The server checks blocking timeouts only `hz` times a second (10 by
         # default), so BLOCK 10 can last 100 ms. Short waits poll instead.
-        polling = wait_ms < _SERVER_TICK_MS
+        polling = start != ">" or wait_ms < _SERVER_TICK_MS
         try:
-            reply: Any = q.client.xreadgroup(
+            reply: Any = conn.xreadgroup(
                 GROUP,
                 self.name,
-                {q.stream: ">"},
-                count=self.batch,
+                {q.stream: start},
+                count=count,
                 block=None if polling else wait_ms,
             )
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
-                raise
-            q.ensure_group()  # the stream was deleted (flushed) under us
+                raise_script_error(exc, queue=q.name)
+            q.ensure_group(conn)  # the stream was deleted (flushed) under us
             return []
-        if not reply and polling:
+        if not reply and polling and start == ">":
             self._stop.wait(wait_ms / 1000)
-        return reply[0][1] if reply else []
+        return list(reply[0][1]) if reply else []
 
-    def _recover(self) -> list[tuple[str, dict[str, str]]]:
+    def _drop_deleted(
+        self, conn: redis.Redis, entries: list[tuple[str, Any]]
+    ) -> list[tuple[str, Any]]:
+        """Acknowledge own pending entries deleted from the stream (trimmed)."""
+        gone = [eid for eid, fields in entries if not fields]
+        if gone:
+            q = self.queue
+            pipe = conn.pipeline(transaction=False)
+            pipe.xack(q.stream, GROUP, *gone)
+            pipe.hincrby(q.stats, "lost", len(gone))
+            pipe.execute()
+        return [(eid, fields) for eid, fields in entries if fields]
+
+    def _recover(self, conn: redis.Redis, count: int) -> list[tuple[str, Any]]:
         q = self.queue
         now = time.monotonic()
         if now - self._last_claim < q.visibility_timeout / 4:
             return []
         self._last_claim = now
-        cursor, entries, *_ = q.client.xautoclaim(
+        cursor, entries, *rest = conn.xautoclaim(
             q.stream,
             GROUP,
             self.name,
             min_idle_time=round(q.visibility_timeout * 1000),
             start_id=self._claim_cursor,
-            count=self.batch,
+            count=count,
         )
         self._claim_cursor = cursor
+        deleted = rest[0] if rest else []
         entries = [(eid, fields) for eid, fields in entries if fields]
-        if entries:
+        if entries or deleted:
             self._last_claim = 0.0  # there may be more: look again next step
-            q.client.hincrby(q.stats, "recovered", len(entries))
+            pipe = conn.pipeline(transaction=False)
+            pipe.hincrby(q.stats, "recovered", len(entries))
+            pipe.hincrby(q.stats, "lost", len(deleted))
+            pipe.execute()
         return entries
 
-    def _run_entries(self, entries: list[tuple[str, dict[str, str]]]) -> int:
+    # --- running jobs -------------------------------------------------------
+    def _start_call(self, eid: str, fields: dict[str, str]) -> Call:
         q = self.queue
-        if not entries:
-            return 0
-        pipe = q.client.pipeline(transaction=False)
-        for _eid, fields in entries:
-            q.scripts["start"](
-                keys=[q.job_key(fields["job"])], args=[self.name], client=pipe
-            )
-        starts = pipe.execute()
+        job_key = q.job_key(fields.get("job") or eid)
+        return START, [q.stream, job_key], [GROUP, self.name, eid]
+
+    def _fail_call(
+        self, eid: str, fields: dict[str, str], error: str, poison: bool = False
+    ) -> Call:
+        q = self.queue
+        job_id = fields.get("job") or eid
+        keys = [q.stream, q.delayed, q.dead, q.job_key(job_id), q.stats]
+        args: list[Arg] = [
+            GROUP,
+            eid,
+            job_id,
+            error[:500],
+            fields.get("payload", "null"),
+            q.keep_dead,
+            q.max_dead,
+            int(poison),
+        ]
+        return FAIL, keys, args
+
+    def _ack_call(self, eid: str, fields: dict[str, str]) -> Call:
+        q = self.queue
+        keys = [q.stream, q.job_key(fields.get("job") or eid), q.stats]
+        return ACK, keys, [GROUP, eid, q.keep]
+
+    def _batch(self, conn: redis.Redis, calls: list[Call]) -> list[Any]:
+        try:
+            return run_batch(conn, calls)
+        except redis.ResponseError as exc:
+            raise_script_error(exc, queue=self.queue.name)
+
+    def _run_entries(
+        self,
+        conn: redis.Redis,
+        entries: list[tuple[str, dict[str, str]]],
+        deadline: float | None,
+    ) -> int:
         ran = 0
-        for (eid, fields), (attempt, max_attempts) in zip(entries, starts, strict=True):
-            job_id = fields["job"]
-            if attempt == 0:  # record expired or flushed: nothing to run
-                q.client.xack(q.stream, GROUP, eid)
-                q.client.xdel(q.stream, eid)
+        finish: list[Call] = []  # the previous job's ack or fail, not yet sent
+        for eid, fields in entries:
+            stopping = self._stop.is_set() or (
+                deadline is not None and time.monotonic() >= deadline
+            )
+            if stopping:
+                # Read but not started: re-read them (XREADGROUP ... 0) next
+                # time, or another worker takes them over after the timeout.
+                self._own_cursor = "0"
+                break
+            replies = self._batch(conn, [*finish, self._start_call(eid, fields)])
+            if finish:
+                self._finished(finish[0], replies[0])
+            finish = []
+            attempt, max_attempts, deliveries = (int(x) for x in replies[-1])
+            if attempt == -1:  # another worker took it over while it waited
+                self.skipped += 1
+                continue
+            if attempt == 0:
+                error = "job record missing (expired or deleted) when it was started"
+                finish = [self._fail_call(eid, fields, error, poison=True)]
                 continue
             if attempt > max_attempts:  # it kept killing its workers
-                self._fail(eid, job_id, "attempts exhausted by worker crashes")
+                error = (
+                    f"attempts used up by worker crashes ({deliveries} deliveries, "
+                    f"max_attempts={max_attempts})"
+                )
+                finish = [self._fail_call(eid, fields, error, poison=True)]
                 continue
-            job = Job(job_id, json.loads(fields["payload"]), attempt, eid, q)
+            try:
+                payload = json.loads(fields["payload"])
+            except (KeyError, ValueError) as exc:
+                error = f"unreadable entry {dict(fields)!r:.200}: {exc}"
+                finish = [self._fail_call(eid, fields, error, poison=True)]
+                continue
+            job = Job(
+                fields["job"], payload, attempt, eid, self.queue, self.name, deliveries
+            )
             ran += 1
             self.processed += 1
             try:
                 self.handler(job)
             except Exception as exc:  # any handler error is a failed attempt
                 self.failed += 1
-                self._fail(eid, job_id, f"{type(exc).__name__}: {exc}"[:500])
-                continue
-            acked = q.scripts["ack"](
-                keys=[q.stream, q.job_key(job_id), q.stats],
-                args=[GROUP, eid, q.keep],
-            )
-            if not acked:
-                self.late_acks += 1
+                finish = [self._fail_call(eid, fields, f"{type(exc).__name__}: {exc}")]
+            else:
+                finish = [self._ack_call(eid, fields)]
+        if finish:
+            self._finished(finish[0], self._batch(conn, finish)[0])
         return ran
 
-    def _fail(self, eid: str, job_id: str, error: str) -> None:
-        q = self.queue
-        q.scripts["fail"](
-            keys=[q.stream, q.delayed, q.dead, q.job_key(job_id), q.stats],
-            args=[GROUP, eid, job_id, error],
-        )
+    def _finished(self, call: Call, reply: Any) -> None:
+        if call[0] is ACK and not reply:
+            self.late_acks += 1
 
+    # --- the loop -----------------------------------------------------------
     def run(
         self,
         *,
@@ -194,75 +409,85 @@ class Worker:
         Args:
             burst: Return once the queue is drained (nothing waiting, running
                 or delayed), for batch runs and tests.
-            max_jobs: Return after this many handler calls.
-            timeout: Return after this many seconds, drained or not.
+            max_jobs: Return after this many handler calls (1 to 2**31 - 1).
+            timeout: Return after this many seconds, drained or not (up to a
+                day). It holds on a frozen server too: the last call then
+                fails within ``server_timeout``.
+
+        Raises:
+            WorkerError: The server did not answer for ``patience`` seconds,
+                or still did not at the deadline (``__cause__`` holds the last
+                error). Errors raised by the handler never end the loop: they
+                fail the job.
         """
+        if not isinstance(burst, bool):
+            raise TypeError(f"burst={burst!r}: must be True or False")
+        if max_jobs is not None:
+            check_count("max_jobs", max_jobs)
+        if timeout is not None:
+            check_seconds("timeout", timeout, max=DAY, min_open=False)
         deadline = None if timeout is None else time.monotonic() + timeout
         start = self.processed
+        down_since: float | None = None
+        pause = 0.05
         self._stop.clear()
-        while not self._stop.is_set():
-            ran = self.step()
-            if max_jobs is not None and self.processed - start >= max_jobs:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            if burst and ran == 0 and self.queue.drained():
-                break
+        try:
+            while not self._stop.is_set():
+                left = None if max_jobs is None else max_jobs - (self.processed - start)
+                try:
+                    ran = self._step(deadline, left)
+                    drained = burst and ran == 0 and self._drained()
+                except TRANSIENT as exc:
+                    down_since, pause = self._failed_call(exc, down_since, pause)
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self._give_up(exc, down_since, "at the run's deadline")
+                    wait = (
+                        pause
+                        if deadline is None
+                        else min(pause, deadline - time.monotonic())
+                    )
+                    self._stop.wait(max(0.0, wait))
+                    continue
+                if down_since is not None:
+                    self.down_seconds += time.monotonic() - down_since
+                    down_since, pause = None, 0.05
+                if max_jobs is not None and self.processed - start >= max_jobs:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if drained:
+                    break
+        finally:
+            if down_since is None:  # else the server is away: stay, as after a crash
+                with contextlib.suppress(redis.RedisError):
+                    self.leave()
+            self._reset_connection()
         return self.processed - start
 
+    def _drained(self) -> bool:
+        c = read_counts(self.queue, self._client())  # through the bounded connection
+        return c.waiting + c.running + c.delayed == 0
 
-class RunResult(NamedTuple):
-    """What :func:`run_threads` measured.
+    def _failed_call(
+        self, exc: BaseException, down_since: float | None, pause: float
+    ) -> tuple[float, float]:
+        self.errors += 1
+        self.last_error = exc
+        self._own_cursor = "0"  # what was in hand is re-read once back
+        self._reset_connection()  # reconnect (and re-find a cluster node)
+        now = time.monotonic()
+        if down_since is None:
+            return now, pause
+        if now - down_since >= self.patience:
+            self._give_up(exc, down_since, f"for patience={self.patience:g} s")
+        return down_since, min(pause * 2, 1.0)
 
-    Attributes:
-        seconds: Wall time from the start until the queue was drained.
-        jobs_per_second: Jobs finished (done or dead) per second.
-        times: Seconds since the start at each sample.
-        finished: Jobs finished (done + dead) at each sample.
-    """
-
-    seconds: float
-    jobs_per_second: float
-    times: list[float]
-    finished: list[int]
-
-
-def run_threads(
-    queue: JobQueue,
-    handler: Handler,
-    workers: int,
-    *,
-    timeout: float = 60.0,
-    sample_every: float = 0.02,
-) -> RunResult:
-    """Run ``workers`` workers in threads until the queue is drained.
-
-    Threads suit handlers that wait (I/O, ``sleep``): the GIL is released
-    while they wait. CPU-bound handlers need processes
-    (:class:`~labkit.lab.queues.WorkerProcesses`). The rate counts the jobs that
-    finished during the run, from the queue's totals.
-    """
-    _positive_int("workers", workers)
-    before = queue.counts()
-    pool = [Worker(queue, handler, block=0.01) for _ in range(workers)]
-    threads = [
-        threading.Thread(target=w.run, kwargs={"burst": True, "timeout": timeout})
-        for w in pool
-    ]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    times, finished = [0.0], [0]
-    while any(t.is_alive() for t in threads):
-        time.sleep(sample_every)
-        c = queue.counts()
-        times.append(time.perf_counter() - start)
-        finished.append(c.completed + c.dead - before.completed - before.dead)
-    elapsed = time.perf_counter() - start
-    for t in threads:
-        t.join()
-    c = queue.counts()
-    done = c.completed + c.dead - before.completed - before.dead
-    times.append(elapsed)
-    finished.append(done)
-    return RunResult(elapsed, done / elapsed, times, finished)
+    def _give_up(self, exc: BaseException, down_since: float, why: str) -> None:
+        down = time.monotonic() - down_since
+        raise WorkerError(
+            f"worker {self.name!r} of queue {self.queue.name!r}: the server has not "
+            f"answered for {down:.1f} s ({why}); last error: "
+            f"{type(exc).__name__}: {exc}",
+            worker=self.name,
+            queue=self.queue.name,
+        ) from exc

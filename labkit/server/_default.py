@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 from typing import Any
 
 import redis
 
-from labkit.errors import ServerUnreachableError
-from labkit.server._process import Server, _live_servers, no_retry
+from labkit.core.clients import require_version
+from labkit.errors import ServerUnreachableError, ServerVersionError
+from labkit.server._clients import client_options, mask_url, no_retry
+from labkit.server._process import Server, _live_servers
 
 __all__ = ["connect", "default_server", "fresh_client", "mask_url", "running_servers"]
 
 _default: Server | None = None
 _default_lock = threading.Lock()
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, fit for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def default_server() -> Server:
@@ -74,27 +70,40 @@ def connect(url: str | None = None, **kwargs: Any) -> redis.Redis:
         url: A ``redis://`` / ``rediss://`` / ``unix://`` URL. If None, the
             ``REDIS_URL`` environment variable is used; if that is unset or
             empty, an embedded Valkey server is started for this process.
-        **kwargs: Passed to ``redis.Redis``; ``decode_responses`` defaults to
-            True so that replies are ``str``.
+        **kwargs: Passed to ``redis.Redis``. labkit's defaults (see
+            :func:`labkit.server.client_options`): ``decode_responses=True``,
+            ``socket_timeout`` 5 s, ``socket_connect_timeout`` 2 s, one retry
+            on a dropped connection only; so a frozen server fails a call within
+            seconds instead of blocking it. Override any of them here.
 
     Raises:
         ServerUnreachableError: The URL did not answer PING. The message names
             the URL (password masked) and how to fall back to the embedded server.
-        ValueError: The URL is not a Redis URL.
+        ServerVersionError: The server is older than Redis/Valkey 7.0.
+        ValueError, TypeError: The URL is not a Redis URL.
     """
-    kwargs.setdefault("decode_responses", True)
     source = "url argument"
     if url is None:
         url = os.environ.get("REDIS_URL") or None
         source = "REDIS_URL"
     if url is None:
         return default_server().client(**kwargs)
-    client = redis.Redis.from_url(url, **kwargs)
-    # Probe once, without redis-py's retries, so a wrong URL fails in seconds.
-    probe = redis.Redis.from_url(url, socket_connect_timeout=5, retry=no_retry())
+    if not isinstance(url, str):
+        raise TypeError(f"url={url!r}: must be a redis://, rediss:// or unix:// URL")
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            f"{source}={mask_url(url)!r}: must be a redis://, rediss:// or unix:// "
+            "URL, e.g. redis://localhost:6379/15"
+        )
+    client = redis.Redis.from_url(url, **client_options(**kwargs))
+    # Probe once, without retries, so a wrong URL fails in seconds.
+    probe = redis.Redis.from_url(
+        url, socket_connect_timeout=5, socket_timeout=5, retry=no_retry()
+    )
     try:
         probe.ping()
-    except redis.exceptions.AuthenticationError:
+        require_version(probe, mask_url(url))
+    except (redis.exceptions.AuthenticationError, ServerVersionError):
         client.close()
         raise
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:

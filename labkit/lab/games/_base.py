@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Any, NamedTuple
 
-from labkit.pubsub import is_pong
+from labkit.core.args import check_choice, check_int, check_name
+from labkit.core.listen import Listener, as_text
 
 __all__ = ["EMPTY", "GameState", "MoveResult", "check_move_args", "winner_of"]
 
@@ -30,12 +29,10 @@ def winner_of(board: str) -> str:
 
 def check_move_args(player: Any, cell: Any) -> None:
     """Raise ValueError/TypeError unless ``player`` is X/O and ``cell`` is 0-8."""
-    if player not in ("X", "O"):
-        raise ValueError(f"player={player!r}: expected 'X' or 'O'")
-    if isinstance(cell, bool) or not isinstance(cell, int):
-        raise TypeError(f"cell={cell!r}: expected an int from 0 to 8")
-    if not 0 <= cell <= 8:
-        raise ValueError(f"cell={cell!r}: expected an int from 0 to 8 (row * 3 + col)")
+    if not isinstance(player, str):
+        raise TypeError(f"player={player!r}: must be 'X' or 'O'")
+    check_choice("player", player, ("X", "O"))
+    check_int("cell", cell, min=0, max=8, what="an int (row * 3 + column)")
 
 
 class GameState(NamedTuple):
@@ -76,21 +73,21 @@ class MoveResult(NamedTuple):
 
 
 class ChannelServer:
-    """Base for the game servers: one pub/sub connection, read on demand.
+    """Base for the game servers: one pub/sub channel, read on demand or in a thread.
 
-    A server reads its channel only in :meth:`pump`, so that experiments can
+    The channel is read by a :class:`~labkit.core.listen.Listener`. After
+    :meth:`connect` a server reads only in :meth:`pump`, so that experiments
     choose exactly when each server hears what the others published: that is
     how the tutorial design's races are forced deterministically, instead of
-    waiting for an unlucky timing.
+    waiting for an unlucky timing. After :meth:`follow` it reads in a
+    background thread, as a real server would.
     """
 
     def __init__(self, client: Any, name: str, channel: str) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"name={name!r}: expected a non-empty str")
+        self.name = check_name("name", name, max_len=64)
         self.client = client
-        self.name = name
         self.channel = channel
-        self._pubsub: Any = None
+        self.listener: Listener | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.state!r}>"
@@ -102,21 +99,56 @@ class ChannelServer:
     @property
     def connected(self) -> bool:
         """True while subscribed to the game's channel."""
-        return self._pubsub is not None
+        return self.listener is not None
 
-    def connect(self) -> None:
+    @property
+    def following(self) -> bool:
+        """True while a background thread reads the channel."""
+        return self.listener is not None and self.listener.running
+
+    def _new_listener(self, **listener_kw: Any) -> Listener:
+        return Listener(
+            self.client,
+            [self.channel],
+            on_message=self._heard,
+            on_subscribe=self._on_subscribe,
+            name=f"game-{self.name}",
+            **listener_kw,
+        )
+
+    def connect(self, timeout: float = 5.0) -> None:
         """Subscribe to the game's channel (and wait for the confirmation)."""
-        if self._pubsub is not None:
+        if self.listener is not None:
             return
-        self._pubsub = self.client.pubsub()
-        self._pubsub.subscribe(self.channel)
-        self._read_until(lambda r: self._pubsub.handle_message(r) is not None)
+        listener = self._new_listener()
+        listener.connect(timeout)
+        self.listener = listener
+
+    def follow(self, timeout: float = 5.0, **listener_kw: Any) -> Listener:
+        """Read the channel in a background thread; stop it with :meth:`close`.
+
+        Args:
+            timeout: Seconds to wait for the subscription to be confirmed.
+            **listener_kw: Passed to the Listener (``health_check_interval``,
+                ``dead_after``...).
+
+        Returns:
+            The listener (its ``stats`` count reconnects and errors).
+        """
+        if self.following:
+            assert self.listener is not None
+            return self.listener
+        self.disconnect()
+        listener = self._new_listener(**listener_kw)
+        listener.start(timeout)
+        self.listener = listener
+        return listener
 
     def disconnect(self) -> None:
         """Drop the subscription, as a server that lost its connection would."""
-        if self._pubsub is not None:
-            self._pubsub.close()
-            self._pubsub = None
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
 
     close = disconnect
 
@@ -125,33 +157,17 @@ class ChannelServer:
 
         Sends a PING down the subscription and reads until its answer: the
         server answers in order, so anything published before is read first.
+        Does nothing (returns 0) while disconnected or following.
         """
-        if self._pubsub is None:
+        if self.listener is None or self.listener.running:
             return 0
-        token = uuid.uuid4().hex
-        self._pubsub.ping(token)
-        handled = 0
+        return self.listener.pump(timeout)
 
-        def is_answer(response: Any) -> bool:
-            nonlocal handled
-            if is_pong(response, token):
-                return True
-            msg = self._pubsub.handle_message(response)
-            if msg is not None and msg["type"] == "message":
-                handled += 1
-                self._on_message(msg["data"])
-            return False
+    def _heard(self, msg: dict[str, Any]) -> None:
+        self._on_message(as_text(msg["data"]))
 
-        self._read_until(is_answer, timeout)
-        return handled
-
-    def _read_until(self, done: Any, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            response = self._pubsub.parse_response(block=False, timeout=0.1)
-            if response is not None and done(response):
-                return
-        raise TimeoutError(f"{self.name}: channel {self.channel!r} silent {timeout} s")
+    def _on_subscribe(self, channel: str) -> None:
+        """Called after every (re)subscription; the tutorial design does nothing."""
 
     def _on_message(self, data: str) -> None:  # pragma: no cover - overridden
         raise NotImplementedError

@@ -13,6 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from labkit.core.args import check_name
+from labkit.core.clients import check_client
+from labkit.errors import MalformedMessageError
 from labkit.lab.games._base import ChannelServer, GameState, MoveResult, check_move_args
 from labkit.lab.games._base import winner_of as _winner_of
 
@@ -30,7 +33,13 @@ class NaiveGameServer(ChannelServer):
     """
 
     def __init__(self, client: Any, name: str, *, channel: str = "game-moves") -> None:
-        super().__init__(client, name, channel)
+        check_client(
+            client,
+            owner="NaiveGameServer",
+            cluster="its channel is read with classic pub/sub on one node",
+            decode=True,
+        )
+        super().__init__(client, name, check_name("channel", channel))
         self._state = GameState()
 
     @property
@@ -61,9 +70,19 @@ class NaiveGameServer(ChannelServer):
         return self._state
 
     def _on_message(self, data: str) -> None:
-        body = json.loads(data)
-        board = body["board"]
+        try:
+            body = json.loads(data)
+            board, turn, winner = body["board"], body["turn"], body["winner"]
+            valid = len(board) == 9 and turn in ("X", "O")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise MalformedMessageError(
+                f"{self.name}: not a game state ({exc})",
+                channel=self.channel,
+                data=data,
+            ) from exc
+        if not valid:
+            raise MalformedMessageError(
+                f"{self.name}: not a game state", channel=self.channel, data=data
+            )
         # Whatever arrives wins: no version, no check that it is newer.
-        self._state = GameState(
-            board, body["turn"], 9 - board.count("."), body["winner"]
-        )
+        self._state = GameState(board, turn, 9 - board.count("."), winner)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from labkit.core.args import check_count
 from labkit.lab.games._base import winner_of
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
 ]
 
 Move = tuple[str, str, int]  # (server name, player, cell), accepted moves only
+Refusal = tuple[str, str, int, str]  # (server name, player, cell, reason)
 
 
 class ScenarioResult(NamedTuple):
@@ -39,12 +42,14 @@ class ScenarioResult(NamedTuple):
         accepted: Moves the servers accepted, ``(server, player, cell)``.
         views: Each server's board at the end, ``{server name: board}``.
         problems: What went wrong, in words; empty when consistent.
+        refused: Moves a server refused, ``(server, player, cell, reason)``.
     """
 
     name: str
     accepted: list[Move]
     views: dict[str, str]
     problems: list[str]
+    refused: list[Refusal]
 
     @property
     def ok(self) -> bool:
@@ -72,9 +77,18 @@ def check(accepted: Sequence[Move], views: dict[str, str]) -> list[str]:
     return problems
 
 
-def _play(server: Any, player: str, cell: int, accepted: list[Move]) -> None:
-    if server.move(player, cell).ok:
+def _play(
+    server: Any,
+    player: str,
+    cell: int,
+    accepted: list[Move],
+    refused: list[Refusal] | None = None,
+) -> None:
+    result = server.move(player, cell)
+    if result.ok:
         accepted.append((server.name, player, cell))
+    elif refused is not None:
+        refused.append((server.name, player, cell, result.reason))
 
 
 def _pump(*servers: Any) -> None:
@@ -82,21 +96,36 @@ def _pump(*servers: Any) -> None:
         s.pump()
 
 
-def _end(name: str, servers: Sequence[Any], accepted: list[Move]) -> ScenarioResult:
+def _end(
+    name: str,
+    servers: Sequence[Any],
+    accepted: list[Move],
+    refused: list[Refusal],
+    since: int = 0,
+) -> ScenarioResult:
+    """The result; the boards are checked against the moves from ``since`` on."""
     views = {s.name: s.state.board for s in servers}
-    return ScenarioResult(name, accepted, views, check(accepted, views))
+    problems = check(accepted[since:], views)
+    return ScenarioResult(name, accepted, views, problems, refused)
 
 
 def restart_not_propagated(a: Any, b: Any) -> ScenarioResult:
-    """Two moves, then ``a`` restarts the game: does ``b`` see the new game?"""
-    played: list[Move] = []
-    _play(a, "X", 0, played)
+    """Two moves, then ``a`` restarts the game: does ``b`` see the new game?
+
+    Both moves are reported as accepted; the boards are checked against the
+    moves since the restart (none: both boards should be empty).
+    """
+    accepted: list[Move] = []
+    refused: list[Refusal] = []
+    _play(a, "X", 0, accepted, refused)
     _pump(a, b)
-    _play(b, "O", 4, played)
+    _play(b, "O", 4, accepted, refused)
     _pump(a, b)
     a.restart()
     _pump(a, b)
-    return _end("restart not propagated", (a, b), [])  # no move since restart
+    return _end(
+        "restart not propagated", (a, b), accepted, refused, since=len(accepted)
+    )
 
 
 def simultaneous_moves(a: Any, b: Any) -> ScenarioResult:
@@ -106,23 +135,25 @@ def simultaneous_moves(a: Any, b: Any) -> ScenarioResult:
     validates before reading its channel.
     """
     accepted: list[Move] = []
-    _play(a, "X", 0, accepted)
-    _play(b, "X", 4, accepted)  # b has not pumped: it still sees X to move
+    refused: list[Refusal] = []
+    _play(a, "X", 0, accepted, refused)
+    _play(b, "X", 4, accepted, refused)  # b has not pumped: it still sees X to move
     _pump(a, b)
-    return _end("simultaneous moves", (a, b), accepted)
+    return _end("simultaneous moves", (a, b), accepted, refused)
 
 
 def missed_while_disconnected(a: Any, b: Any) -> ScenarioResult:
     """``b`` drops off while two moves are played on ``a``, then comes back."""
     accepted: list[Move] = []
+    refused: list[Refusal] = []
     b.disconnect()
-    _play(a, "X", 0, accepted)
-    _play(a, "O", 4, accepted)
+    _play(a, "X", 0, accepted, refused)
+    _play(a, "O", 4, accepted, refused)
     b.connect()
     _pump(a, b)
-    _play(b, "X", 4, accepted)  # X's next click lands on server b
+    _play(b, "X", 4, accepted, refused)  # X's next click lands on server b
     _pump(a, b)
-    return _end("missed while disconnected", (a, b), accepted)
+    return _end("missed while disconnected", (a, b), accepted, refused)
 
 
 def race(servers: Sequence[Any], rounds: int = 100, *, seed: int = 0) -> list[Move]:
@@ -133,8 +164,7 @@ def race(servers: Sequence[Any], rounds: int = 100, *, seed: int = 0) -> list[Mo
     moves in the order the servers answered (check the stored log for the
     order Redis applied them).
     """
-    if not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds={rounds!r}: expected an int >= 1")
+    check_count("rounds", rounds, max=100_000)
     barrier = threading.Barrier(len(servers))
     accepted: list[Move] = []
     lock = threading.Lock()
@@ -159,13 +189,22 @@ def race(servers: Sequence[Any], rounds: int = 100, *, seed: int = 0) -> list[Mo
             barrier.abort()
 
     threads = [
-        threading.Thread(target=worker, args=(s, random.Random(seed + i)))
+        threading.Thread(
+            target=worker,
+            args=(s, random.Random(seed + i)),
+            name=f"race-{s.name}",
+            daemon=True,
+        )
         for i, s in enumerate(servers)
     ]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 60 + rounds * 0.5
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() for t in threads):
+        barrier.abort()  # the stuck thread's next wait raises, and it ends
+        raise TimeoutError(f"race(rounds={rounds}) did not finish in time")
     if errors:
         raise errors[0]
     return accepted
@@ -175,10 +214,15 @@ def check_log(log: Sequence[str]) -> list[str]:
     """Problems in a stored move log (``version:player:cell:server`` entries).
 
     Replays the log game by game: turns must alternate starting with X, a cell
-    is marked once, nothing is played after a win or draw.
+    is marked once, nothing is played after a win or draw. A log trimmed to
+    its newest entries (``max_log``) is replayed from its first restart.
     """
     problems = []
     board, turn, game = list("." * 9), "X", 1
+    if log and not log[0].startswith("1:"):  # trimmed: the first game is partial
+        restarts = [i for i, e in enumerate(log) if e.split(":")[1] == "restart"]
+        log = log[restarts[0] :] if restarts else []
+        game = 0
     for entry in log:
         _, player, cell, _server = entry.split(":", 3)
         if player == "restart":

@@ -1,14 +1,15 @@
-"""Plots for notebook 05: who got what, fan-out latency, and game boards."""
+"""Plots for notebook 07: who got what, fan-out cost, slow consumers, game boards."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["boards", "delivery_heatmap", "fanout_latency"]
+__all__ = ["boards", "delivery_heatmap", "fanout_compare", "omem_growth"]
 
 
 def delivery_heatmap(
@@ -36,36 +37,67 @@ def delivery_heatmap(
     return fig
 
 
-def fanout_latency(
-    latencies: Mapping[int, np.ndarray], *, title: str = "Publish-to-receive latency"
+def fanout_compare(
+    results: Mapping[int, Mapping[str, Any]],
+    *,
+    title: str = "One message to n subscribers",
 ) -> Figure:
-    """p50 and p99 latency (ms) against the number of subscribers.
+    """Latency of the last subscriber per message, and the server's share.
 
     Args:
-        latencies: ``{subscribers: seconds}``, each value an array of shape
-            ``(messages, subscribers)`` (:func:`labkit.lab.pubsub.measure_fanout`).
+        results: ``{subscribers: {mode: result}}``, each result with
+            ``latency`` (seconds, shape ``(messages, subscribers)``) and
+            ``server_us`` (:class:`labkit.lab.pubsub.FanoutResult`).
         title: Figure title.
 
-    Two views: every delivery (left), and the *last* subscriber to get each
-    message (right), which is what a "everyone has it" guarantee waits for.
+    One line per mode (median, over messages, of the last subscriber's
+    latency) and one for the server's time per ``PUBLISH``, all in ms.
     """
-    ns = sorted(latencies)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    views = {
-        "every delivery": {n: np.ravel(latencies[n]) for n in ns},
-        "last subscriber per message": {n: latencies[n].max(axis=1) for n in ns},
-    }
-    for ax, (label, series) in zip(axes, views.items(), strict=True):
-        for q, style in ((50, "o-"), (99, "s--")):
-            ys = [np.percentile(series[n], q) * 1000 for n in ns]
-            ax.plot(ns, ys, style, label=f"p{q}")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("subscribers on the channel")
-        ax.set_title(label)
-        ax.legend()
-    axes[0].set_ylabel("milliseconds")
-    fig.suptitle(title)
+    ns = sorted(results)
+    modes = list(next(iter(results.values())))
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for mode, style in zip(modes, ("o-", "s-", "^-"), strict=False):
+        ys = [np.median(results[n][mode].latency.max(axis=1)) * 1000 for n in ns]
+        ax.plot(ns, ys, style, label=f"subscribers as {mode}: last one, p50")
+    server = [np.nanmedian([results[n][m].server_us for m in modes]) / 1000 for n in ns]
+    ax.plot(ns, server, "k--", label="server: time inside PUBLISH")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("subscribers on the channel")
+    ax.set_ylabel("milliseconds")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def omem_growth(
+    samples: Sequence[tuple[int, int]],
+    *,
+    limit: int,
+    size: int,
+    title: str = "A slow subscriber's output buffer",
+) -> Figure:
+    """The subscriber's ``omem`` against the megabytes published to it.
+
+    Args:
+        samples: ``(messages published, omem bytes)`` pairs
+            (:class:`labkit.lab.pubsub.SlowConsumerResult`).
+        limit: The output buffer limit in bytes (drawn as a line).
+        size: Payload bytes per message.
+        title: Figure title.
+    """
+    mb = [n * size / 1e6 for n, _ in samples]
+    kb = [omem / 1024 for _, omem in samples]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.plot(mb, kb, ".-", label="omem (CLIENT LIST)")
+    ax.axhline(
+        limit / 1024, color="tab:red", linestyle="--", label="output buffer limit"
+    )
+    ax.set_xlabel("megabytes published to the subscriber")
+    ax.set_ylabel("kB queued in the server")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
     fig.tight_layout()
     return fig
 

@@ -1,4 +1,4 @@
-"""Plots for notebook 06: worker scaling, completion over time, retry timelines."""
+"""Plots for notebook 08: scaling, completion, retries, return times, latency."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-__all__ = ["completion_curve", "retry_timeline", "workers_scaling"]
+__all__ = [
+    "completion_curve",
+    "latency_vs_load",
+    "retry_timeline",
+    "return_times",
+    "workers_scaling",
+]
 
 
 def workers_scaling(
@@ -136,5 +142,78 @@ def retry_timeline(
     ax.set_title(title)
     ax.margins(x=0.06)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def return_times(
+    seconds: Sequence[float],
+    *,
+    visibility: float,
+    claim_every: float,
+    title: str = "When the dead worker's jobs started again",
+) -> Figure:
+    """Histogram of seconds from a kill to each held job's next start.
+
+    Args:
+        seconds: One value per job the dead worker held.
+        visibility: The visibility timeout (drawn as a line).
+        claim_every: How often a live worker looks for idle entries; the
+            latest a job can come back is ``visibility + claim_every``.
+        title: Figure title.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    top = max([*seconds, visibility + claim_every]) * 1.1
+    ax.hist(seconds, bins=20, range=(0, top), color="tab:blue", alpha=0.8)
+    ax.axvline(visibility, color="tab:red", linestyle="--", label="visibility timeout")
+    ax.axvline(
+        visibility + claim_every,
+        color="tab:orange",
+        linestyle=":",
+        label="+ one claim interval",
+    )
+    ax.set_xlabel("seconds after the kill")
+    ax.set_ylabel("jobs")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def latency_vs_load(
+    points: Mapping[int, Sequence[tuple[float, float, float]]],
+    *,
+    title: str = "Enqueue-to-start wait against load",
+) -> Figure:
+    """p50 and p99 wait against utilisation, one colour per worker count.
+
+    Args:
+        points: ``{workers: [(utilisation, p50 seconds, p99 seconds), ...]}``.
+        title: Figure title.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for i, (workers, rows) in enumerate(sorted(points.items())):
+        rows = sorted(rows)
+        xs = [u for u, _, _ in rows]
+        color = f"C{i}"
+        ax.plot(
+            xs,
+            [p50 * 1000 for _, p50, _ in rows],
+            "o-",
+            color=color,
+            label=f"{workers} worker(s): p50",
+        )
+        ax.plot(
+            xs,
+            [p99 * 1000 for _, _, p99 in rows],
+            "s--",
+            color=color,
+            label=f"{workers} worker(s): p99",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("utilisation (arrival rate x job duration / workers)")
+    ax.set_ylabel("wait from enqueue to start (ms)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig

@@ -3,21 +3,39 @@
 from labkit.lab.queues._procs import WorkerProcesses
 from labkit.lab.queues.demo import (
     CrashRun,
+    PoisonRun,
+    cpu_rates,
     crash_run,
     flaky_sleep,
     noop,
+    poison,
+    poison_run,
     record,
     runs_key,
+    spin,
+    starts_key,
     try_queue,
 )
+from labkit.lab.queues.faults import ServerCrash, server_crash_run
+from labkit.lab.queues.latency import LatencyRun, latency_run
 
 __all__ = [
     "CrashRun",
+    "LatencyRun",
+    "PoisonRun",
+    "ServerCrash",
     "WorkerProcesses",
+    "cpu_rates",
     "crash_run",
     "flaky_sleep",
+    "latency_run",
     "noop",
+    "poison",
+    "poison_run",
     "record",
     "runs_key",
+    "server_crash_run",
+    "spin",
+    "starts_key",
     "try_queue",
 ]

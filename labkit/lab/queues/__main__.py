@@ -2,7 +2,11 @@
 
 Runs one worker in this process until SIGTERM/SIGINT (it finishes the job in
 hand, then exits) or, with ``--burst``, until the queue is drained. The server
-comes from ``--url``, else ``REDIS_URL``.
+comes from ``--url``, else ``REDIS_URL``. The handler is imported by module
+path, so it must live in an importable module (put its directory on
+``PYTHONPATH``; :class:`~labkit.lab.queues.WorkerProcesses` takes ``path=``).
+An error (no server, no such handler) ends the process with status 1 and the
+traceback on stderr.
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ def load_handler(spec: str) -> Handler:
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
         raise ValueError(f"handler={spec!r}: expected 'module:function'")
-    return getattr(importlib.import_module(module), attr)
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except AttributeError as exc:
+        raise ValueError(
+            f"handler={spec!r}: module {module!r} has no {attr!r}"
+        ) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--prefix", default="lab:queue")
     w.add_argument("--visibility", type=float, default=30.0, help="seconds")
     w.add_argument("--batch", type=int, default=10)
+    w.add_argument("--block", type=float, default=1.0, help="seconds")
     w.add_argument("--burst", action="store_true", help="exit once drained")
     args = parser.parse_args(argv)
     client = labkit.connect(args.url)
@@ -43,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         client, args.name, prefix=args.prefix, visibility_timeout=args.visibility
     )
     worker = Worker(
-        queue, load_handler(args.handler), name=args.consumer, batch=args.batch
+        queue,
+        load_handler(args.handler),
+        name=args.consumer,
+        batch=args.batch,
+        block=args.block,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+from labkit.core.args import DAY, check_count, check_name, check_seconds
+from labkit.errors import WorkerProcessError
+from labkit.queues import GROUP, JobQueue
 from labkit.server import spawn
 
 __all__ = ["WorkerProcesses"]
@@ -20,14 +28,21 @@ class WorkerProcesses:
         url: Server URL; passed to the children in ``REDIS_URL`` (not on the
             command line, where ``ps`` would show the password).
         name: Queue name.
-        n: Number of processes.
-        handler: ``module:function`` of the handler, importable by the child.
+        n: Number of processes (1 to 64).
+        handler: ``"module:function"`` of the handler. A worker process
+            imports it, so it must live in a module, not in a notebook cell:
+            write it to a ``.py`` file and pass that file's directory as
+            ``path``.
+        path: A directory put at the front of the children's ``PYTHONPATH``
+            (where your handler's module is), or None.
         options: Extra command-line options, e.g. ``["--visibility", "1"]``
             (see ``python -m labkit.lab.queues worker --help``).
 
     A context manager: leaving it stops every worker (SIGTERM: finish the job
     in hand, then exit), and on Linux a worker dies with the process that
-    started it. :meth:`kill` SIGKILLs one worker, as in a crash.
+    started it. :meth:`kill` SIGKILLs one worker, as in a crash. Each child's
+    stderr goes to a file of its own, quoted in the
+    :class:`~labkit.errors.WorkerProcessError` raised when a child fails.
     """
 
     def __init__(
@@ -37,41 +52,117 @@ class WorkerProcesses:
         n: int = 1,
         *,
         handler: str = "labkit.lab.queues.demo:record",
+        path: str | os.PathLike[str] | None = None,
         options: list[str] | None = None,
     ) -> None:
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n={n!r}: must be an int >= 1")
-        env = {**os.environ, "REDIS_URL": url}
-        self.names = [f"proc-{i}" for i in range(n)]
-        self.procs = [
-            spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "labkit.lab.queues",
-                    "worker",
-                    "--name",
-                    name,
-                    "--handler",
-                    handler,
-                    "--consumer",
-                    consumer,
-                    *(options or []),
-                ],
-                env=env,
-                stdin=subprocess.DEVNULL,
+        check_name("url", url)
+        check_name("name", name)
+        check_count("n", n, max=64)
+        module, sep, attr = check_name("handler", handler).partition(":")
+        if not (module and sep and attr):
+            raise ValueError(f"handler={handler!r}: must be 'module:function'")
+        env = {**os.environ, "REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
+        if path is not None:
+            if not Path(path).is_dir():
+                raise ValueError(f"path={path!r}: must be an existing directory")
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (os.fspath(path), env.get("PYTHONPATH", "")) if p
             )
-            for consumer in self.names
-        ]
+        self.names = [f"proc-{i}" for i in range(n)]
+        self.killed: set[int] = set()
+        self._logs = Path(tempfile.mkdtemp(prefix="labkit-workers-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        try:
+            for consumer in self.names:
+                with open(self._logs / f"{consumer}.err", "wb") as err:
+                    argv = [sys.executable, "-m", "labkit.lab.queues", "worker"]
+                    argv += ["--name", name, "--handler", handler]
+                    argv += ["--consumer", consumer, *(options or [])]
+                    self.procs.append(
+                        spawn(argv, env=env, stdin=subprocess.DEVNULL, stderr=err)
+                    )
+        except BaseException:
+            self.stop()
+            raise
+
+    def output(self, i: int, lines: int = 15) -> str:
+        """The last ``lines`` lines worker ``i`` wrote to stderr."""
+        path = self._logs / f"{self.names[i]}.err"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def check(self) -> None:
+        """Raise :class:`WorkerProcessError` if a worker exited on an error.
+
+        Workers stopped by :meth:`kill` do not count.
+        """
+        for i, p in enumerate(self.procs):
+            code = p.poll()
+            if code not in (None, 0) and i not in self.killed:
+                raise WorkerProcessError(
+                    f"worker process {self.names[i]!r} exited with status {code}:\n"
+                    f"{self.output(i)}",
+                    worker=self.names[i],
+                    returncode=code,
+                    output=self.output(i),
+                )
+
+    def wait_ready(self, queue: JobQueue, timeout: float = 30.0) -> None:
+        """Wait until every worker has joined ``queue``'s consumer group.
+
+        Raises:
+            WorkerProcessError: A worker exited (its stderr is quoted), or not
+                all joined within ``timeout`` seconds.
+        """
+        check_seconds("timeout", timeout, max=DAY)
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check()
+            got: Any = queue.client.xinfo_consumers(queue.stream, GROUP)
+            joined = {c["name"] for c in got}
+            missing = [n for n in self.names if n not in joined]
+            if not missing:
+                return
+            if time.monotonic() >= deadline:
+                i = self.names.index(missing[0])
+                raise WorkerProcessError(
+                    f"worker processes {missing} did not join queue "
+                    f"{queue.name!r} within {timeout:g} s:\n{self.output(i)}",
+                    worker=missing[0],
+                    returncode=None,
+                    output=self.output(i),
+                )
+            time.sleep(0.02)
 
     def kill(self, i: int) -> None:
         """SIGKILL worker ``i`` (no cleanup, no ack: a crash) and reap it."""
+        self.killed.add(i)
         self.procs[i].send_signal(signal.SIGKILL)
         self.procs[i].wait()
 
     def wait(self, timeout: float = 60.0) -> list[int]:
-        """Wait for every worker to exit (``--burst`` workers do once drained)."""
-        return [p.wait(timeout=timeout) for p in self.procs]
+        """Wait for every worker to exit (``--burst`` workers do once drained).
+
+        Raises:
+            WorkerProcessError: A worker exited on an error, or was still
+                running after ``timeout`` seconds.
+        """
+        check_seconds("timeout", timeout, max=DAY)
+        deadline = time.monotonic() + timeout
+        for i, p in enumerate(self.procs):
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired as exc:
+                raise WorkerProcessError(
+                    f"worker process {self.names[i]!r} still running after "
+                    f"{timeout:g} s",
+                    worker=self.names[i],
+                    returncode=None,
+                    output=self.output(i),
+                ) from exc
+        self.check()
+        return [p.returncode for p in self.procs]
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM every live worker, then SIGKILL those still up after ``timeout``."""
@@ -84,6 +175,7 @@ class WorkerProcesses:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        shutil.rmtree(self._logs, ignore_errors=True)
 
     def __enter__(self) -> WorkerProcesses:
         return self

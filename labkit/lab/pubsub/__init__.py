@@ -1,0 +1,26 @@
+"""Lab: measuring pub/sub: who got what, fan-out cost, slow consumers, cluster cost."""
+
+from labkit.lab.pubsub._cluster import (
+    BUS_COUNTERS,
+    bus_messages,
+    cluster_publish_cost,
+    total,
+)
+from labkit.lab.pubsub._delivery import delivery_matrix
+from labkit.lab.pubsub._fanout import MODES, FanoutResult, measure_fanout, publish_cost
+from labkit.lab.pubsub._slow import SlowConsumerResult, omem_of, slow_consumer
+
+__all__ = [
+    "BUS_COUNTERS",
+    "MODES",
+    "FanoutResult",
+    "SlowConsumerResult",
+    "bus_messages",
+    "cluster_publish_cost",
+    "delivery_matrix",
+    "measure_fanout",
+    "omem_of",
+    "publish_cost",
+    "slow_consumer",
+    "total",
+]

@@ -1,0 +1,288 @@
+"""Library: Lock, on one server (or one cluster slot), with fencing tokens."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from types import TracebackType
+from typing import Any, NamedTuple
+
+import redis
+
+from labkit.core.args import DAY, check_seconds, check_tag
+from labkit.core.clients import check_client
+from labkit.core.scripts import Script
+from labkit.errors import LockError, LockNotOwnedError, LockTimeoutError
+
+__all__ = ["Lease", "Lock"]
+
+ACQUIRE = Script("locks_acquire")
+RELEASE = Script("locks_release")
+EXTEND = Script("locks_extend")
+
+
+class Lease(NamedTuple):
+    """What a holder gets from ``acquire``.
+
+    Attributes:
+        name: The lock's name.
+        token: The holder's random token: release and extend compare it with
+            the one stored, so only this holder can release or extend.
+        fence: The fencing token, 1 for the lock's first acquisition and one
+            more for each after. Send it with every write to a storage that
+            refuses tokens older than the newest it has seen. ``None`` for a
+            :class:`~labkit.locks.Redlock`, which has no single counter.
+        validity: Seconds the lease was sure to last when ``acquire``
+            returned: the TTL minus the time the request took (and, for a
+            Redlock, minus the clock-drift allowance).
+        valid_until: ``time.monotonic()`` when that validity runs out.
+        votes: Servers that granted it (1 for a :class:`Lock`).
+    """
+
+    name: str
+    token: str
+    fence: int | None
+    validity: float
+    valid_until: float
+    votes: int = 1
+
+    def remaining(self) -> float:
+        """Seconds of validity left by this process's clock (<= 0: expired)."""
+        return self.valid_until - time.monotonic()
+
+
+def check_ttl(ttl: Any) -> float:
+    """A lease length: 1 ms to one day."""
+    return check_seconds("ttl", ttl, min=0.001, max=DAY, min_open=False)
+
+
+def ms(seconds: float) -> int:
+    """Whole milliseconds, at least 1."""
+    return max(1, round(seconds * 1000))
+
+
+class Lock:
+    """A lock held by one holder at a time, with expiry and fencing tokens.
+
+    Args:
+        client: A ``redis.Redis`` or ``RedisCluster`` (the name is a hash tag,
+            so both keys live in one slot). Give it a ``socket_timeout``: a
+            request to a frozen server waits as long as the client lets it.
+        name: What the lock protects; it becomes the keys' hash tag, so it is
+            non-empty and has no braces.
+        ttl: Seconds a lease lasts unless extended (0.001 to 86400). A holder
+            that dies frees the lock after at most this long; one that pauses
+            longer loses it without knowing (see ``fence``).
+        timeout: Longest wait, in seconds, of a blocking ``acquire`` and of
+            ``with lock:`` (0 to 86400).
+        retry_interval: Mean seconds between tries while waiting (randomised
+            by +-50% so that waiters do not retry in lockstep).
+        prefix: Start of the keys (no braces).
+
+    Keys (``lab:lock`` is the default prefix):
+        ``lab:lock:{<name>}`` (string): the holder's random token, PX ttl, so
+        a lock whose holder died frees itself.
+        ``lab:lock:{<name>}:fence`` (string): the fencing counter, INCR in the
+        same script as each acquisition; no TTL: it must never go backwards,
+        or a storage that saw token 57 would refuse every later holder (and
+        one that forgot would accept stale writers). Bounded: one integer per
+        lock name. It is only as durable as the server: one that restarts
+        empty starts it again at 1, and a storage that remembers higher
+        tokens then refuses every new holder (safe, but stuck until reset).
+
+    One ``Lock`` object is one holder: a thread or process that needs the
+    lock makes its own (the token of the current lease is kept on the
+    object). Acquire and release are one round trip each (``EVALSHA``).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        ttl: float,
+        *,
+        timeout: float = 10.0,
+        retry_interval: float = 0.05,
+        prefix: str = "lab:lock",
+    ) -> None:
+        self.client = check_client(client, owner="Lock", cluster=True)
+        self.name = check_tag("name", name)
+        self.ttl = check_ttl(ttl)
+        self.timeout = check_seconds("timeout", timeout, min=0, max=DAY, min_open=False)
+        self.retry_interval = check_seconds(
+            "retry_interval", retry_interval, min=0.001, max=60, min_open=False
+        )
+        self.prefix = check_tag("prefix", prefix)
+        self.lease: Lease | None = None  #: the lease this holder holds, if any
+
+    def __repr__(self) -> str:
+        return f"Lock({self.name!r}, ttl={self.ttl:g})"
+
+    @property
+    def key(self) -> str:
+        """The lock key: the holder's token lives here."""
+        return f"{self.prefix}:{{{self.name}}}"
+
+    @property
+    def fence_key(self) -> str:
+        """The fencing counter."""
+        return f"{self.key}:fence"
+
+    # --- acquiring ----------------------------------------------------------
+    def acquire(
+        self, *, blocking: bool = True, timeout: float | None = None
+    ) -> Lease | None:
+        """Take the lock; return the lease, or None if it stayed taken.
+
+        Args:
+            blocking: Wait (up to ``timeout``) while someone else holds it;
+                False makes a single try.
+            timeout: Seconds to wait at most (default: the lock's ``timeout``).
+
+        Raises:
+            LockError: This object already holds an unexpired lease (make one
+                ``Lock`` per holder), or a key holds another type of value.
+            redis.RedisError: The server failed or did not answer in the
+                client's ``socket_timeout``.
+        """
+        if not isinstance(blocking, bool):
+            raise TypeError(f"blocking={blocking!r}: must be True or False")
+        wait = (
+            self.timeout
+            if timeout is None
+            else check_seconds("timeout", timeout, min=0, max=DAY, min_open=False)
+        )
+        if self.lease is not None and self.lease.remaining() > 0:
+            raise LockError(
+                f"lock {self.name!r}: this Lock object already holds a lease "
+                f"(fence {self.lease.fence}); release it first, or make one Lock "
+                "object per holder",
+                name=self.name,
+                key=self.key,
+            )
+        deadline = time.monotonic() + wait
+        token = secrets.token_hex(16)
+        ttl_ms = ms(self.ttl)
+        while True:
+            sent = time.monotonic()
+            fence, pttl = self._run(ACQUIRE, [self.key, self.fence_key], token, ttl_ms)
+            if fence:
+                validity = self.ttl - (time.monotonic() - sent)
+                if validity > 0:
+                    self.lease = Lease(
+                        self.name, token, fence, validity, sent + self.ttl
+                    )
+                    return self.lease
+                # The answer took longer than the lease: it is gone already.
+                self._run(RELEASE, [self.key], token)
+            left = deadline - time.monotonic()
+            if not blocking or left <= 0:
+                return None
+            pause = self.retry_interval * random.uniform(0.5, 1.5)
+            if pttl > 0:  # no use trying before the holder's lease can end
+                pause = max(pause, min(pttl / 1000, self.retry_interval * 4))
+            time.sleep(min(pause, left))
+
+    def release(self) -> None:
+        """Release the lease this object holds.
+
+        Raises:
+            LockNotOwnedError: The lease expired (another holder may have the
+                lock now, and it is left alone), or nothing was held.
+            redis.RedisError: The server failed; the lease is kept, so the
+                release can be tried again.
+        """
+        lease = self.lease
+        if lease is None:
+            raise LockNotOwnedError(
+                f"lock {self.name!r}: this Lock object holds no lease to release",
+                name=self.name,
+                key=self.key,
+                token="",
+            )
+        released = self._run(RELEASE, [self.key], lease.token)  # errors: keep it
+        self.lease = None
+        if not released:
+            raise self._lost(lease, "release")
+
+    def extend(self, ttl: float | None = None) -> Lease:
+        """Make the held lease last ``ttl`` seconds from now (default: the TTL).
+
+        Returns:
+            The renewed lease (same token and fence).
+
+        Raises:
+            LockNotOwnedError: The lease had already expired; nothing changed.
+        """
+        new_ttl = self.ttl if ttl is None else check_ttl(ttl)
+        lease = self.lease
+        if lease is None:
+            raise LockNotOwnedError(
+                f"lock {self.name!r}: this Lock object holds no lease to extend",
+                name=self.name,
+                key=self.key,
+                token="",
+            )
+        sent = time.monotonic()
+        if not self._run(EXTEND, [self.key], lease.token, ms(new_ttl)):
+            self.lease = None
+            raise self._lost(lease, "extend")
+        validity = new_ttl - (time.monotonic() - sent)
+        self.lease = lease._replace(validity=validity, valid_until=sent + new_ttl)
+        return self.lease
+
+    def locked(self) -> bool:
+        """True if anyone holds the lock right now (one ``EXISTS``)."""
+        return bool(self.client.exists(self.key))
+
+    def _run(self, script: Script, keys: list[str], *args: str | int) -> Any:
+        try:
+            return script(self.client, keys, args)
+        except redis.ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            raise LockError(
+                f"lock {self.name!r}: {exc} (delete the key or choose another "
+                "name or prefix)",
+                name=self.name,
+                key=self.key,
+            ) from exc
+
+    def _lost(self, lease: Lease, action: str) -> LockNotOwnedError:
+        late = -lease.remaining()
+        when = f"{late:.3f} s ago" if late > 0 else "early (deleted or flushed?)"
+        return LockNotOwnedError(
+            f"lock {self.name!r}: cannot {action}, the lease with fence "
+            f"{lease.fence} is no longer held (it expired {when}); nothing was "
+            "changed, and whoever holds the lock now keeps it",
+            name=self.name,
+            key=self.key,
+            token=lease.token,
+        )
+
+    # --- context manager ------------------------------------------------------
+    def __enter__(self) -> Lease:
+        lease = self.acquire(blocking=True)
+        if lease is None:
+            raise LockTimeoutError(
+                f"lock {self.name!r}: still held by another after {self.timeout:g} s",
+                name=self.name,
+                key=self.key,
+                timeout=self.timeout,
+            )
+        return lease
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.release()  # a lost lease is an error: the block ran unprotected
+            return
+        try:
+            self.release()
+        except LockNotOwnedError as lost:
+            exc.add_note(f"Also: {lost}")  # keep the block's own error on top
