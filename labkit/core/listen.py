@@ -25,6 +25,7 @@ so they share its guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -33,17 +34,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from labkit.core.args import check_callable, check_name, check_names, check_seconds
 from labkit.errors import ListenerError, MalformedMessageError
 
 __all__ = ["Listener", "ListenerStats", "as_text", "is_pong"]
 
-_NET_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+# A closed socket can also surface as OSError, or as ValueError ("I/O operation
+# on closed file") when the client was closed under a running listener.
+_NET_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError, ValueError)
 _CONFIRMS = ("subscribe", "psubscribe", "ssubscribe")
 _MESSAGES = ("message", "pmessage", "smessage")
 
 Message = dict[str, Any]
+
+#: Seconds to finish reading a reply that has started, on a connection with no
+#: socket timeout of its own.
+_BODY_TIMEOUT = 5.0
 
 
 def as_text(value: Any) -> Any:
@@ -207,7 +216,12 @@ class Listener:
                     self._pubsub.subscribe(*self.channels)
                 if self.patterns:
                     self._pubsub.psubscribe(*self.patterns)
-                self._pubsub.connection.register_connect_callback(self._on_connect)
+                conn = self._pubsub.connection
+                conn.register_connect_callback(self._on_connect)
+                # Every failure must reach this loop (so outages are counted and
+                # timed): no silent reconnect-and-retry inside redis-py. The
+                # loop's next read reconnects; redis-py then re-subscribes.
+                conn.retry = Retry(NoBackoff(), 0)
                 self._connected_once = True  # from here on, a connect is a reconnect
             self._await_confirmations(timeout)
         except BaseException:
@@ -246,6 +260,10 @@ class Listener:
 
     def _close_pubsub(self) -> None:
         if self._pubsub is not None:
+            conn = self._pubsub.connection
+            if conn is not None and not self.sharded:
+                # The pooled connection outlives us: stop it calling back.
+                conn.deregister_connect_callback(self._on_connect)
             self._pubsub.close()
             self._pubsub = None
 
@@ -264,10 +282,29 @@ class Listener:
             self.stats.down_since = None
 
     def _read_raw(self, timeout: float) -> Any:
-        """One raw reply (or None); watchdog PONGs are consumed here."""
+        """One raw reply (or None); watchdog PONGs are consumed here.
+
+        ``timeout`` bounds the wait for a reply to *start*. Once bytes are
+        there, the rest of the reply gets the connection's socket timeout:
+        redis-py 8.1's ``parse_response(block=False, timeout=t)`` would bound
+        the whole read by ``t``, and on a slow link a reply that arrives in
+        pieces would then fail half read and cost the connection.
+        """
         if self.sharded:
             return self._pubsub.get_sharded_message(timeout=timeout)
-        response = self._pubsub.parse_response(block=False, timeout=timeout)
+        conn = self._pubsub.connection
+        try:  # connects (and redis-py resubscribes) if the socket is closed
+            readable = conn.can_read(timeout=timeout)
+        except _NET_ERRORS:
+            # can_read raises on a connection the server closed, but leaves
+            # the socket open: every later read would fail the same way.
+            self._drop_connection()
+            raise
+        if not readable:
+            return None
+        response = self._pubsub.parse_response(
+            block=False, timeout=conn.socket_timeout or _BODY_TIMEOUT
+        )
         if response is None:
             return None
         self._last_read = time.monotonic()
@@ -331,13 +368,20 @@ class Listener:
                 self.stats.down_since = time.monotonic()
             self._stop.wait(min(0.2, self.poll_interval * 4))
             return
+        self._back_up()  # the read went through: connected
         if msg is not None:
-            self._back_up()
             self._dispatch(msg)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._read_one(self.poll_interval)
+
+    def _drop_connection(self) -> None:
+        """Close the socket, so that the next read reconnects and resubscribes."""
+        conn = None if self._pubsub is None else self._pubsub.connection
+        if conn is not None and not self.sharded:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
 
     def _watchdog(self) -> None:
         now = time.monotonic()
@@ -350,7 +394,7 @@ class Listener:
             self._ping_sent = None
             if self.stats.down_since is None:
                 self.stats.down_since = now
-            self._pubsub.connection.disconnect()
+            self._drop_connection()
             return
         if self._ping_sent is None and now >= self._next_ping:
             self._pubsub.ping(self._ping_token)
