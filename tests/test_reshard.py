@@ -267,6 +267,7 @@ def test_failover_under_traffic_loses_no_confirmed_write() -> None:
         )
         print(f"\n{run}")
         assert run.promoted_after > 1.0 and run.first_write_after > 1.0
+        assert run.confirmed >= 20  # the warm-up: a sample worth checking
         assert run.confirmed_lost == 0 and run.unconfirmed > 0
         assert run.lost > 0 and run.during_lag > 0
         assert replica in cluster.primaries() and victim not in cluster.primaries()

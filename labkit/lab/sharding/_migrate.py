@@ -185,5 +185,3 @@ def redirect_counts(cluster: Cluster) -> dict[str, int]:
         for name in out:
             out[name] += int(stats.get(f"errorstat_{name}", {}).get("count", 0))
     return out
-
-

@@ -76,5 +76,3 @@ def add_master(cluster: Cluster, *, timeout: float = 10.0) -> Server:
                 timeout=timeout,
             )
         time.sleep(0.05)
-
-

@@ -179,6 +179,7 @@ def failover_under_traffic(
     lag: float = 0.5,
     value_size: int = 20_000,
     wait_ms: int = 50,
+    warmup: int = 20,
     timeout: float = 60.0,
 ) -> FailoverRun:
     """Kill ``victim`` (a primary with a replica) under traffic; measure and restore.
@@ -193,6 +194,9 @@ def failover_under_traffic(
         value_size: Bytes per write: the more bytes written during the lag,
             the more of them are still in the primary's buffers when it dies.
         wait_ms: The WAIT writer's ``WAIT 1`` timeout.
+        warmup: Writes each writer gets acknowledged (and, for the WAIT
+            writer, confirmed) before the replica is frozen, so that "no
+            confirmed write lost" rests on more than a handful of writes.
         timeout: Bound on the whole failover and on the recovery.
 
     The victim is restarted afterwards (it rejoins as a replica of the
@@ -204,6 +208,7 @@ def failover_under_traffic(
     check_seconds("lag", lag, max=60)
     check_count("value_size", value_size, max=10_000_000)
     check_int("wait_ms", wait_ms, min=1, max=60_000)
+    check_count("warmup", warmup, max=100_000)
     replicas = cluster.replicas_of(victim)
     if not replicas:
         raise ValueError(f"victim={victim!r}: has no replica to take over")
@@ -217,7 +222,12 @@ def failover_under_traffic(
     plain.start()
     waiter.start()
     try:
-        if not wait_until(lambda: len(plain.acked) > 20, timeout=timeout):
+        # Warm up until both writers have a sample worth checking afterwards:
+        # the WAIT writer's confirmations are what the run is about.
+        def warmed_up() -> bool:
+            return len(plain.acked) >= warmup and len(waiter.confirmed) >= warmup
+
+        if not wait_until(warmed_up, timeout=timeout):
             raise ClusterStateError(
                 "the writers made no progress before the kill",
                 what="writes",
