@@ -6,7 +6,8 @@ import pytest
 import redis
 
 from labkit.errors import CrossSlotError
-from labkit.server import SLOTS, Cluster, slot_ranges
+from labkit.lab.sharding.bigkey import migrate_watched
+from labkit.server import SLOTS, Cluster, Server, slot_ranges
 from labkit.sharding import (
     JumpHash,
     ShardedClient,
@@ -144,3 +145,17 @@ def test_cluster_client_has_a_socket_timeout(cluster: Cluster) -> None:
         assert kwargs["socket_timeout"] == 5.0
     finally:
         rc.close()
+
+
+def test_migrate_watched_moves_the_key_and_counts_both_nodes_busy() -> None:
+    """migrate_watched: the key moves, each node reports time spent on it."""
+    with Server(password="pw") as source, Server(password="pw") as target:
+        with source.client() as client:
+            for start in range(0, 50_000, 10_000):
+                client.rpush("big", *range(start, start + 10_000))
+            moved = migrate_watched(source, target, "big", password="pw")
+            assert client.exists("big") == 0
+        with target.client() as client:
+            assert client.llen("big") == 50_000
+        assert moved.source_busy > 0 and moved.target_busy > 0 and moved.pings > 0
+    assert not source.running and not target.running

@@ -26,12 +26,27 @@ class BlockedMove(NamedTuple):
         source_worst: Slowest ``PING`` on the source while it ran, in seconds.
         target_worst: Slowest ``PING`` on the target while it ran, in seconds.
         pings: ``PING``s sent in all.
+        source_busy: Seconds the source spent in the ``MIGRATE`` by its own
+            count (``INFO commandstats``): unlike ``seconds``, no client-side
+            scheduling delay in it.
+        target_busy: Seconds the target spent storing the key
+            (``RESTORE-ASKING``, or ``RESTORE`` outside a cluster), by its
+            own count.
     """
 
     seconds: float
     source_worst: float
     target_worst: float
     pings: int
+    source_busy: float = 0.0
+    target_busy: float = 0.0
+
+
+def _busy_usec(server: Server, *commands: str) -> int:
+    """Microseconds ``server`` has spent in ``commands`` (``INFO commandstats``)."""
+    with server.client(socket_timeout=10) as client:
+        stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("usec", 0)) for c in commands)
 
 
 def migrate_watched(
@@ -68,6 +83,8 @@ def migrate_watched(
     for _ in threads:
         ready.acquire(timeout=10)
     worst.update(source=0.0, target=0.0)  # only what happens during the move
+    restore = ("restore-asking", "restore")
+    busy_before = (_busy_usec(source, "migrate"), _busy_usec(target, *restore))
     try:
         with source.client(socket_timeout=120) as client:
             started = time.monotonic()
@@ -80,4 +97,8 @@ def migrate_watched(
         stop.set()
         for thread in threads:
             thread.join(timeout=70)
-    return BlockedMove(seconds, worst["source"], worst["target"], count[0])
+    source_busy = (_busy_usec(source, "migrate") - busy_before[0]) / 1e6
+    target_busy = (_busy_usec(target, *restore) - busy_before[1]) / 1e6
+    return BlockedMove(
+        seconds, worst["source"], worst["target"], count[0], source_busy, target_busy
+    )

@@ -305,7 +305,7 @@ def grow(
     Every server in ``clients`` is flushed first. The links are stored over
     the first ``nodes_before`` servers; then a shortener over all of them
     looks each link up (counting 404s), :func:`~labkit.sharding.move_keys`
-    copies the misplaced keys, and every link is looked up again.
+    moves the misplaced keys, and every link is looked up again.
 
     Args:
         clients: ``{server name: client}``, in the order servers are added.
