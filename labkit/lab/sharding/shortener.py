@@ -282,7 +282,7 @@ class Growth(NamedTuple):
 
     Attributes:
         broken: Links that answered 404 under the new layout before any move.
-        moved: Keys :func:`~labkit.sharding.move_keys` copied to their new owner.
+        moved: Keys :func:`~labkit.sharding.move_keys` moved to their new owner.
         all_resolve: True if every link answered 302 after the move.
         seconds: Wall time of the move.
     """
