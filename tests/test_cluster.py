@@ -85,6 +85,10 @@ def test_cluster_with_replicas() -> None:
         assert len(c.nodes) == 6
         roles = [n.client().info("replication")["role"] for n in c.nodes]
         assert roles.count("master") == 3 and roles.count("slave") == 3
+        for node in c.nodes:  # gossip has reached every node (Redis 7.0 lagged)
+            with node.client() as client:
+                assert sum(not n.is_master for n in cluster_nodes(client)) == 3
+        assert all(c.replicas_of(m) for m in c.masters)
 
 
 def test_cluster_nodes_parses_the_live_cluster(cluster: Cluster) -> None:

@@ -135,9 +135,9 @@ class Cluster:
         """True when the cluster is whole and healthy, as every node sees it.
 
         Every node reports ``cluster_state:ok`` and knows every other node,
-        none flagged failed or still handshaking, and every node that is a
-        replica now (roles change in a failover) has its link to its master
-        up.
+        none flagged failed or still handshaking, and sees as many replicas
+        as the cluster has; and every node that is a replica now (roles
+        change in a failover) has its link to its master up.
         """
         for node in self.nodes:
             with node.client() as client:
@@ -146,6 +146,10 @@ class Cluster:
                 if info.get("cluster_state") != "ok" or len(view) != len(self.nodes):
                     return False
                 if not all(n.usable for n in view):
+                    return False
+                # Every node has heard of every replica as a replica (gossip
+                # can lag behind CLUSTER REPLICATE: Redis 7.0 showed it).
+                if sum(not n.is_master for n in view) != len(self.replicas):
                     return False
                 me = next(n for n in view if n.myself)
                 if not me.is_master:
