@@ -203,8 +203,11 @@ def test_local_cache_refuses_an_unbounded_wait(
 ) -> None:
     """wait_invalidated(timeout=nan) is refused instead of waiting forever."""
     assert_refused(
-        r, lambda: local.wait_invalidated("k", timeout=math.nan), ValueError,
-        "timeout=nan", "finite number",
+        r,
+        lambda: local.wait_invalidated("k", timeout=math.nan),
+        ValueError,
+        "timeout=nan",
+        "finite number",
     )
 
 
@@ -217,8 +220,11 @@ def test_cache_entry_holding_a_hash(r: redis.Redis) -> None:
     for mode in ("lock", "none", "xfetch"):
         c = cache(r, namespace="users", stampede=mode)
         err = assert_refused(
-            r, lambda c=c: c.get_or_load(7, lambda: calls.append(1)),
-            CacheKeyTypeError, "lab:cache:{users:7}", "holds a hash",
+            r,
+            lambda c=c: c.get_or_load(7, lambda: calls.append(1)),
+            CacheKeyTypeError,
+            "lab:cache:{users:7}",
+            "holds a hash",
         )
         assert err.found == "hash" and err.expected == "string"  # type: ignore[attr-defined]
         assert_refused(r, lambda c=c: c.set(7, {"n": 1}), CacheKeyTypeError, "hash")
@@ -247,8 +253,11 @@ def test_grouped_keys_holding_other_types(r: redis.Redis, per_field: Any) -> Non
     r.delete(g.gen_key(7))
     r.set(g.group_key(7), "a string")
     assert_refused(
-        r, lambda: g.get_or_load(7, "q", lambda: 1), CacheKeyTypeError,
-        g.group_key(7), "holds a string",
+        r,
+        lambda: g.get_or_load(7, "q", lambda: 1),
+        CacheKeyTypeError,
+        g.group_key(7),
+        "holds a string",
     )
     assert_refused(r, lambda: g.invalidate_owner(7), CacheKeyTypeError, "string")
 
@@ -264,7 +273,10 @@ def test_local_cache_key_holding_a_hash(r: redis.Redis, local: ClientSideCache) 
 def nowhere() -> Any:
     client = redis.Redis(
         host="127.0.0.1",
-        port=free_port(), socket_connect_timeout=1, socket_timeout=1, retry=no_retry()
+        port=free_port(),
+        socket_connect_timeout=1,
+        socket_timeout=1,
+        retry=no_retry(),
     )
     yield client
     client.close()
@@ -276,8 +288,10 @@ def test_unreachable_server_fails_fast(r: redis.Redis, nowhere: redis.Redis) -> 
     where = f"127.0.0.1:{port}"
     for mode in ("lock", "none", "xfetch"):
         assert_refused(
-            r, lambda m=mode: Cache(nowhere, **OK, stampede=m).get_or_load("k", int),
-            redis.ConnectionError, where,
+            r,
+            lambda m=mode: Cache(nowhere, **OK, stampede=m).get_or_load("k", int),
+            redis.ConnectionError,
+            where,
         )
     assert_refused(r, lambda: grouped(nowhere), redis.ConnectionError, where)
     assert_refused(r, lambda: ClientSideCache(nowhere), redis.ConnectionError, where)
@@ -289,8 +303,12 @@ def test_per_field_expiry_refused_where_unsupported(r: redis.Redis) -> None:
         assert grouped(r, per_field_expiry=True).per_field_expiry is True
         return
     assert_refused(
-        r, lambda: grouped(r, per_field_expiry=True), ValueError,
-        "per_field_expiry=True", "7.4", "None",
+        r,
+        lambda: grouped(r, per_field_expiry=True),
+        ValueError,
+        "per_field_expiry=True",
+        "7.4",
+        "None",
     )
 
 

@@ -291,3 +291,16 @@ def test_listener_bad_arguments(
     kwargs.setdefault("on_message", print)
     with pytest.raises(error, match=match):
         Listener(r, **kwargs)
+
+
+def test_every_script_declares_its_flags() -> None:
+    """Each script starts with a ``#!lua`` shebang, then a comment header."""
+    from importlib import resources
+
+    folder = resources.files("labkit").joinpath("lua")
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".lua"))
+    assert names
+    for name in names:
+        first, second = folder.joinpath(name).read_text().splitlines()[:2]
+        assert first.startswith("#!lua"), f"{name}: first line {first!r}"
+        assert second.startswith("--"), f"{name}: no header comment"

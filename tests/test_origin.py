@@ -24,7 +24,9 @@ def test_reads_and_writes() -> None:
     assert len(users) == 50 and users[0]["id"] == 1
     uid = db.add_user("Lin", "lin@example.org")
     assert uid == 51 and db.get_user(uid) == {
-        "id": 51, "name": "Lin", "email": "lin@example.org"
+        "id": 51,
+        "name": "Lin",
+        "email": "lin@example.org",
     }
     db.update_user(uid, name="Lin Q")
     assert db.get_user(uid)["name"] == "Lin Q"  # type: ignore[index]

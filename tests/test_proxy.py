@@ -516,6 +516,7 @@ def test_partition_fails_over_and_the_old_primary_loses_acknowledged_writes(
             ), sentinel.log_tail(20)
             assert wait_until(lambda: rr.info("replication")["role"] == "master", 10)
             rr.set("after", "2")
+
         # Sentinel demotes the old primary about 8 s after it is back; the
         # demotion drops the clients' connections, so a poll may meet a reset.
         def demoted() -> bool:

@@ -117,7 +117,10 @@ class Listener:
         on_subscribe: Called with the channel (or pattern) name after each
             subscribe confirmation, the first and every renewal after a
             reconnect; exceptions count as callback errors.
-        sharded: Sharded pub/sub on a cluster.
+        sharded: Sharded pub/sub on a cluster. redis-py's cluster pub/sub
+            keeps one connection per shard and reconnects them itself, so in
+            this mode the watchdog does not run and ``stats.reconnects`` and
+            ``stats.downtime`` count only the outages that reach the loop.
         health_check_interval: Seconds between the watchdog's PINGs (0.01-3600).
         dead_after: Seconds of silence after a PING before the connection is
             declared dead and reopened (default: 3 intervals).

@@ -13,7 +13,10 @@ pipeline's scripts afterwards): a second round trip per batch. And a
 ``ClusterPipeline`` refuses its ``evalsha`` method. :meth:`Script.queue` sends
 the raw command instead.
 
-Each ``.lua`` file starts with a header naming its KEYS, ARGV and return value;
+Each ``.lua`` file starts with ``#!lua`` (Redis 7 script flags: the server
+checks memory *before* a writing script runs, rather than failing it at its
+first write once it has started, and a cluster refuses undeclared keys), then a
+header naming its KEYS, ARGV and return value;
 ``print(Script("queues_enqueue").source)`` shows it.
 """
 

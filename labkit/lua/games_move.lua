@@ -1,3 +1,4 @@
+#!lua
 -- Tic-tac-toe move: validate and apply in one step, then announce the version.
 -- KEYS[1]: hash, the game {board (9 chars, '.' free), turn, version, winner}
 -- KEYS[2]: list, the move log ("version:player:cell:server" per entry), capped

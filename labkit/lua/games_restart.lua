@@ -1,3 +1,4 @@
+#!lua
 -- Tic-tac-toe restart: empty board, X to play, a NEW version, announced.
 -- KEYS[1]: hash, the game {board, turn, version, winner}
 -- KEYS[2]: list, the move log (gets a "version:restart::server" entry), capped

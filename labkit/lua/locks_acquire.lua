@@ -1,3 +1,4 @@
+#!lua
 -- Take a lock if it is free (SET NX PX) and hand out the next fencing token.
 --
 -- KEYS[1]  the lock key    (string: the holder's random token, PX ttl)

@@ -1,3 +1,4 @@
+#!lua
 -- Extend a lease only if the caller still holds it (compare-and-expire).
 --
 -- KEYS[1]  the lock key (string: the holder's random token)

@@ -1,3 +1,4 @@
+#!lua
 -- The lab's storage service: write one item, refusing stale fencing tokens.
 --
 -- With checking on, a write whose token is below the highest token already

@@ -1,3 +1,4 @@
+#!lua
 -- One Redlock server's vote: take the key if it is free (SET NX PX).
 --
 -- The same as a single-instance acquire without the fencing counter: a

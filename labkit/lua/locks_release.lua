@@ -1,3 +1,4 @@
+#!lua
 -- Release a lock only if the caller still holds it (compare-and-delete).
 --
 -- A plain DEL would delete whatever is there: after the caller's lease

@@ -1,3 +1,4 @@
+#!lua
 -- Publish a numbered message and keep it in a capped stream beside the channel,
 -- so that a subscriber that missed it can read it back (XRANGE from its last id).
 -- KEYS[1]: stream, the channel's recent history (<prefix>:{<channel>}: same slot

@@ -1,3 +1,4 @@
+#!lua
 -- A job succeeded: acknowledge it once, whoever finishes it.
 -- KEYS[1]: stream, ready jobs   KEYS[2]: hash, the job record
 -- KEYS[3]: hash, queue counters

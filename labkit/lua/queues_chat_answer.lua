@@ -1,3 +1,4 @@
+#!lua
 -- A chat worker answers one request: once, whoever else also answers it.
 -- The answer is delivered only if no worker delivered one before (a per-session
 -- set of answered request ids is the marker, written with the answer); a

@@ -1,3 +1,4 @@
+#!lua
 -- A chat client sends a message: append it to the session's history and queue
 -- a request for the workers, both or neither.
 -- KEYS[1]: list, the session's history (JSON messages)

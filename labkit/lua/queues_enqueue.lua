@@ -1,3 +1,4 @@
+#!lua
 -- Enqueue a batch of jobs: their records, then the ready stream or the delayed set.
 -- KEYS[1]: stream, ready jobs (fields job, payload; consumer group ARGV[6])
 -- KEYS[2]: sorted set, delayed jobs (member = JSON [id, payload], score = due ms)

@@ -1,3 +1,4 @@
+#!lua
 -- A job attempt failed: schedule a retry with exponential backoff, or, after
 -- the last attempt, move it to the dead-letter stream.
 -- KEYS[1]: stream, ready jobs   KEYS[2]: sorted set, delayed jobs

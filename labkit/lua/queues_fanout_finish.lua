@@ -1,3 +1,4 @@
+#!lua
 -- Mark one part of a fanned-out job finished; say whether the job is now done.
 -- A part id already in the set changes nothing, so a part delivered twice
 -- counts once, and "done" is reported to exactly one caller.

@@ -1,3 +1,4 @@
+#!lua
 -- A worker leaves the consumer group, unless it still holds entries.
 -- (XGROUP DELCONSUMER drops a consumer's pending entries with it: those jobs
 -- would never be delivered again. A consumer holding some stays, so that another

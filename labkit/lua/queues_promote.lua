@@ -1,3 +1,4 @@
+#!lua
 -- Move delayed jobs that are due (server clock) into the ready stream.
 -- KEYS[1]: sorted set, delayed jobs (member = JSON [id, payload], score = due ms)
 -- KEYS[2]: stream, ready jobs

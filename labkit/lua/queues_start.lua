@@ -1,3 +1,4 @@
+#!lua
 -- A worker starts one attempt of a job it was delivered.
 -- KEYS[1]: stream, ready jobs   KEYS[2]: hash, the job record
 -- ARGV[1]: consumer group   ARGV[2]: worker (consumer) name   ARGV[3]: entry id

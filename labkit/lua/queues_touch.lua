@@ -1,3 +1,4 @@
+#!lua
 -- Heartbeat of a long job: reset its entry's idle time, if this worker still
 -- holds it, so that no other worker takes it over (XAUTOCLAIM) while it runs.
 -- KEYS[1]: stream, ready jobs

@@ -1,3 +1,4 @@
+#!lua
 -- Fixed window counter; a window opens at the first request after the last one closed.
 -- KEYS[1]: hash {w = window start (us), n = units admitted in that window}
 -- ARGV[1]: "<limit> <period> <burst>" in one argument (fewer to encode per call):

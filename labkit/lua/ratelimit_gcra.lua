@@ -1,3 +1,4 @@
+#!lua
 -- GCRA (generic cell rate algorithm): one number per key, the theoretical arrival
 -- time (TAT) of the next request; a request is allowed when it would not push
 -- the TAT more than burst emission intervals past now.

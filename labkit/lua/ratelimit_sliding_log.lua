@@ -1,3 +1,4 @@
+#!lua
 -- Sliding log: one sorted-set entry per admitted unit, scored by its time.
 -- KEYS[1]: sorted set {member "<us>-<n>" -> score = admission time (us)}
 -- ARGV[1]: "<limit> <period> <burst>" in one argument (fewer to encode per call):

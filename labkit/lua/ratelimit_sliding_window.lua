@@ -1,3 +1,4 @@
+#!lua
 -- Sliding window counter: this window's count plus the previous one's, weighted by
 -- how much of the previous window still overlaps the sliding period.
 -- KEYS[1]: hash {w = window index (now // period), c = units this window, p = previous}

@@ -1,3 +1,4 @@
+#!lua
 -- Token bucket: holds up to burst tokens, refilled at limit per period; a request
 -- takes cost tokens. A missing key is a full bucket.
 -- KEYS[1]: hash {t = tokens (float), ts = time of t (us)}

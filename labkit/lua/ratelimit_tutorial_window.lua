@@ -1,3 +1,4 @@
+#!lua
 -- The tutorial's "token bucket" (SEEDS row 6), kept to show that it is really a
 -- fixed window: a counter that starts a window of ARGV[2] seconds on first use.
 -- KEYS[1]: string counter, expiring ARGV[2] seconds after the window's first request

@@ -32,9 +32,7 @@ def latency_hist(
     fig, ax = plt.subplots(figsize=(8, 3.8))
     all_ms = np.concatenate([np.asarray(s) * 1000 for s in samples.values()])
     lo, hi = max(all_ms.min(), 1e-4), all_ms.max()
-    edges = list(
-        np.geomspace(lo, hi * 1.01, bins) if log else np.linspace(0, hi, bins)
-    )
+    edges = list(np.geomspace(lo, hi * 1.01, bins) if log else np.linspace(0, hi, bins))
     for i, (label, s) in enumerate(samples.items()):
         color = f"C{i}"
         ms = np.asarray(s) * 1000
