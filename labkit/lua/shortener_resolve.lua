@@ -1,3 +1,4 @@
+#!lua
 -- Look a short code up and count the lookup on this server, in one round trip.
 --
 -- Both keys live on the same server: the link on the server that owns its
