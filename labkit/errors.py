@@ -5,7 +5,9 @@ from __future__ import annotations
 __all__ = [
     "CacheError",
     "CacheKeyTypeError",
+    "ClusterStateError",
     "ContentionError",
+    "CrossSlotError",
     "ExperimentTimeoutError",
     "FlagPropagationError",
     "FlagStoreError",
@@ -18,6 +20,7 @@ __all__ = [
     "LockNotOwnedError",
     "LockTimeoutError",
     "MalformedMessageError",
+    "MoveError",
     "PowerCutUnavailableError",
     "ProxyError",
     "QueueFullError",
@@ -28,6 +31,8 @@ __all__ = [
     "ServerUnreachableError",
     "ServerVersionError",
     "SessionExpiredError",
+    "ShardUnavailableError",
+    "ShortenerKeyError",
     "TrackingError",
     "UnknownFanOutError",
     "UnsafeServerError",
@@ -529,3 +534,95 @@ class ContentionError(LabkitError):
         super().__init__(message)
         self.url = url
         self.algorithm = algorithm
+
+
+# --- labkit.sharding and labkit.lab.sharding -----------------------------------
+
+
+class CrossSlotError(LabkitError):
+    """Keys meant for one multi-key command map to several cluster slots.
+
+    Raised by :func:`labkit.sharding.same_slot` before anything is sent (a
+    cluster node would answer ``CROSSSLOT``).
+
+    Attributes:
+        keys: The keys, grouped by slot.
+        slots: The distinct slots, sorted.
+    """
+
+    def __init__(self, message: str, *, keys: list[object], slots: list[int]) -> None:
+        super().__init__(message)
+        self.keys = keys
+        self.slots = slots
+
+
+class ShardUnavailableError(LabkitError):
+    """One server of a :class:`labkit.sharding.ShardedClient` did not answer.
+
+    The connection was refused or reset, or the client's ``socket_timeout``
+    passed (a frozen or partitioned server). The other servers may be fine.
+
+    Attributes:
+        node: The router's name for the server.
+        key: The key whose command failed ("" for a command over many keys).
+        command: The command, e.g. ``"GET"``.
+    """
+
+    def __init__(self, message: str, *, node: str, key: str, command: str) -> None:
+        super().__init__(message)
+        self.node = node
+        self.key = key
+        self.command = command
+
+
+class MoveError(LabkitError):
+    """:func:`labkit.sharding.move_keys` stopped part way.
+
+    Each ``MIGRATE`` is atomic per key, so every key is on its old or its new
+    server, never on both or neither; run the move again to finish it.
+
+    Attributes:
+        source: Name of the server keys were moving from.
+        target: Name of the server they were moving to.
+        moved: Keys moved before the failure.
+    """
+
+    def __init__(self, message: str, *, source: str, target: str, moved: int) -> None:
+        super().__init__(message)
+        self.source = source
+        self.target = target
+        self.moved = moved
+
+
+class ShortenerKeyError(LabkitError):
+    """A URL shortener's key holds a value of another type; nothing was written.
+
+    Attributes:
+        key: The Redis key.
+        found: The Redis type found there.
+        expected: What the shortener keeps there.
+    """
+
+    def __init__(self, message: str, *, key: str, found: str, expected: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.found = found
+        self.expected = expected
+
+
+class ClusterStateError(LabkitError):
+    """A cluster did not reach a state in time (formed, joined, migrated).
+
+    Attributes:
+        what: The state waited for, e.g. ``"cluster_state:ok"``.
+        nodes: ``host:port`` of the nodes involved.
+        timeout: Seconds waited.
+    """
+
+    def __init__(
+        self, message: str, *, what: str, nodes: list[str], timeout: float
+    ) -> None:
+        super().__init__(message)
+        self.what = what
+        self.nodes = nodes
+        self.timeout = timeout

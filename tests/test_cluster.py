@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 import redis
 
-from labkit.server import SLOTS, Cluster, slot_ranges
+from labkit.errors import CrossSlotError
+from labkit.lab.sharding.bigkey import migrate_watched
+from labkit.server import SLOTS, Cluster, Server, slot_ranges
+from labkit.sharding import (
+    JumpHash,
+    ShardedClient,
+    cluster_nodes,
+    same_slot,
+    tagged,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +85,81 @@ def test_cluster_with_replicas() -> None:
         assert len(c.nodes) == 6
         roles = [n.client().info("replication")["role"] for n in c.nodes]
         assert roles.count("master") == 3 and roles.count("slave") == 3
+        for node in c.nodes:  # gossip has reached every node (Redis 7.0 lagged)
+            with node.client() as client:
+                assert sum(not n.is_master for n in cluster_nodes(client)) == 3
+        assert all(c.replicas_of(m) for m in c.masters)
+
+
+def test_cluster_nodes_parses_the_live_cluster(cluster: Cluster) -> None:
+    """cluster_nodes: three usable masters owning all 16384 slots, one of them me."""
+    with cluster.nodes[0].client() as client:
+        view = cluster_nodes(client)
+    assert len(view) == 3 and all(n.is_master and n.usable for n in view)
+    assert sum(n.slot_count() for n in view) == SLOTS
+    me = next(n for n in view if n.myself)
+    assert me.port == cluster.nodes[0].port
+    assert {n.address for n in view} == {f"{n.host}:{n.port}" for n in cluster.nodes}
+    rc = cluster.client()
+    try:  # a RedisCluster asks its default node: the same table
+        assert {n.id for n in cluster_nodes(rc)} == {n.id for n in view}
+    finally:
+        rc.close()
+
+
+def test_same_slot_agrees_with_the_server(cluster: Cluster) -> None:
+    """Where same_slot raises, a node answers CROSSSLOT; tagged keys work together."""
+    rc = cluster.client()
+    try:
+        keys = [tagged("user:7", "name"), tagged("user:7", "cart")]
+        slot = same_slot(keys)
+        owner = rc.get_node_from_key(keys[0])
+        with redis.Redis(
+            host=owner.host, port=owner.port, password=cluster.password
+        ) as node:
+            node.mset(dict.fromkeys(keys, "x"))
+            assert (
+                node.mget(keys) == [b"x", b"x"]
+                and node.cluster("keyslot", keys[0]) == slot
+            )
+            with pytest.raises(CrossSlotError):
+                same_slot(["{}a", "{}b"])
+            with pytest.raises(redis.ResponseError, match="same slot"):
+                node.mget("{}a", "{}b")
+    finally:
+        rc.close()
+
+
+def test_sharded_client_refuses_a_cluster_client(cluster: Cluster) -> None:
+    """ShardedClient over a RedisCluster is refused with the reason."""
+    rc = cluster.client()
+    try:
+        with pytest.raises(TypeError, match="routes every key to its slot's owner"):
+            ShardedClient({"a": rc}, JumpHash(["a"]))
+    finally:
+        rc.close()
+
+
+def test_cluster_client_has_a_socket_timeout(cluster: Cluster) -> None:
+    """Cluster.client() bounds every call: a frozen node fails, it does not hang."""
+    rc = cluster.client()
+    try:
+        node = rc.get_default_node()
+        kwargs = node.redis_connection.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] == 5.0
+    finally:
+        rc.close()
+
+
+def test_migrate_watched_moves_the_key_and_counts_both_nodes_busy() -> None:
+    """migrate_watched: the key moves, each node reports time spent on it."""
+    with Server(password="pw") as source, Server(password="pw") as target:
+        with source.client() as client:
+            for start in range(0, 50_000, 10_000):
+                client.rpush("big", *range(start, start + 10_000))
+            moved = migrate_watched(source, target, "big", password="pw")
+            assert client.exists("big") == 0
+        with target.client() as client:
+            assert client.llen("big") == 50_000
+        assert moved.source_busy > 0 and moved.target_busy > 0 and moved.pings > 0
+    assert not source.running and not target.running

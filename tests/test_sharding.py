@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
+import redis
+from checks import assert_refused
 
+import labkit
+from labkit.core.wait import wait_until
+from labkit.errors import CrossSlotError, MoveError, ShardUnavailableError
 from labkit.lab.sharding import (
     ROUTER_KINDS,
     growth_cost,
@@ -20,7 +29,7 @@ from labkit.lab.sharding import (
     ring_balance,
     sample_keys,
 )
-from labkit.server import Server
+from labkit.server import Server, free_port, no_retry
 from labkit.sharding import (
     HashRing,
     JumpHash,
@@ -28,10 +37,15 @@ from labkit.sharding import (
     Rendezvous,
     ShardedClient,
     char_sum,
+    cluster_nodes,
     hash64,
+    hash_tag,
     jump_bucket,
     key_slot,
     move_keys,
+    parse_cluster_nodes,
+    same_slot,
+    tagged,
 )
 
 ALL_ROUTERS = [ModuloRouter, HashRing, Rendezvous, JumpHash]
@@ -150,7 +164,7 @@ def test_ring_shares_sum_to_one() -> None:
 @pytest.mark.parametrize("cls", ALL_ROUTERS)
 @pytest.mark.parametrize(
     ("nodes", "match"),
-    [([], "at least one"), (["a", "b", "a"], "duplicate")],
+    [([], "at least 1"), (["a", "b", "a"], "duplicate")],
 )
 def test_bad_nodes(cls: type, nodes: list[str], match: str) -> None:
     """No nodes or duplicate names raise ValueError naming the problem."""
@@ -177,7 +191,7 @@ def test_bad_key_and_name_types() -> None:
     """A non-string key or node name is a TypeError naming it."""
     with pytest.raises(TypeError, match="key=42"):
         HashRing(["a"]).node_for(42)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="node name 7"):
+    with pytest.raises(TypeError, match="nodes item=7"):
         JumpHash(["a", 7])  # type: ignore[list-item]
 
 
@@ -192,7 +206,7 @@ def servers() -> Iterator[dict[str, Server]]:
 @pytest.fixture
 def clients(servers: dict[str, Server]) -> Iterator[dict]:
     """A flushed client per server."""
-    out = {name: s.client() for name, s in servers.items()}
+    out = {name: s.client(socket_timeout=5) for name, s in servers.items()}
     for c in out.values():
         c.flushdb()
     yield out
@@ -275,3 +289,352 @@ def test_ring_balance_improves_with_vnodes() -> None:
     """A ring's busiest share over fair share drops with more virtual nodes."""
     few, many = ring_balance(1, seed=3), ring_balance(1000, seed=3)
     assert few > many >= 1.0 and many < 1.1
+
+
+# --- hash tags and one slot --------------------------------------------------
+def test_hash_tag_and_tagged_keys_share_a_slot() -> None:
+    """tagged() builds keys of one slot; hash_tag() shows what is hashed."""
+    keys = [tagged("user:1", "cart"), tagged("user:1", "orders", 7)]
+    assert keys == ["{user:1}:cart", "{user:1}:orders:7"]
+    assert same_slot(keys) == key_slot("user:1")
+    assert hash_tag("{user:1}:cart") == b"user:1"
+    assert hash_tag("a{}b") == b"a{}b"  # empty braces: the whole key
+    assert hash_tag("{}x}") == b"{}x}"  # a brace-only tag is no tag
+
+
+def test_same_slot_names_the_split() -> None:
+    """same_slot refuses keys of two slots, naming the slots, before any command."""
+    err = same_slot_error(["user:1:name", "user:1:cart"])
+    assert len(err.slots) == 2 and "hash tag" in str(err)
+    # An empty tag is no tag: "{}a" and "{}b" hash whole and split.
+    assert len(same_slot_error(["{}a", "{}b"]).slots) == 2
+
+
+def same_slot_error(keys: list[str]) -> CrossSlotError:
+    with pytest.raises(CrossSlotError) as info:
+        same_slot(keys)
+    return info.value
+
+
+# --- CLUSTER NODES, parsed once ----------------------------------------------
+NODES_TEXT = (
+    # Redis 7.0: address with a trailing ",hostname" (empty here).
+    "07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004, slave "
+    "e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected\n"
+    "67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master - 0 "
+    "1426238316232 2 connected 5461-10922 [5470->-292f8b365bb7edb5e285caf0b7e6ddc7265"
+    "d2f4f]\n"
+    # Valkey 8+: aux fields after the hostname.
+    "292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003,,shard-id=ab "
+    "myself,master - 0 0 3 connected 10923-16383 0 [5470-<-67ed2db8d677e59ec4a4cefb"
+    "06858cf2a1a89fa1]\n"
+    "e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :0@0 master,fail?,noaddr - "
+    "1426238316232 1426238316232 0 disconnected\n"
+)
+
+
+def test_parse_cluster_nodes_every_field() -> None:
+    """Roles, addresses, slot ranges and migrations come out of one parser."""
+    replica, middle, me, lost = parse_cluster_nodes(NODES_TEXT)
+    assert replica.master_id == lost.id and not replica.is_master
+    assert replica.address == "127.0.0.1:30004" and replica.bus_port == 31004
+    assert middle.slots == ((5461, 10922),) and middle.slot_count() == 5462
+    assert middle.migrating == {5470: me.id} and me.importing == {5470: middle.id}
+    assert me.myself and me.slots == ((10923, 16383), (0, 0)) and me.usable
+    assert me.slot_list()[-1] == 0 and me.config_epoch == 3
+    assert not lost.usable and lost.port == 0 and not lost.connected
+    assert parse_cluster_nodes(NODES_TEXT.encode()) == parse_cluster_nodes(NODES_TEXT)
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "words"),
+    [
+        ({"127.0.0.1:1": {}}, TypeError, "raw CLUSTER NODES reply"),
+        ("abc 1.2.3.4:5@6 master", ValueError, "at least 8 fields"),
+        (NODES_TEXT.replace("10923-16383", "10923-16384"), ValueError, "16384"),
+    ],
+)
+def test_parse_cluster_nodes_refuses_garbage(text, error, words: str) -> None:
+    """A parsed dict or a malformed line is refused, naming the problem."""
+    with pytest.raises(error, match=words):
+        parse_cluster_nodes(text)
+
+
+# --- bad input: every public class and function of labkit.sharding -----------
+@pytest.fixture
+def one(redis_url: str, r) -> Iterator[ShardedClient]:
+    """A one-node ShardedClient on the test database (so assert_refused sees it)."""
+    client = labkit.connect(redis_url, socket_timeout=5)
+    yield ShardedClient({"only": client}, HashRing(["only"]))
+    client.close()
+
+
+def _ring_points_bomb(sc: ShardedClient) -> HashRing:
+    return HashRing(names(300), vnodes=10_000)
+
+
+BAD_LIBRARY_INPUT = [
+    # routers: nodes
+    (lambda sc: HashRing("abc"), TypeError, ["nodes='abc'", "bare str"]),
+    (lambda sc: Rendezvous([]), ValueError, ["nodes=[]", "at least 1"]),
+    (lambda sc: JumpHash(["a", ""]), ValueError, ["nodes item=''", "non-empty"]),
+    (lambda sc: ModuloRouter(["a", 7]), TypeError, ["nodes item=7", "str"]),
+    (lambda sc: HashRing(["a", "a"]), ValueError, ["duplicate node names ['a']"]),
+    (lambda sc: HashRing(names(10_001)), ValueError, ["10001 names", "at most"]),
+    # routers: vnodes and weights
+    (lambda sc: HashRing(["a"], vnodes=0), ValueError, ["vnodes=0", "1 to 10000"]),
+    (lambda sc: HashRing(["a"], vnodes=10**9), ValueError, ["vnodes=1000000000"]),
+    (lambda sc: HashRing(["a"], vnodes=True), TypeError, ["vnodes=True", "an int"]),
+    (lambda sc: HashRing(["a"], vnodes=2.5), TypeError, ["vnodes=2.5", "an int"]),
+    (_ring_points_bomb, ValueError, ["vnodes=10000", "3,000,000 points"]),
+    (
+        lambda sc: HashRing(["a"], weights={"a": math.nan}),
+        ValueError,
+        ["weights['a']=nan", "finite number > 0"],
+    ),
+    (
+        lambda sc: Rendezvous(["a"], weights={"a": math.inf}),
+        ValueError,
+        ["weights['a']=inf", "<= 1000"],
+    ),
+    (lambda sc: HashRing(["a"], weights={"a": 1e9}), ValueError, ["=1000000000.0"]),
+    (lambda sc: HashRing(["a"], weights={"a": 0}), ValueError, ["weights['a']=0"]),
+    (lambda sc: HashRing(["a"], weights={"a": -1}), ValueError, ["weights['a']=-1"]),
+    (lambda sc: HashRing(["a"], weights={"a": True}), TypeError, ["=True"]),
+    (lambda sc: HashRing(["a"], weights=[("a", 2)]), TypeError, ["weights=", "map"]),
+    (lambda sc: Rendezvous(["a"], weights={"z": 1}), ValueError, ["not among nodes"]),
+    (lambda sc: ModuloRouter(["a"], hash="crc"), TypeError, ["hash='crc'", "callable"]),
+    # routers: keys and jump_bucket
+    (lambda sc: HashRing(["a"]).node_for(42), TypeError, ["key=42", "str or bytes"]),
+    (lambda sc: JumpHash(["a"]).node_for(None), TypeError, ["key=None"]),
+    (lambda sc: jump_bucket(-1, 3), ValueError, ["key=-1", "64-bit unsigned"]),
+    (lambda sc: jump_bucket(2**64, 3), ValueError, ["key=18446744073709551616"]),
+    (lambda sc: jump_bucket(1.5, 3), TypeError, ["key=1.5"]),
+    (lambda sc: jump_bucket(1, 0), ValueError, ["buckets=0", "from 1"]),
+    (lambda sc: jump_bucket(1, True), TypeError, ["buckets=True"]),
+    # hash tags and slots
+    (lambda sc: tagged("", "cart"), ValueError, ["tag=''", "non-empty"]),
+    (lambda sc: tagged("}x", "cart"), ValueError, ["tag='}x'", "braces"]),
+    (lambda sc: tagged("{}", "cart"), ValueError, ["tag='{}'"]),
+    (lambda sc: tagged(True, "cart"), TypeError, ["tag=True"]),
+    (lambda sc: tagged("u1", None), TypeError, ["parts[0]=None"]),
+    (lambda sc: same_slot("abc"), TypeError, ["keys='abc'", "bare str"]),
+    (lambda sc: same_slot([]), ValueError, ["keys=[]"]),
+    (lambda sc: same_slot(["a", "b"]), CrossSlotError, ["2 slots", "hash tag"]),
+    (lambda sc: key_slot(42), TypeError, ["key=42"]),
+    # ShardedClient
+    (lambda sc: ShardedClient(sc.clients, "ring"), TypeError, ["router='ring'"]),
+    (
+        lambda sc: ShardedClient(list(sc.clients.values()), sc.router),
+        TypeError,
+        ["clients=", "mapping"],
+    ),
+    (
+        lambda sc: ShardedClient({"only": "redis://x"}, sc.router),
+        TypeError,
+        ["client='redis://x'", "needs a redis.Redis"],
+    ),
+    (
+        lambda sc: ShardedClient({"x": sc.clients["only"]}, sc.router),
+        ValueError,
+        ["['x']", "same servers"],
+    ),
+    (lambda sc: sc.get(""), ValueError, ["key=''", "non-empty"]),
+    (lambda sc: sc.set(None, 1), TypeError, ["key=None"]),
+    (lambda sc: sc.mget("abc"), TypeError, ["keys='abc'", "bare str"]),
+    (lambda sc: sc.mset([("a", 1)]), TypeError, ["mapping=", "mapping"]),
+    (lambda sc: sc.mset({"fine": 1, "": 2}), ValueError, ["key=''"]),
+    (lambda sc: sc.delete("fine", 5), TypeError, ["key=5"]),
+    (lambda sc: list(sc.scan_iter(match="")), ValueError, ["match=''"]),
+    (lambda sc: list(sc.scan_iter(count=0)), ValueError, ["count=0"]),
+    (lambda sc: sc.execute("", "k"), ValueError, ["command=''"]),
+    # move_keys
+    (lambda sc: move_keys("old", sc), TypeError, ["old='old'", "ShardedClient"]),
+    (lambda sc: move_keys(sc, sc, batch=0), ValueError, ["batch=0", "from 1"]),
+    (lambda sc: move_keys(sc, sc, batch=True), TypeError, ["batch=True"]),
+    (lambda sc: move_keys(sc, sc, batch=10**6), ValueError, ["batch=1000000"]),
+    (lambda sc: move_keys(sc, sc, timeout=math.nan), ValueError, ["timeout=nan"]),
+    (lambda sc: move_keys(sc, sc, match=""), ValueError, ["match=''"]),
+    # cluster nodes
+    (lambda sc: cluster_nodes("127.0.0.1:7000"), TypeError, ["client='127.0.0.1"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    BAD_LIBRARY_INPUT,
+    ids=[f"case{i:02d}" for i in range(len(BAD_LIBRARY_INPUT))],
+)
+def test_bad_input_is_refused(r, one: ShardedClient, call, error, words) -> None:
+    """Each bad argument raises a clear error naming it, having written nothing."""
+    r.set("fine", "kept")  # an existing key the refused calls must not touch
+    assert_refused(r, lambda: call(one), error, *words)
+
+
+def test_sharded_client_needs_a_socket_timeout(redis_url: str) -> None:
+    """A client with no socket_timeout is refused: a frozen server would hang it."""
+    client = redis.Redis.from_url(redis_url)  # redis-py's default: no timeout
+    try:
+        with pytest.raises(ValueError, match=r"clients\['a'\] has socket_timeout"):
+            ShardedClient({"a": client}, JumpHash(["a"]))
+    finally:
+        client.close()
+
+
+def test_move_keys_refuses_one_name_for_two_servers(clients: dict) -> None:
+    """A name present in both layouts must be the same server."""
+    old = ShardedClient({"node0": clients["node0"]}, JumpHash(["node0"]))
+    swapped = {"node0": clients["node1"], "node1": clients["node0"]}
+    new = ShardedClient(swapped, JumpHash(["node0", "node1"]))
+    with pytest.raises(ValueError, match=r"'node0' is .* must be the same server"):
+        move_keys(old, new)
+
+
+def test_unreachable_server_fails_fast_with_its_name(clients: dict) -> None:
+    """A server that refuses connections: ShardUnavailableError naming it, quickly."""
+    dead = redis.Redis(port=free_port(), socket_timeout=1, retry=no_retry())
+    sc = ShardedClient(
+        {"node0": clients["node0"], "gone": dead}, JumpHash(["node0", "gone"])
+    )
+    key = next(k for k in sample_keys(50) if sc.node_for(k) == "gone")
+    started = time.monotonic()
+    with pytest.raises(
+        ShardUnavailableError, match="server 'gone' did not answer GET"
+    ) as info:
+        sc.get(key)
+    assert time.monotonic() - started < 3
+    assert (info.value.node, info.value.key, info.value.command) == ("gone", key, "GET")
+    with pytest.raises(ShardUnavailableError, match="'gone'"):
+        sc.mget(sample_keys(50))
+    with pytest.raises(MoveError, match="listing keys on 'gone'"):
+        move_keys(sc, ShardedClient({"node0": clients["node0"]}, JumpHash(["node0"])))
+
+
+# --- faults: a node frozen or killed during routed traffic and during a move --
+@pytest.fixture
+def trio() -> Iterator[list[Server]]:
+    """Three servers of its own (the tests freeze and kill them)."""
+    with ExitStack() as stack:
+        servers = [stack.enter_context(Server()) for _ in range(3)]
+        yield servers
+        for s in servers:  # a test that failed mid-freeze must not leave it stopped
+            if s.running:
+                os.kill(s.pid, signal.SIGCONT)
+
+
+def fast(server: Server) -> redis.Redis:
+    """A client that fails at once: 1 s socket timeout, no retries."""
+    return server.client(socket_timeout=1, retry=no_retry())
+
+
+def test_frozen_node_fails_in_seconds_then_recovers(trio: list[Server]) -> None:
+    """SIGSTOP: calls on that node fail within the socket timeout; others serve."""
+    sc = ShardedClient(
+        {f"n{i}": fast(s) for i, s in enumerate(trio)}, JumpHash(["n0", "n1", "n2"])
+    )
+    data = {f"user:{i}": str(i) for i in range(300)}
+    sc.mset(data)
+    frozen = [k for k in data if sc.node_for(k) == "n1"]
+    alive = [k for k in data if sc.node_for(k) != "n1"]
+    os.kill(trio[1].pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(
+            ShardUnavailableError, match="'n1' did not answer GET"
+        ) as info:
+            sc.get(frozen[0])
+        assert time.monotonic() - started < 3
+        assert isinstance(info.value.__cause__, redis.TimeoutError)
+        assert [sc.get(k) for k in alive[:50]] == [data[k] for k in alive[:50]]
+    finally:
+        os.kill(trio[1].pid, signal.SIGCONT)
+    assert sc.mget(list(data)) == list(data.values())  # nothing lost
+
+
+def test_killed_node_during_traffic(trio: list[Server]) -> None:
+    """SIGKILL mid-traffic: its calls fail fast by name, the other nodes go on."""
+    sc = ShardedClient(
+        {f"n{i}": fast(s) for i, s in enumerate(trio)}, JumpHash(["n0", "n1", "n2"])
+    )
+    keys = sample_keys(600, seed=5)
+    failures: list[ShardUnavailableError] = []
+    served = 0
+    for i, key in enumerate(keys):
+        if i == 200:
+            trio[2].kill()
+        started = time.monotonic()
+        try:
+            sc.set(key, "v")
+            served += 1
+        except ShardUnavailableError as exc:
+            failures.append(exc)
+            assert time.monotonic() - started < 2
+    assert failures and {f.node for f in failures} == {"n2"}
+    assert served + len(failures) == 600
+    assert served >= 200 + sum(sc.node_for(k) != "n2" for k in keys[200:])
+    trio[2].restart()  # empty again: nothing was persisted
+    sc.set(keys[-1], "back")
+    assert sc.get(keys[-1]) == "back"
+
+
+def move_setup(trio: list[Server], n: int) -> tuple[ShardedClient, ShardedClient, dict]:
+    """Keys on two servers; the new layout adds the third."""
+    clients = {
+        f"n{i}": s.client(socket_timeout=5, retry=no_retry())
+        for i, s in enumerate(trio)
+    }
+    old = ShardedClient({k: clients[k] for k in ("n0", "n1")}, JumpHash(["n0", "n1"]))
+    new = ShardedClient(clients, JumpHash(["n0", "n1", "n2"]))
+    data = {f"item:{i}": str(i) for i in range(n)}
+    old.mset(data)
+    return old, new, data
+
+
+def freeze_when_filling(server: Server, sig: int) -> threading.Thread:
+    """A thread that signals ``server`` once keys start arriving on it."""
+    probe = server.client(socket_timeout=1)
+
+    def watch() -> None:
+        wait_until(lambda: probe.dbsize() > 0, timeout=30, interval=0.002)
+        os.kill(server.pid, sig)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_move_with_a_frozen_target_fails_then_finishes(trio: list[Server]) -> None:
+    """SIGSTOP of the target mid-move: MoveError in seconds; a rerun moves the rest."""
+    old, new, data = move_setup(trio, 3000)
+    to_move = sum(new.node_for(k) == "n2" for k in data)
+    watcher = freeze_when_filling(trio[2], signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        with pytest.raises(MoveError, match="run move_keys again") as info:
+            move_keys(old, new, batch=1, timeout=1)
+        took = time.monotonic() - started
+        watcher.join(timeout=5)
+    finally:
+        os.kill(trio[2].pid, signal.SIGCONT)
+    assert took < 15 and 0 < info.value.moved < to_move
+    assert info.value.target == "n2"
+    report = move_keys(old, new)
+    assert new.mget(list(data)) == list(data.values())  # nothing lost
+    assert sum(new.dbsizes().values()) == len(data)  # nothing duplicated
+    assert report.moved <= to_move
+
+
+def test_move_with_a_killed_target_costs_only_what_it_held(trio: list[Server]) -> None:
+    """SIGKILL of the target mid-move: MoveError; keys not yet moved are intact."""
+    old, new, data = move_setup(trio, 3000)
+    watcher = freeze_when_filling(trio[2], signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(MoveError) as info:
+        move_keys(old, new, batch=1, timeout=1)
+    watcher.join(timeout=5)
+    assert time.monotonic() - started < 15
+    still_old = old.mget(list(data))
+    kept = sum(v is not None for v in still_old)
+    # A key is either still on its old server or was moved to the dead one.
+    assert kept + info.value.moved == len(data)
+    assert kept >= len(data) - sum(new.node_for(k) == "n2" for k in data)

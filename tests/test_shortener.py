@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from functools import partial
 
 import pytest
+import redis
+from checks import assert_refused, audit_keys
 
+import labkit
+from labkit.errors import ShardUnavailableError, ShortenerKeyError
 from labkit.lab.sharding import make_router
-from labkit.lab.sharding.shortener import Resolution, Shortener, grow
-from labkit.server import Server
+from labkit.lab.sharding.shortener import Resolution, Shortener, check_url, grow
+from labkit.server import Server, free_port, no_retry
 from labkit.sharding import (
     HashRing,
     JumpHash,
@@ -35,7 +40,7 @@ def servers() -> Iterator[dict[str, Server]]:
 @pytest.fixture
 def clients(servers: dict[str, Server]) -> Iterator[dict]:
     """A flushed client per server."""
-    out = {name: s.client() for name, s in servers.items()}
+    out = {name: s.client(socket_timeout=5) for name, s in servers.items()}
     for c in out.values():
         c.flushdb()
     yield out
@@ -81,21 +86,6 @@ def test_links_expire(clients: dict) -> None:
     assert short.resolve(code).status == 302
     time.sleep(1.2)
     assert short.resolve(code) == Resolution(404, None)
-
-
-@pytest.mark.parametrize(
-    ("make", "match"),
-    [
-        (lambda s: s.shorten("ftp://x"), "url='ftp://x'"),
-        (lambda s: s.shorten("https://x", ttl=0), "ttl=0"),
-        (lambda s: Shortener(s.client, ttl=-5), "ttl=-5"),
-        (lambda s: Shortener(s.client, length=2), "length=2"),
-    ],
-)
-def test_bad_input(clients: dict, make, match: str) -> None:
-    """Bad URLs, TTLs and code lengths raise ValueError naming the value."""
-    with pytest.raises(ValueError, match=match):
-        make(tutorial(clients))
 
 
 def test_anagram_codes_share_a_server(clients: dict) -> None:
@@ -144,3 +134,127 @@ def test_grow_bad_nodes_before(clients: dict, nodes_before) -> None:
     """nodes_before must leave at least one server to add."""
     with pytest.raises(ValueError, match="nodes_before="):
         grow(clients, HashRing, ["https://a.example"], nodes_before=nodes_before)
+
+
+# --- bad input, wrong-type keys, a server down, the keys audit ----------------
+@pytest.fixture
+def solo(redis_url: str, r) -> Iterator[Shortener]:
+    """A one-server shortener on the test database (so assert_refused sees it)."""
+    client = labkit.connect(redis_url, socket_timeout=5)
+    yield Shortener(ShardedClient({"only": client}, HashRing(["only"])))
+    client.close()
+
+
+URL = "https://example.com/ok"
+BAD_URLS = [
+    ("ftp://example.com/x", ValueError, "url='ftp://example.com/x'"),
+    ("javascript:alert(1)", ValueError, "url='javascript:alert(1)'"),
+    ("https://", ValueError, "url='https://'"),
+    ("https:///no/host", ValueError, "url='https:///no/host'"),
+    ("example.com/page", ValueError, "url='example.com/page'"),
+    ("https://e.com/\r\nSet-Cookie: a=1", ValueError, "found '\\r'"),
+    ("https://e.com/a\nb", ValueError, "found '\\n'"),
+    ("https://e.com/\x00", ValueError, "found '\\x00'"),
+    ("https://e.com/a b", ValueError, "found ' '"),
+    ("https://e.com:99999/", ValueError, "url='https://e.com:99999/'"),
+    ("https://e.com/" + "a" * 9000, ValueError, "at most 8192"),
+    ("", ValueError, "url=''"),
+    (b"https://e.com/", TypeError, "url=b'https://e.com/'"),
+    (None, TypeError, "url=None"),
+]
+
+
+@pytest.mark.parametrize(("url", "error", "words"), BAD_URLS)
+def test_bad_urls_are_refused(r, solo: Shortener, url, error, words: str) -> None:
+    """Schemes other than http(s), no host, CR/LF and control characters: refused."""
+    assert_refused(r, lambda: solo.shorten(url), error, words, "http:// or https://")
+
+
+BAD_SETTINGS = [
+    (lambda s: s.shorten(URL, ttl=0), ValueError, ["ttl=0", "from 1 to 31536000"]),
+    (lambda s: s.shorten(URL, ttl=-5), ValueError, ["ttl=-5"]),
+    (lambda s: s.shorten(URL, ttl=math.nan), TypeError, ["ttl=nan"]),
+    (lambda s: s.shorten(URL, ttl=True), TypeError, ["ttl=True"]),
+    (lambda s: s.shorten(URL, ttl=10**12), ValueError, ["ttl=1000000000000"]),
+    (lambda s: Shortener(s.client, ttl=3600.5), TypeError, ["ttl=3600.5"]),
+    (lambda s: Shortener(s.client, length=2), ValueError, ["length=2", "4 to 10"]),
+    (lambda s: Shortener(s.client, length=11), ValueError, ["length=11"]),
+    (lambda s: Shortener(s.client, length=True), TypeError, ["length=True"]),
+    (lambda s: Shortener(s.client, prefix=""), ValueError, ["prefix=''"]),
+    (lambda s: Shortener(s.client, prefix="a*"), ValueError, ["prefix='a*'", "glob"]),
+    (lambda s: Shortener(s.client, prefix="{x}"), ValueError, ["prefix='{x}'"]),
+    (lambda s: Shortener(s.client, prefix=5), TypeError, ["prefix=5"]),
+    (lambda s: Shortener("redis://x"), TypeError, ["client='redis://x'"]),
+    (lambda s: s.resolve(""), ValueError, ["code=''", "letters and digits"]),
+    (lambda s: s.resolve("../etc"), ValueError, ["code='../etc'"]),
+    (lambda s: s.resolve("x" * 65), ValueError, ["1 to 64"]),
+    (lambda s: s.resolve(5), TypeError, ["code=5"]),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "words"), BAD_SETTINGS)
+def test_bad_settings_are_refused(r, solo: Shortener, call, error, words) -> None:
+    """TTLs, lengths, prefixes, clients and codes are checked before any write."""
+    assert_refused(r, lambda: call(solo), error, *words)
+
+
+def test_bytes_clients_are_refused(redis_url: str) -> None:
+    """The shortener parses replies as str: a bytes client is refused up front."""
+    raw = labkit.connect(redis_url, socket_timeout=5, decode_responses=False)
+    try:
+        with pytest.raises(TypeError, match="decode_responses=True"):
+            Shortener(ShardedClient({"only": raw}, HashRing(["only"])))
+    finally:
+        raw.close()
+
+
+def test_wrong_type_keys_are_reported_and_untouched(r, solo: Shortener) -> None:
+    """A link or counters key of another type: ShortenerKeyError, nothing written."""
+    code = solo._code(URL, 0)
+    r.hset(solo.url_key(code), "x", "1")
+    err = assert_refused(r, lambda: solo.shorten(URL), ShortenerKeyError, "hash")
+    assert (err.key, err.found, err.expected) == (solo.url_key(code), "hash", "string")
+    assert_refused(r, lambda: solo.resolve(code), ShortenerKeyError, "holds a hash")
+    r.delete(solo.url_key(code))
+    r.set(solo.stats_key, "not a hash")
+    assert_refused(r, lambda: solo.resolve("abc1234"), ShortenerKeyError, "string")
+    assert_refused(r, solo.stats, ShortenerKeyError, solo.stats_key)
+
+
+def test_check_url_accepts_real_urls() -> None:
+    """Ordinary URLs pass unchanged: ports, queries, fragments, IPv6, IDN."""
+    for url in (
+        "http://localhost:8080/a?b=c#d",
+        "https://[::1]/x",
+        "https://bücher.example/straße",
+        "HTTPS://EXAMPLE.COM/",
+    ):
+        assert check_url(url) == url
+
+
+def test_a_server_down_fails_fast_naming_it(clients: dict) -> None:
+    """A shortener over a dead server: that server's lookups fail in seconds."""
+    dead = redis.Redis(
+        port=free_port(), socket_timeout=1, retry=no_retry(), decode_responses=True
+    )
+    two = {"redis-a": clients["redis-a"], "gone": dead}
+    short = Shortener(ShardedClient(two, JumpHash(list(two))))
+    code = next(
+        c for c in (f"c{i:06d}" for i in range(100))
+        if short.client.node_for(short.url_key(c)) == "gone"
+    )  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(ShardUnavailableError, match="'gone'"):
+        short.resolve(code)
+    assert time.monotonic() - started < 3
+
+
+def test_keys_audit(clients: dict) -> None:
+    """After a normal run, every key is documented and only the counters lack a TTL."""
+    short = tutorial(clients)
+    codes = [short.shorten(f"https://example.com/audit/{i}") for i in range(30)]
+    for code in [*codes, "missing1"]:
+        short.resolve(code)
+    for name in NAMES[:3]:
+        seen = audit_keys(clients[name], Shortener)
+        assert short.stats_key in seen

@@ -10,13 +10,11 @@ from typing import Any
 
 from redis.cluster import RedisCluster
 
-from labkit.errors import LabkitError
+from labkit.errors import ClusterStateError
 from labkit.server._process import ConfigValue, Server, free_port
+from labkit.sharding import SLOTS, cluster_nodes
 
-__all__ = ["SLOTS", "Cluster"]
-
-#: Number of hash slots in Redis Cluster (CRC16(key) mod 16384).
-SLOTS = 16384
+__all__ = ["SLOTS", "Cluster"]  # SLOTS re-exported: defined in labkit.sharding
 
 
 def slot_ranges(masters: int) -> list[tuple[int, int]]:
@@ -121,39 +119,95 @@ class Cluster:
 
     def meet(self, node: Server) -> None:
         """Introduce ``node`` to the cluster (``CLUSTER MEET`` with its bus port)."""
-        first = self.nodes[0].client()
-        first.execute_command(
-            "CLUSTER MEET", node.host, node.port, node.config["cluster-port"]
-        )
+        with self.seed().client() as first:
+            first.execute_command(
+                "CLUSTER MEET", node.host, node.port, node.config["cluster-port"]
+            )
 
     def _knows_all(self, node: Server) -> bool:
-        # redis-py parses CLUSTER NODES into {address: {"flags": ..., ...}}.
-        nodes = node.client().execute_command("CLUSTER NODES")
-        return len(nodes) == len(self.nodes) and not any(
-            "handshake" in info["flags"] or "noaddr" in info["flags"]
-            for info in nodes.values()
+        with node.client() as client:
+            view = cluster_nodes(client)
+        return len(view) == len(self.nodes) and not any(
+            {"handshake", "noaddr"} & info.flags for info in view
         )
 
     def is_ok(self) -> bool:
-        """True when every node reports ``cluster_state:ok`` and sees every node."""
+        """True when the cluster is whole and healthy, as every node sees it.
+
+        Every node reports ``cluster_state:ok`` and knows every other node,
+        none flagged failed or still handshaking, and sees as many replicas
+        as the cluster has; and every node that is a replica now (roles
+        change in a failover) has its link to its master up.
+        """
         for node in self.nodes:
-            info = node.client().execute_command("CLUSTER INFO")
-            if info.get("cluster_state") != "ok" or not self._knows_all(node):
-                return False
-        for node in self.replicas:
-            info = node.client().info("replication")
-            if info["role"] != "slave" or info.get("master_link_status") != "up":
-                return False
+            with node.client() as client:
+                info = client.execute_command("CLUSTER INFO")
+                view = cluster_nodes(client)
+                if info.get("cluster_state") != "ok" or len(view) != len(self.nodes):
+                    return False
+                if not all(n.usable for n in view):
+                    return False
+                # Every node has heard of every replica as a replica (gossip
+                # can lag behind CLUSTER REPLICATE: Redis 7.0 showed it).
+                if sum(not n.is_master for n in view) != len(self.replicas):
+                    return False
+                me = next(n for n in view if n.myself)
+                if not me.is_master:
+                    link = client.info("replication").get("master_link_status")
+                    if link != "up":
+                        return False
         return True
 
-    def _wait(self, check: Any, what: str) -> None:
-        deadline = time.monotonic() + self.ready_timeout
+    def wait_ok(self, timeout: float | None = None) -> None:
+        """Wait until :meth:`is_ok` (after a failover and restart, say).
+
+        Raises:
+            ClusterStateError: Not ok within ``timeout`` seconds (default:
+                ``ready_timeout``).
+        """
+        self._wait(self.is_ok, "cluster_state:ok", timeout)
+
+    def primaries(self) -> list[Server]:
+        """The nodes that are primaries serving slots now, asked of a running node.
+
+        Unlike :attr:`masters` (roles as labkit set them up), this follows
+        failovers.
+        """
+        by_port = {n.port: n for n in self.nodes}
+        view = self._view()
+        return [
+            by_port[n.port]
+            for n in view
+            if n.is_master and n.slots and n.usable and n.port in by_port
+        ]
+
+    def replicas_of(self, primary: Server) -> list[Server]:
+        """The nodes replicating ``primary`` now."""
+        by_port = {n.port: n for n in self.nodes}
+        view = self._view()
+        ids = [n.id for n in view if n.port == primary.port]
+        return [
+            by_port[n.port]
+            for n in view
+            if ids and n.master_id == ids[0] and n.port in by_port
+        ]
+
+    def _view(self) -> list[Any]:
+        with self.seed().client(socket_timeout=5) as client:
+            return cluster_nodes(client)
+
+    def _wait(self, check: Any, what: str, timeout: float | None = None) -> None:
+        timeout = self.ready_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         while not check():
             if time.monotonic() > deadline:
                 logs = "\n".join(f"--- {n.port}\n{n.log_tail(5)}" for n in self.nodes)
-                raise LabkitError(
+                raise ClusterStateError(
                     f"cluster of {len(self.nodes)} nodes did not reach {what} within "
-                    f"{self.ready_timeout:g} s. Node logs:\n{logs}"
+                    f"{timeout:g} s. Node logs:\n{logs}",
+                    what=what,
+                    nodes=[f"{n.host}:{n.port}" for n in self.nodes],
+                    timeout=timeout,
                 )
             time.sleep(0.05)
 
@@ -168,11 +222,32 @@ class Cluster:
         return [n for n in self.nodes if n not in self.replicas]
 
     def client(self, **kwargs: Any) -> RedisCluster:
-        """A ``redis.cluster.RedisCluster`` that discovers every node."""
+        """A ``redis.cluster.RedisCluster`` that discovers every node.
+
+        ``decode_responses=True`` and ``socket_timeout=5`` (seconds) unless
+        given: a frozen node makes a call fail within seconds, not hang.
+        """
         kwargs.setdefault("decode_responses", True)
-        first = self.nodes[0]
+        kwargs.setdefault("socket_timeout", 5.0)
+        first = self.seed()
         return RedisCluster(
             host=first.host, port=first.port, password=self.password, **kwargs
+        )
+
+    def seed(self) -> Server:
+        """The first running node: where a new client starts discovering.
+
+        Raises:
+            ClusterStateError: No node is running.
+        """
+        for node in self.nodes:
+            if node.running:
+                return node
+        raise ClusterStateError(
+            "no node of the cluster is running",
+            what="a running node",
+            nodes=[f"{n.host}:{n.port}" for n in self.nodes],
+            timeout=0.0,
         )
 
     def stop(self) -> None:

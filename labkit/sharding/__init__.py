@@ -1,7 +1,18 @@
 """Library: sharding: routers that place keys on N servers, a client that uses them."""
 
 from labkit.sharding._client import MoveReport, ShardedClient, move_keys
-from labkit.sharding._hash import SLOTS, char_sum, crc16, hash64, key_slot, mix64
+from labkit.sharding._hash import (
+    SLOTS,
+    char_sum,
+    crc16,
+    hash64,
+    hash_tag,
+    key_slot,
+    mix64,
+    same_slot,
+    tagged,
+)
+from labkit.sharding._nodes import NodeInfo, cluster_nodes, parse_cluster_nodes
 from labkit.sharding._routers import (
     HashRing,
     JumpHash,
@@ -17,14 +28,20 @@ __all__ = [
     "JumpHash",
     "ModuloRouter",
     "MoveReport",
+    "NodeInfo",
     "Rendezvous",
     "Router",
     "ShardedClient",
     "char_sum",
+    "cluster_nodes",
     "crc16",
     "hash64",
+    "hash_tag",
     "jump_bucket",
     "key_slot",
     "mix64",
     "move_keys",
+    "parse_cluster_nodes",
+    "same_slot",
+    "tagged",
 ]

@@ -7,8 +7,23 @@ processes would disagree on where a key lives: nothing here uses it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
-__all__ = ["SLOTS", "char_sum", "crc16", "hash64", "key_slot", "mix64", "to_bytes"]
+from labkit.core.args import check_tag
+from labkit.errors import CrossSlotError
+
+__all__ = [
+    "SLOTS",
+    "char_sum",
+    "crc16",
+    "hash64",
+    "hash_tag",
+    "key_slot",
+    "mix64",
+    "same_slot",
+    "tagged",
+    "to_bytes",
+]
 
 #: Number of hash slots in Redis Cluster.
 SLOTS = 16384
@@ -39,14 +54,16 @@ def hash64(key: str | bytes) -> int:
 
 
 def char_sum(key: str | bytes) -> int:
-    """The tutorial's hash: the sum of the key's character codes.
+    """The URL-shortener tutorial's hash: the sum of the key's byte values.
 
-    Deterministic, but poor: anagrams (``abc``, ``cba``) always collide and
-    short keys only reach a narrow range of sums, so ``char_sum % n`` spreads
-    keys unevenly. Kept to show that mistake.
+    Deterministic, but narrow: every anagram (``abc``, ``cba``) gets the same
+    sum, and keys of one shape reach only a few hundred distinct sums, all
+    in a narrow range. Over three or four servers ``char_sum % n`` still
+    spreads random keys about evenly; over many servers it piles keys onto
+    some of them, and anagrams always share a server (notebook 04 measures
+    both). Kept to show that mistake.
     """
-    data = to_bytes(key)
-    return sum(data)
+    return sum(to_bytes(key))
 
 
 def mix64(x: int) -> int:
@@ -81,6 +98,22 @@ def crc16(data: bytes) -> int:
     return crc
 
 
+def hash_tag(key: str | bytes) -> bytes:
+    """The part of ``key`` Redis Cluster hashes: its hash tag, or the whole key.
+
+    The tag is what lies between the first ``{`` and the first ``}`` after
+    it, if that is not empty. ``"a{}b"`` has no tag (the whole key is hashed),
+    and ``"{}x}"``'s tag is not ``"}x"``: braces inside a tag value break it.
+    """
+    data = to_bytes(key)
+    start = data.find(b"{")
+    if start != -1:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            return data[start + 1 : end]
+    return data
+
+
 def key_slot(key: str | bytes) -> int:
     """The Redis Cluster slot of ``key``: ``CRC16(key) mod 16384``.
 
@@ -89,10 +122,58 @@ def key_slot(key: str | bytes) -> int:
     ``cart:{42}`` and ``orders:{42}`` share a slot and may be used together in
     one multi-key command.
     """
-    data = to_bytes(key)
-    start = data.find(b"{")
-    if start != -1:
-        end = data.find(b"}", start + 1)
-        if end > start + 1:
-            data = data[start + 1 : end]
-    return crc16(data) % SLOTS
+    return crc16(hash_tag(key)) % SLOTS
+
+
+def tagged(tag: str | int, *parts: str | int, sep: str = ":") -> str:
+    """A key whose slot is decided by ``tag`` alone: ``{<tag>}:<part>:<part>``.
+
+    Keys built with the same tag share a cluster slot, so one multi-key
+    command, transaction or script may use them together.
+
+    Raises:
+        TypeError, ValueError: ``tag`` is empty or contains a brace (which
+            would silently make a different tag, or none), or a part is not
+            a str/int.
+    """
+    text = check_tag("tag", tag)
+    for i, part in enumerate(parts):
+        if isinstance(part, bool) or not isinstance(part, str | int):
+            raise TypeError(f"parts[{i}]={part!r}: must be a str or an int")
+    return sep.join([f"{{{text}}}", *map(str, parts)])
+
+
+def same_slot(keys: Iterable[str | bytes]) -> int:
+    """The one slot all ``keys`` share, or a clear error before any command runs.
+
+    A cluster node refuses a multi-key command (``MGET``, ``MULTI``, a script)
+    whose keys span two slots with ``CROSSSLOT``, even when one node owns
+    both slots: slots move between nodes independently.
+
+    Raises:
+        TypeError: ``keys`` is a bare str/bytes (one key, not a list).
+        ValueError: ``keys`` is empty.
+        CrossSlotError: The keys map to more than one slot.
+    """
+    if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
+        raise TypeError(
+            f"keys={keys!r}: must be a list of keys (a bare str is one key: "
+            f"write [{keys!r}])"
+        )
+    found: dict[int, list[str | bytes]] = {}
+    for key in keys:
+        found.setdefault(key_slot(key), []).append(key)
+    if not found:
+        raise ValueError("keys=[]: need at least one key")
+    if len(found) > 1:
+        slots = sorted(found)
+        raise CrossSlotError(
+            f"keys map to {len(slots)} slots {slots[:5]}"
+            f"{'...' if len(slots) > 5 else ''} "
+            f"(e.g. {found[slots[0]][0]!r} -> {slots[0]}, "
+            f"{found[slots[1]][0]!r} -> {slots[1]}): a multi-key command needs "
+            "one slot; give the keys a common hash tag, e.g. tagged('user:1', ...)",
+            keys=[k for group in found.values() for k in group],
+            slots=slots,
+        )
+    return next(iter(found))

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from labkit.core.args import check_callable, check_int, check_names, check_number
 from labkit.sharding._hash import hash64, mix64
 
 __all__ = ["HashRing", "JumpHash", "ModuloRouter", "Rendezvous", "Router"]
@@ -14,15 +15,18 @@ __all__ = ["HashRing", "JumpHash", "ModuloRouter", "Rendezvous", "Router"]
 _TWO64 = float(1 << 64)
 
 
+#: Upper bounds: a ring of 10,000 nodes x 10,000 points would take minutes
+#: and gigabytes to build; a real deployment is far below each of these.
+MAX_NODES = 10_000
+MAX_VNODES = 10_000
+MAX_WEIGHT = 1_000.0
+MAX_POINTS = 2_000_000
+
+
 def _check_nodes(nodes: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(nodes, str | bytes):
-        raise TypeError(f"nodes={nodes!r}: expected a list of node names, not one")
-    names = tuple(nodes)
-    if not names:
-        raise ValueError("nodes=[]: need at least one node name")
-    for name in names:
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"nodes: node name {name!r} must be a non-empty str")
+    names = tuple(check_names("nodes", nodes))
+    if len(names) > MAX_NODES:
+        raise ValueError(f"nodes: {len(names)} names; at most {MAX_NODES} allowed")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"nodes={list(names)!r}: duplicate node names {dupes!r}")
@@ -32,13 +36,17 @@ def _check_nodes(nodes: Iterable[str]) -> tuple[str, ...]:
 def _check_weights(
     nodes: tuple[str, ...], weights: Mapping[str, float] | None
 ) -> dict[str, float]:
-    weights = dict(weights or {})
-    unknown = sorted(set(weights) - set(nodes))
+    if weights is None:
+        weights = {}
+    if not isinstance(weights, Mapping):
+        raise TypeError(
+            f"weights={weights!r}: must be a mapping {{node name: weight}} or None"
+        )
+    unknown = sorted(set(weights) - set(nodes), key=repr)
     if unknown:
         raise ValueError(f"weights: {unknown!r} are not among nodes {list(nodes)!r}")
     for name, w in weights.items():
-        if not isinstance(w, int | float) or not w > 0 or math.isinf(w):
-            raise ValueError(f"weights[{name!r}]={w!r}: must be a finite number > 0")
+        check_number(f"weights[{name!r}]", w, min=0, max=MAX_WEIGHT, min_open=True)
     return {n: float(weights.get(n, 1.0)) for n in nodes}
 
 
@@ -49,8 +57,8 @@ class Router(ABC):
         nodes: Distinct, non-empty node names, e.g. ``["redis-a", "redis-b"]``.
 
     Raises:
-        ValueError: No nodes, or duplicate names.
-        TypeError: A name is not a string.
+        ValueError: No nodes, duplicate or empty names, more than 10,000.
+        TypeError: ``nodes`` is a bare str, or a name is not a str.
     """
 
     def __init__(self, nodes: Iterable[str]) -> None:
@@ -93,9 +101,7 @@ class ModuloRouter(Router):
         hash: Callable[[str | bytes], int] = hash64,
     ) -> None:
         super().__init__(nodes)
-        if not callable(hash):
-            raise TypeError(f"hash={hash!r}: expected a callable key -> int")
-        self.hash = hash
+        self.hash = check_callable("hash", hash, signature="key -> int >= 0")
 
     def node_for(self, key: str | bytes) -> str:
         return self.nodes[self.hash(key) % len(self.nodes)]
@@ -122,7 +128,11 @@ class HashRing(Router):
         weights: Optional ``{name: weight > 0}``; missing names weigh 1.
 
     Raises:
-        ValueError: ``vnodes < 1``, a weight <= 0, or an unknown name in weights.
+        TypeError: ``vnodes`` is not an int (a bool is not), a weight not a
+            number.
+        ValueError: ``vnodes`` not from 1 to 10,000, a weight not in
+            (0, 1000], an unknown name in weights, or more than 2,000,000
+            points in all (about a second and 200 MB to build).
     """
 
     def __init__(
@@ -132,21 +142,33 @@ class HashRing(Router):
         weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(nodes)
-        if not isinstance(vnodes, int) or isinstance(vnodes, bool) or vnodes < 1:
-            raise ValueError(f"vnodes={vnodes!r}: must be an int >= 1")
-        self.vnodes = vnodes
+        self.vnodes = check_int("vnodes", vnodes, min=1, max=MAX_VNODES)
         self.weights = _check_weights(self.nodes, weights)
+        per_node = {n: max(1, round(vnodes * w)) for n, w in self.weights.items()}
+        total = sum(per_node.values())
+        if total > MAX_POINTS:
+            raise ValueError(
+                f"vnodes={vnodes!r}: with these nodes and weights the ring would "
+                f"hold {total:,} points; at most {MAX_POINTS:,} allowed (lower "
+                "vnodes or the weights)"
+            )
         points = sorted(
             (hash64(f"{name}#{i}"), name)
-            for name in self.nodes
-            for i in range(max(1, round(vnodes * self.weights[name])))
+            for name, count in per_node.items()
+            for i in range(count)
         )
         self._points = [p for p, _ in points]
         self._owners = [name for _, name in points]
 
     def node_for(self, key: str | bytes) -> str:
+        # The lookup the notebook shows: the first point clockwise of the key.
         i = bisect_right(self._points, hash64(key))
         return self._owners[i if i < len(self._points) else 0]
+
+    @property
+    def ring(self) -> list[tuple[int, str]]:
+        """The ring as sorted ``(point, node)`` pairs (a copy)."""
+        return list(zip(self._points, self._owners, strict=True))
 
     def with_nodes(self, nodes: Iterable[str]) -> HashRing:
         names = _check_nodes(nodes)
@@ -211,8 +233,12 @@ def jump_bucket(key: int, buckets: int) -> int:
     Going from ``n`` to ``n+1`` buckets moves a key only into the new bucket,
     with probability ``1/(n+1)``; no memory, ``O(ln n)`` steps.
     """
-    if buckets < 1:
-        raise ValueError(f"buckets={buckets!r}: must be >= 1")
+    check_int("key", key, min=0, max=(1 << 64) - 1, what="a 64-bit unsigned int")
+    return _jump(key, check_int("buckets", buckets))
+
+
+def _jump(key: int, buckets: int) -> int:
+    # jump_bucket without the argument checks, for JumpHash's hot path.
     b, j = -1, 0
     while j < buckets:
         b = j
@@ -231,7 +257,7 @@ class JumpHash(Router):
     """
 
     def node_for(self, key: str | bytes) -> str:
-        return self.nodes[jump_bucket(hash64(key), len(self.nodes))]
+        return self.nodes[_jump(hash64(key), len(self.nodes))]
 
     def with_nodes(self, nodes: Sequence[str] | Iterable[str]) -> JumpHash:
         return JumpHash(nodes)

@@ -1,4 +1,4 @@
-"""Lab: plots for notebook 03: where keys land, what moves, and the cluster's slots."""
+"""Lab: plots for notebook 04: where keys land, what moves, and the cluster's slots."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "keys_per_node",
+    "migration_timeline",
     "moved_bars",
     "slot_map",
     "spread_vs_vnodes",
@@ -17,14 +18,19 @@ __all__ = [
 
 
 def keys_per_node(
-    counts: Mapping[str, Mapping[str, int]], *, title: str = "Keys per node"
+    counts: Mapping[str, Mapping[str, float]],
+    *,
+    title: str = "Keys per node",
+    ylabel: str = "keys",
 ) -> Figure:
-    """Grouped bars: for each router, how many keys each node got.
+    """Grouped bars: for each router (or scheme), how much each node got.
 
     Args:
-        counts: ``{router label: {node: keys}}``; every router over the same
-            nodes. A dashed line marks the fair share (total / nodes).
+        counts: ``{label: {node: amount}}``; every label over the same
+            nodes. A dashed line over each group marks its fair share (its
+            total / nodes).
         title: Figure title.
+        ylabel: What is counted (keys by default; CPU time, requests...).
     """
     labels = list(counts)
     if not labels:
@@ -36,10 +42,14 @@ def keys_per_node(
     for j, node in enumerate(nodes):
         values = [counts[label].get(node, 0) for label in labels]
         ax.bar(x + (j - (len(nodes) - 1) / 2) * width, values, width, label=node)
-    fair = sum(counts[labels[0]].values()) / len(nodes)
-    ax.axhline(fair, color="black", linestyle="--", linewidth=1, label="fair share")
+    for i, label in enumerate(labels):  # each group's own total / nodes
+        fair = sum(counts[label].values()) / len(nodes)
+        ax.hlines(
+            fair, i - 0.45, i + 0.45, color="black", linestyle="--", linewidth=1,
+            label="fair share" if i == 0 else "_nolegend_",
+        )  # fmt: skip
     ax.set_xticks(x, labels)
-    ax.set_ylabel("keys")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
@@ -135,5 +145,43 @@ def slot_map(
     ax.set_xlabel("hash slot")
     ax.set_title(title or "Slot owners")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def migration_timeline(
+    runs: Mapping[str, tuple[np.ndarray, float, float]], *, title: str = ""
+) -> Figure:
+    """Latency of every client operation around a slot migration, one panel per run.
+
+    Args:
+        runs: ``{label: (samples, started, ended)}``: ``samples`` rows are
+            (start time, duration in seconds, kind, ok) as
+            :class:`~labkit.lab.sharding.reshard.TrafficReport` records them;
+            ``started``/``ended`` bound the move (same clock). Failed
+            operations are drawn as red crosses.
+        title: Figure title.
+    """
+    fig, axes = plt.subplots(
+        1, len(runs), figsize=(4.5 * len(runs), 3.2), sharey=True, squeeze=False
+    )
+    for ax, (label, (samples, started, ended)) in zip(
+        axes[0], runs.items(), strict=True
+    ):
+        x = samples[:, 0] - started
+        y = np.maximum(samples[:, 1] * 1000, 1e-3)
+        multi = samples[:, 2] == 1
+        ok = samples[:, 3] == 1
+        ax.axvspan(0, ended - started, color="tab:orange", alpha=0.15, label="move")
+        ax.scatter(x[~multi & ok], y[~multi & ok], s=4, label="single key")
+        ax.scatter(x[multi & ok], y[multi & ok], s=4, label="MSET/MGET, one tag")
+        if (~ok).any():
+            ax.scatter(x[~ok], y[~ok], s=16, marker="x", color="red", label="failed")
+        ax.set_yscale("log")
+        ax.set_xlabel("seconds since the move started")
+        ax.set_title(label)
+    axes[0][0].set_ylabel("operation latency (ms)")
+    axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle(title or "Client latency during a slot migration")
     fig.tight_layout()
     return fig

@@ -1,6 +1,14 @@
-"""Lab: sharding experiments, live resharding of a cluster, the URL shortener."""
+"""Lab: sharding experiments, live cluster operations, the URL shortener."""
 
-from labkit.lab.sharding import reshard, shortener
+from labkit.lab.sharding import (
+    bigkey,
+    failover,
+    hotspots,
+    migration,
+    reshard,
+    scale,
+    shortener,
+)
 from labkit.lab.sharding._measure import (
     ROUTER_KINDS,
     Spread,
@@ -16,13 +24,18 @@ from labkit.lab.sharding._measure import (
 __all__ = [
     "ROUTER_KINDS",
     "Spread",
+    "bigkey",
     "explore_router",
+    "failover",
     "growth_cost",
+    "hotspots",
     "load_spread",
     "make_router",
+    "migration",
     "moved_fraction",
     "reshard",
     "ring_balance",
     "sample_keys",
+    "scale",
     "shortener",
 ]

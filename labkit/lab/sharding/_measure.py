@@ -71,8 +71,8 @@ def sample_keys(n: int, *, seed: int = 0, prefix: str = "key:") -> list[str]:
 def moved_fraction(before: Router, after: Router, keys: Iterable[str]) -> float:
     """Fraction of ``keys`` whose node differs between two routers.
 
-    This is the share of data that must be copied when the cluster changes
-    from ``before`` to ``after`` (or that goes missing if it is not copied).
+    This is the share of data that must be moved when the cluster changes
+    from ``before`` to ``after`` (or that goes missing if it is not moved).
 
     Raises:
         ValueError: ``keys`` is empty.

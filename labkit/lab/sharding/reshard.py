@@ -13,10 +13,16 @@ each step can be read and timed. For every slot:
 
 During step 2 the source still answers for keys it holds and replies
 ``ASK`` for the ones it no longer has; a cluster client follows that to the
-target for one command. After step 3 clients get ``MOVED`` and update their
-slot table. A cluster client should see no failure at all (:class:`LiveTraffic`
-counts them); stock redis-py 8.1 can still fail on an ``ASK`` to the brand-new
-master, which :class:`ReshardSafeCluster` fixes.
+target for one command. A multi-key command whose keys are split between the
+two (some moved, some not) gets ``TRYAGAIN``: the client can only wait and
+retry. After step 3 clients get ``MOVED`` and update their slot table. Stock
+redis-py 8.1 can fail on an ``ASK`` to the brand-new master, which
+:class:`ReshardSafeCluster` fixes.
+
+Valkey 9.0+ also moves slots atomically (``CLUSTER MIGRATESLOTS``,
+:func:`migrate_slots_atomic`, ``reshard(..., atomic=True)``): the data is
+streamed in the background and ownership flips for all the slots at once, so
+clients never see ``ASK`` or ``TRYAGAIN``.
 """
 
 from __future__ import annotations
@@ -24,28 +30,44 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple
 
-import redis
-
-from labkit.errors import LabkitError
+from labkit.core.args import check_count, check_int
+from labkit.core.clients import server_version, supports
 from labkit.lab.sharding._live import (
-    LiveTraffic,
+    CHECKED_REDIS_PY,
     ReshardSafeCluster,
-    TrafficReport,
+    add_known_master,
     safe_client,
 )
+from labkit.lab.sharding._migrate import (
+    Member,
+    count_keys,
+    migrate_slots,
+    migrate_slots_atomic,
+    redirect_counts,
+    runs,
+)
+from labkit.lab.sharding._topology import add_master, masters_by_id, node_id, slots_of
+from labkit.lab.sharding._traffic import LiveTraffic, TrafficReport
 from labkit.server import Cluster, Server
+from labkit.sharding import SLOTS
 
 __all__ = [
+    "CHECKED_REDIS_PY",
     "LiveTraffic",
     "Member",
     "ReshardReport",
     "ReshardSafeCluster",
     "TrafficReport",
+    "add_known_master",
     "add_master",
+    "count_keys",
     "masters_by_id",
     "migrate_slots",
+    "migrate_slots_atomic",
     "node_id",
+    "redirect_counts",
     "reshard",
+    "runs",
     "safe_client",
     "slots_of",
 ]
@@ -65,138 +87,14 @@ class ReshardReport(NamedTuple):
     seconds: float
 
 
-def node_id(server: Server) -> str:
-    """The 40-character cluster node id of ``server``."""
-    return str(server.client().execute_command("CLUSTER MYID"))
-
-
-def masters_by_id(cluster: Cluster) -> dict[str, Server]:
-    """``{node id: Server}`` for every node that is a master and serves slots."""
-    by_port = {n.port: n for n in cluster.nodes}
-    view = cluster.nodes[0].client().execute_command("CLUSTER NODES")
-    return {
-        info["node_id"]: by_port[int(addr.rsplit(":", 1)[1])]
-        for addr, info in view.items()
-        if "master" in info["flags"] and info["slots"]
-    }
-
-
-def slots_of(cluster: Cluster) -> dict[str, list[int]]:
-    """``{node id: sorted slots}`` as the first node sees them."""
-    view = cluster.nodes[0].client().execute_command("CLUSTER NODES")
-    out: dict[str, list[int]] = {}
-    for info in view.values():
-        slots = out.setdefault(info["node_id"], [])
-        for entry in info["slots"]:
-            lo, hi = int(entry[0]), int(entry[-1])
-            slots.extend(range(lo, hi + 1))
-    return {k: sorted(v) for k, v in out.items()}
-
-
-def add_master(cluster: Cluster, *, timeout: float = 10.0) -> Server:
-    """Start an empty master, ``CLUSTER MEET`` it, wait until every node knows it.
-
-    Also waits for the new node's own ``cluster_state:ok`` (it has learnt who
-    owns every slot): before that, a ``MIGRATE`` to it fails with
-    ``CLUSTERDOWN``.
-
-    Returns:
-        The new node (it owns no slots yet; :func:`reshard` gives it some).
-
-    Raises:
-        LabkitError: Some node did not learn of it within ``timeout`` seconds.
-    """
-    node = cluster.new_node()
-    cluster.meet(node)
-    new_id = node_id(node)
-    deadline = time.monotonic() + timeout
-    while True:
-        pending = []
-        for member in cluster.nodes:
-            view = member.client().execute_command("CLUSTER NODES").values()
-            ok = [
-                v
-                for v in view
-                if v["node_id"] == new_id
-                and not {"handshake", "noaddr"} & set(v["flags"].split(","))
-            ]
-            if not ok:
-                pending.append(member.port)
-        state = node.client().execute_command("CLUSTER INFO")["cluster_state"]
-        if not pending and state == "ok":
-            return node
-        if time.monotonic() > deadline:
-            raise LabkitError(
-                f"new node {node.port}: not known to nodes {pending} or its "
-                f"cluster_state={state!r} after {timeout:g} s"
-            )
-        time.sleep(0.05)
-
-
-class Member(NamedTuple):
-    """A master taking part in a reshard: its server, one open client, its id."""
-
-    server: Server
-    client: redis.Redis
-    id: str
-
-
 def _members(cluster: Cluster, target: Server) -> dict[str, Member]:
     servers = masters_by_id(cluster)
     servers[node_id(target)] = target
-    return {nid: Member(s, s.client(), nid) for nid, s in servers.items()}
-
-
-def _setslot(member: Member, slots: list[int], *args: str) -> None:
-    # One pipeline per node: the node saves its cluster config (an fsync)
-    # once per batch instead of once per slot, about 100x faster on a disk.
-    pipe = member.client.pipeline(transaction=False)
-    for slot in slots:
-        pipe.execute_command("CLUSTER SETSLOT", slot, *args)
-    pipe.execute()
-
-
-def migrate_slots(
-    slots: list[int],
-    source: Member,
-    target: Member,
-    others: list[Member],
-    *,
-    batch: int = 100,
-) -> int:
-    """Move ``slots`` from ``source`` to ``target`` while clients keep working.
-
-    Each slot goes through the same steps as if moved alone (importing,
-    migrating, keys, new owner); doing them for a group of slots at a time
-    only batches the round trips.
-
-    Args:
-        slots: Slots owned by ``source``, 0 to 16383.
-        source, target: The current and the new owner.
-        others: The remaining masters, told the new owner at the end.
-        batch: Keys per ``MIGRATE``.
-
-    Returns:
-        Keys migrated.
-    """
-    _setslot(target, slots, "IMPORTING", source.id)
-    _setslot(source, slots, "MIGRATING", target.id)
-    # Every node has requirepass: MIGRATE must log in to the target itself.
-    password = target.server.password
-    auth = ("AUTH2", "default", password) if password else ()
-    host, port = target.server.host, target.server.port
-    src = source.client
-    moved = 0
-    for slot in slots:
-        while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, batch):
-            src.execute_command(
-                "MIGRATE", host, port, "", 0, 5000, *auth, "KEYS", *keys
-            )
-            moved += len(keys)
-    # Target first: once it owns the slot it stops sending clients back.
-    for member in (target, source, *others):
-        _setslot(member, slots, "NODE", target.id)
-    return moved
+    # A socket timeout longer than MIGRATE's own 5 s: a frozen node makes
+    # the move fail within seconds instead of hanging.
+    return {
+        nid: Member(s, s.client(socket_timeout=10), nid) for nid, s in servers.items()
+    }
 
 
 def reshard(
@@ -204,6 +102,8 @@ def reshard(
     target: Server,
     slots: int | None = None,
     *,
+    sources: list[Server] | None = None,
+    atomic: bool = False,
     batch: int = 100,
     slots_per_step: int = 64,
     progress: bool = False,
@@ -214,33 +114,53 @@ def reshard(
         cluster: The cluster; ``target`` must already be a member
             (:func:`add_master`).
         target: The node receiving slots.
-        slots: How many; default is a fair share, ``16384 // masters``
+        slots: How many; default is a fair share, ``SLOTS // masters``
             counting the target.
-        batch: Keys per ``MIGRATE``.
+        sources: The masters to take them from (their highest slots); all
+            the others by default.
+        atomic: Use ``CLUSTER MIGRATESLOTS`` (:func:`migrate_slots_atomic`,
+            one job per source) instead of the key-by-key
+            :func:`migrate_slots`. Needs Valkey 9.0+.
+        batch: Keys per ``MIGRATE`` (key by key only).
         slots_per_step: Slots moved together by :func:`migrate_slots`.
         progress: Show a tqdm progress bar (in slots).
 
     Raises:
-        ValueError: ``slots`` is not between 1 and the slots the others own,
-            or ``batch`` / ``slots_per_step`` < 1.
+        ValueError: ``slots`` is not between 1 and the slots the sources
+            own, ``batch`` / ``slots_per_step`` out of range, or ``atomic``
+            on a server without atomic slot migration.
     """
-    if batch < 1 or slots_per_step < 1:
-        raise ValueError(f"batch={batch!r}, slots_per_step={slots_per_step!r}: >= 1")
+    check_count("batch", batch, max=10_000)
+    check_count("slots_per_step", slots_per_step, max=SLOTS)
     owners = {k: v for k, v in slots_of(cluster).items() if v}
     members = _members(cluster, target)
     dest = next(m for m in members.values() if m.server is target)
-    sources = [nid for nid in owners if nid != dest.id]
-    total = 16384 // (len(sources) + 1) if slots is None else slots
-    if not isinstance(total, int) or not 0 < total <= sum(
-        len(owners[s]) for s in sources
-    ):
-        raise ValueError(f"slots={slots!r}: must be between 1 and the slots owned")
+    if atomic and not supports(dest.client, "atomic-slot-migration"):
+        for member in members.values():
+            member.client.close()
+        raise ValueError(
+            f"atomic=True: {server_version(dest.client)} has no CLUSTER "
+            "MIGRATESLOTS (Valkey 9.0 or newer); use atomic=False"
+        )
+    wanted = None if sources is None else {s.port for s in sources}
+    sources_ids = [
+        nid
+        for nid in owners
+        if nid != dest.id and (wanted is None or members[nid].server.port in wanted)
+    ]
+
+    if not sources_ids:
+        raise ValueError(f"sources={wanted!r}: no master among them owns slots")
+    owned = sum(len(owners[s]) for s in sources_ids)
+    total = SLOTS // (len(owners) + 1) if slots is None else slots
+    check_int("slots", total, min=1, max=owned, what="a number of slots")
+    step = SLOTS if atomic else slots_per_step
     steps: list[tuple[list[int], Member]] = []
-    for i, sid in enumerate(sources):
-        share = total // len(sources) + (i < total % len(sources))
+    for i, sid in enumerate(sources_ids):
+        share = total // len(sources_ids) + (i < total % len(sources_ids))
         mine = owners[sid][len(owners[sid]) - share :]
-        for j in range(0, len(mine), slots_per_step):
-            steps.append((mine[j : j + slots_per_step], members[sid]))
+        for j in range(0, len(mine), step):
+            steps.append((mine[j : j + step], members[sid]))
     bar: Any = None
     if progress:
         from tqdm.auto import tqdm
@@ -250,6 +170,9 @@ def reshard(
     keys = 0
     try:
         for group, source in steps:
+            if atomic:
+                keys += migrate_slots_atomic(group, source, dest)
+                continue
             others = [m for m in members.values() if m not in (source, dest)]
             keys += migrate_slots(group, source, dest, others, batch=batch)
             if bar is not None:

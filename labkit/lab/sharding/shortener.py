@@ -10,18 +10,76 @@ makes adding a fourth server cheap.
 from __future__ import annotations
 
 import string
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import redis
 
-from labkit.errors import LabkitError
+from labkit.core.args import YEAR, check_int, check_name
+from labkit.core.clients import check_client
+from labkit.core.scripts import Script
+from labkit.errors import LabkitError, ShardUnavailableError, ShortenerKeyError
 from labkit.server import flushdb
 from labkit.sharding import Router, ShardedClient, hash64, move_keys
 
-__all__ = ["Growth", "Resolution", "Shortener", "ShortenerStats", "grow"]
+__all__ = [
+    "MAX_URL_LENGTH",
+    "Growth",
+    "Resolution",
+    "Shortener",
+    "ShortenerStats",
+    "check_url",
+    "grow",
+]
 
 _ALPHABET = string.digits + string.ascii_letters  # base 62
+#: Longest URL accepted (browsers and servers commonly stop near 8 KB).
+MAX_URL_LENGTH = 8192
+
+
+def check_url(url: Any) -> str:
+    """``url`` if it is an absolute http(s) URL with a host and nothing hidden in it.
+
+    Refused: another scheme (``javascript:``, ``ftp:``); no host
+    (``https:///path``); any control character or whitespace, since a CR/LF
+    stored here would end up in a redirect's ``Location`` header and split
+    the response; more than :data:`MAX_URL_LENGTH` characters.
+
+    Raises:
+        TypeError: Not a str.
+        ValueError: Any of the above; the message names what is wrong.
+    """
+    allowed = (
+        "must be an http:// or https:// URL with a host, without spaces or "
+        f"control characters, at most {MAX_URL_LENGTH} characters"
+    )
+    if not isinstance(url, str):
+        raise TypeError(f"url={url!r}: {allowed}")
+    hidden = (c for c in url if c.isspace() or unicodedata.category(c) == "Cc")
+    bad = next(hidden, None)
+    if bad is not None or not url or len(url) > MAX_URL_LENGTH:
+        found = f" (found {bad!r})" if bad is not None else ""
+        raise ValueError(f"url={url[:200]!r}: {allowed}{found}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ValueError(f"url={url[:200]!r}: {allowed} ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"url={url[:200]!r}: {allowed}")
+    return url
+
+
+def _check_prefix(prefix: Any) -> str:
+    check_name("prefix", prefix, max_len=128)
+    if any(c in prefix for c in "*?[]\\{}"):
+        raise ValueError(
+            f"prefix={prefix!r}: must not contain glob characters or braces "
+            "(*, ?, [, ], \\, {, }): the shortener SCANs for <prefix>:url:*"
+        )
+    return prefix
 
 
 class Resolution(NamedTuple):
@@ -54,22 +112,28 @@ class Shortener:
     """Short codes for long URLs, each code stored on the server its router picks.
 
     Args:
-        client: A :class:`~labkit.sharding.ShardedClient` over the servers.
-        prefix: Namespace of every key.
-        ttl: Default lifetime of a short link, in seconds (the tutorial's 3600).
+        client: A :class:`~labkit.sharding.ShardedClient` over the servers,
+            each client made with ``decode_responses=True``.
+        prefix: Namespace of every key (no glob characters or braces).
+        ttl: Default lifetime of a short link, in seconds (the tutorial's
+            3600), at most a year.
         length: Characters per code (base 62; 7 gives 62**7, about 3.5e12).
 
-    Keys, on the server that owns the code:
-        ``<prefix>:url:<code>`` (string): the long URL, expiring after its TTL.
-    Keys on every server:
-        ``<prefix>:stats`` (hash): fields ``lookups`` and ``misses`` for the
-        lookups that server answered. Counting where the code lives keeps a
-        lookup at one round trip and avoids one hot counter key.
+    Keys:
+        ``<prefix>:url:<code>`` (string): the long URL, on the server that owns
+        the code; expires after the link's TTL.
+        ``<prefix>:stats`` (hash): no TTL (two counters per server, a fixed
+        size): fields lookups and misses, on every server, for the lookups
+        that server answered. Counting where the code lives keeps a lookup at
+        one round trip and avoids one hot counter key.
 
     A code is derived from the URL (BLAKE2b, base 62), so shortening the same
     URL twice gives the same code; a clash with another URL is resolved by
-    ``SET NX`` and a salted retry.
+    ``SET NX`` and a salted retry. URLs are checked by :func:`check_url`.
     """
+
+    #: Looks a code up and counts the lookup, types checked first.
+    RESOLVE = Script("shortener_resolve")
 
     def __init__(
         self,
@@ -81,14 +145,12 @@ class Shortener:
     ) -> None:
         if not isinstance(client, ShardedClient):
             raise TypeError(f"client={client!r}: expected a labkit ShardedClient")
-        if not isinstance(ttl, int) or ttl < 1:
-            raise ValueError(f"ttl={ttl!r}: must be an int number of seconds >= 1")
-        if not isinstance(length, int) or not 4 <= length <= 10:
-            raise ValueError(f"length={length!r}: must be an int from 4 to 10")
+        for server in client.clients.values():
+            check_client(server, owner="Shortener", decode=True)
         self.client = client
-        self.prefix = prefix
-        self.ttl = ttl
-        self.length = length
+        self.prefix = _check_prefix(prefix)
+        self.ttl = check_int("ttl", ttl, min=1, max=YEAR, what="an int of seconds")
+        self.length = check_int("length", length, min=4, max=10)
 
     @property
     def stats_key(self) -> str:
@@ -116,47 +178,93 @@ class Shortener:
             chars.append(_ALPHABET[digit])
         return "".join(chars)
 
+    def _wrong_type(self, key: str, expected: str) -> ShortenerKeyError:
+        found = str(self.client.client_for(key).type(key))
+        return ShortenerKeyError(
+            f"key {key!r} holds a {found}, where the shortener keeps a {expected}; "
+            "nothing was written (delete the key or use another prefix)",
+            key=key,
+            found=found,
+            expected=expected,
+        )
+
     def shorten(self, url: str, ttl: int | None = None) -> str:
         """Store ``url`` under a short code and return the code.
 
         Args:
-            url: An ``http://`` or ``https://`` URL.
+            url: An ``http://`` or ``https://`` URL (see :func:`check_url`).
             ttl: Lifetime in seconds; the shortener's default if None.
 
         Raises:
-            ValueError: Not an http(s) URL, or ``ttl < 1``.
+            TypeError, ValueError: A bad URL or TTL (nothing written).
+            ShortenerKeyError: The code's key holds another type.
         """
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"url={url!r}: expected an http:// or https:// URL")
+        check_url(url)
         ttl = self.ttl if ttl is None else ttl
-        if not isinstance(ttl, int) or ttl < 1:
-            raise ValueError(f"ttl={ttl!r}: must be an int number of seconds >= 1")
+        check_int("ttl", ttl, min=1, max=YEAR, what="an int of seconds")
         for attempt in range(8):
             code = self._code(url, attempt)
             key = self.url_key(code)
             if self.client.set(key, url, ex=ttl, nx=True):
                 return code
-            if self.client.get(key) == url:
-                return code  # already shortened: same code, TTL left as is
+            try:
+                if self.client.get(key) == url:
+                    return code  # already shortened: same code, TTL left as is
+            except redis.ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                raise self._wrong_type(key, "string") from exc
         raise LabkitError(f"no free code for {url!r} after 8 attempts")
 
     def resolve(self, code: str) -> Resolution:
-        """Look a code up: 302 with the URL, or 404. Counts the lookup."""
+        """Look a code up: 302 with the URL, or 404. Counts the lookup.
+
+        One round trip (:attr:`RESOLVE`, printed in notebook 04).
+
+        Raises:
+            TypeError, ValueError: ``code`` is not 1 to 64 letters and digits.
+            ShortenerKeyError: The link or counters key holds another type.
+        """
+        if not isinstance(code, str) or not (
+            0 < len(code) <= 64 and code.isascii() and code.isalnum()
+        ):
+            kind = ValueError if isinstance(code, str) else TypeError
+            raise kind(f"code={code!r}: must be 1 to 64 ASCII letters and digits")
         key = self.url_key(code)
-        pipe = self.client.client_for(key).pipeline(transaction=False)
-        pipe.get(key)
-        pipe.hincrby(self.stats_key, "lookups", 1)
-        url, _ = pipe.execute()
-        if url is None:
-            self.client.client_for(key).hincrby(self.stats_key, "misses", 1)
-            return Resolution(404, None)
-        return Resolution(302, url)
+        node = self.client.node_for(key)
+        server = self.client.clients[node]
+        try:
+            reply = self.RESOLVE(server, [key, self.stats_key])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise ShardUnavailableError(
+                f"server {node!r} did not answer the lookup of {key!r}: "
+                f"{type(exc).__name__}: {exc}",
+                node=node,
+                key=key,
+                command="EVALSHA",
+            ) from exc
+        if reply[0] == -1:
+            found = str(reply[2])
+            expected = "string" if reply[1] == key else "hash"
+            raise ShortenerKeyError(
+                f"key {reply[1]!r} holds a {found}, where the shortener keeps a "
+                f"{expected}; nothing was written",
+                key=str(reply[1]),
+                found=found,
+                expected=expected,
+            )
+        return Resolution(302, reply[1]) if reply[0] == 1 else Resolution(404, None)
 
     def stats(self) -> ShortenerStats:
         """Lookups, hits and misses summed over every server."""
         lookups = misses = 0
         for server in self.client.clients.values():
-            counts = server.hgetall(self.stats_key)
+            try:
+                counts = server.hgetall(self.stats_key)
+            except redis.ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                raise self._wrong_type(self.stats_key, "hash") from exc
             lookups += int(counts.get("lookups", 0))
             misses += int(counts.get("misses", 0))
         return ShortenerStats(lookups, lookups - misses, misses)
@@ -174,7 +282,7 @@ class Growth(NamedTuple):
 
     Attributes:
         broken: Links that answered 404 under the new layout before any move.
-        moved: Keys :func:`~labkit.sharding.move_keys` copied to their new owner.
+        moved: Keys :func:`~labkit.sharding.move_keys` moved to their new owner.
         all_resolve: True if every link answered 302 after the move.
         seconds: Wall time of the move.
     """
@@ -197,7 +305,7 @@ def grow(
     Every server in ``clients`` is flushed first. The links are stored over
     the first ``nodes_before`` servers; then a shortener over all of them
     looks each link up (counting 404s), :func:`~labkit.sharding.move_keys`
-    copies the misplaced keys, and every link is looked up again.
+    moves the misplaced keys, and every link is looked up again.
 
     Args:
         clients: ``{server name: client}``, in the order servers are added.
