@@ -2,7 +2,8 @@
 
 Two layers. The library, one package or module per pattern (:mod:`labkit.cache`,
 :mod:`labkit.ratelimit`, :mod:`labkit.flags`, :mod:`labkit.sharding`,
-:mod:`labkit.pubsub`, :mod:`labkit.queues`, :mod:`labkit.timeseries`), built on
+:mod:`labkit.pubsub`, :mod:`labkit.queues`, :mod:`labkit.timeseries`,
+:mod:`labkit.locks`), built on
 :mod:`labkit.core` and :mod:`labkit.errors`: what an application imports. The
 lab, :mod:`labkit.lab`: experiments, harnesses, tutorial systems and plots.
 :mod:`labkit.server` starts real servers for both the lab and the tests.
