@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -60,6 +61,47 @@ def check_ttl(ttl: Any) -> float:
 def ms(seconds: float) -> int:
     """Whole milliseconds, at least 1."""
     return max(1, round(seconds * 1000))
+
+
+def acquire_wait(holder: Any, blocking: Any, timeout: Any, what: str) -> float:
+    """The checks :class:`Lock` and ``Redlock`` make before a first try.
+
+    Returns the seconds to keep trying (``holder.timeout`` when ``timeout`` is
+    None). Refuses a non-bool ``blocking``, a bad ``timeout``, and a holder
+    that still has an unexpired lease (one object per holder).
+    """
+    if not isinstance(blocking, bool):
+        raise TypeError(f"blocking={blocking!r}: must be True or False")
+    wait = (
+        holder.timeout
+        if timeout is None
+        else check_seconds("timeout", timeout, min=0, max=DAY, min_open=False)
+    )
+    lease = holder.lease
+    if lease is not None and lease.remaining() > 0:
+        fence = "" if lease.fence is None else f" (fence {lease.fence})"
+        raise LockError(
+            f"{what}: this object already holds a lease{fence}; release it "
+            f"first, or make one {type(holder).__name__} object per holder",
+            name=holder.name,
+            key=holder.key,
+        )
+    return wait
+
+
+def release_on_exit(release: Callable[[], Any], exc: BaseException | None) -> None:
+    """Release at the end of a ``with`` block.
+
+    A lost lease is an error when the block succeeded (it ran unprotected);
+    when the block raised, the loss is added as a note under its own error.
+    """
+    if exc is None:
+        release()
+        return
+    try:
+        release()
+    except LockNotOwnedError as lost:
+        exc.add_note(f"Also: {lost}")
 
 
 class Lock:
@@ -146,21 +188,7 @@ class Lock:
             redis.RedisError: The server failed or did not answer in the
                 client's ``socket_timeout``.
         """
-        if not isinstance(blocking, bool):
-            raise TypeError(f"blocking={blocking!r}: must be True or False")
-        wait = (
-            self.timeout
-            if timeout is None
-            else check_seconds("timeout", timeout, min=0, max=DAY, min_open=False)
-        )
-        if self.lease is not None and self.lease.remaining() > 0:
-            raise LockError(
-                f"lock {self.name!r}: this Lock object already holds a lease "
-                f"(fence {self.lease.fence}); release it first, or make one Lock "
-                "object per holder",
-                name=self.name,
-                key=self.key,
-            )
+        wait = acquire_wait(self, blocking, timeout, f"lock {self.name!r}")
         deadline = time.monotonic() + wait
         token = secrets.token_hex(16)
         ttl_ms = ms(self.ttl)
@@ -279,10 +307,4 @@ class Lock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None:
-            self.release()  # a lost lease is an error: the block ran unprotected
-            return
-        try:
-            self.release()
-        except LockNotOwnedError as lost:
-            exc.add_note(f"Also: {lost}")  # keep the block's own error on top
+        release_on_exit(self.release, exc)

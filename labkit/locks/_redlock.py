@@ -14,7 +14,15 @@ from labkit.core.args import DAY, check_number, check_seconds, check_tag
 from labkit.core.clients import check_client
 from labkit.core.scripts import Arg, Script
 from labkit.errors import LockError, LockNotOwnedError, LockTimeoutError
-from labkit.locks._lock import EXTEND, RELEASE, Lease, check_ttl, ms
+from labkit.locks._lock import (
+    EXTEND,
+    RELEASE,
+    Lease,
+    acquire_wait,
+    check_ttl,
+    ms,
+    release_on_exit,
+)
 from labkit.locks._multiplex import Multiplexed
 
 __all__ = ["Multiplexed", "Redlock"]
@@ -155,20 +163,7 @@ class Redlock:
                 answering to make a majority (raised at once, with the first
                 error in the message, rather than retried until the timeout).
         """
-        if not isinstance(blocking, bool):
-            raise TypeError(f"blocking={blocking!r}: must be True or False")
-        wait = (
-            self.timeout
-            if timeout is None
-            else check_seconds("timeout", timeout, min=0, max=DAY, min_open=False)
-        )
-        if self.lease is not None and self.lease.remaining() > 0:
-            raise LockError(
-                f"Redlock {self.name!r}: this object already holds a lease; "
-                "release it first, or make one Redlock object per holder",
-                name=self.name,
-                key=self.key,
-            )
+        wait = acquire_wait(self, blocking, timeout, f"Redlock {self.name!r}")
         deadline = time.monotonic() + wait
         ttl_ms = ms(self.ttl)
         while True:
@@ -294,10 +289,4 @@ class Redlock:
         return lease
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is None:
-            self.release()
-            return
-        try:
-            self.release()
-        except LockNotOwnedError as lost:
-            exc.add_note(f"Also: {lost}")
+        release_on_exit(self.release, exc)
