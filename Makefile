@@ -11,13 +11,14 @@ LOCK   := requirements/lock.txt
 EXTRAS := lab,test,ui,bench,dev
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: help setup lab test test-ui test-redis7 test-fast test-latest lock bench \
+.PHONY: help setup lab test test-ui test-redis7 test-fast test-latest test-pace lock bench \
 	notebooks lint clean
 
 help:
 	@echo "make lab        install on first use, then open JupyterLab on notebooks/"
 	@echo "make test       run every test and validate every notebook (pytest --nbval)"
 	@echo "make test-fast  the tests that need no server (under a minute)"
+	@echo "make test-pace  every notebook at a learner's pace (60 s pauses; ~1 hour)"
 	@echo "make test-ui    Run All of every notebook in JupyterLab, in headless Chromium"
 	@echo "make test-redis7  the tests and every notebook against Redis 7.0 (Debian)"
 	@echo "make bench      run the benchmarks (prints ratios measured in one run)"
@@ -75,6 +76,14 @@ test-redis7: $(STAMP)
 # REDIS_URL's, is skipped the moment it tries (tests/conftest.py, TIER).
 test-fast: $(STAMP)
 	env -u REDIS_URL LABKIT_TEST_TIER=fast $(BIN)/python -m pytest tests -q -r fE
+
+# Every notebook as a learner who stops to read: 60 s pauses before every check
+# cell and one code cell in three (seeded, printed). PACE_ARGS="--seed N
+# notebooks/03a*.ipynb" replays or narrows it. Not in .ci/run (about an hour).
+test-pace: export LABKIT_RUN_TAG := pace$(shell date +%s)
+test-pace: $(STAMP)
+	$(BIN)/python tools/test_pace.py $(PACE_ARGS)
+	$(BIN)/python -m labkit.server --orphans
 
 # The newest versions pyproject.toml's ranges allow, in a venv of their own (the
 # lock is not used): the fast tier, then the cluster, pub/sub and locks tests and
