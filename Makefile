@@ -11,7 +11,8 @@ LOCK   := requirements/lock.txt
 EXTRAS := lab,test,ui,bench,dev
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: help setup lab test test-ui test-redis7 test-fast test-latest test-pace lock bench \
+.PHONY: help setup lab test test-ui test-redis7 test-fast test-latest test-oldest \
+	test-pace lock bench \
 	notebooks lint clean
 
 help:
@@ -25,6 +26,7 @@ help:
 	@echo "make notebooks  re-execute the notebooks in place (after editing them)"
 	@echo "make lint       ruff + mypy"
 	@echo "make test-latest  newest versions the ranges allow, in .venv-latest"
+	@echo "make test-oldest  the library's tests at the oldest redis-py allowed"
 	@echo "make lock       re-resolve $(LOCK) to the newest versions (then make test)"
 	@echo "make clean      remove .venv and caches"
 
@@ -104,6 +106,25 @@ test-latest:
 	  notebooks/04*.ipynb --nbval-lax --nbval-current-env
 	$(LATEST)/bin/python -m labkit.server --orphans
 
+# The library at the oldest redis-py pyproject.toml allows (REDIS_FLOOR, the
+# floor of `redis>=7.4,<9`), everything else from the lock: every test of the
+# library's patterns (the lab's own tests, which run on the lock's redis-py,
+# are left out). With test-latest, the range is tested at both ends.
+OLDEST      := .venv-oldest
+REDIS_FLOOR := 7.4.1
+LAB_ONLY    := ha proxy reshard sentinel games persistence chat shortener origin \
+	cache_lab measure notebooks exercises course packaging basics
+test-oldest: export LABKIT_RUN_TAG := oldest$(shell date +%s)
+test-oldest:
+	rm -rf $(OLDEST)
+	$(PYTHON) -m venv $(OLDEST)
+	grep -v '^redis==' $(LOCK) > $(OLDEST)/constraints.txt
+	$(OLDEST)/bin/python -m pip install --quiet -c $(OLDEST)/constraints.txt \
+	  "redis==$(REDIS_FLOOR)" -e ".[lab,test]"
+	$(OLDEST)/bin/python -m pytest -q -r fE tests \
+	  $(foreach m,$(LAB_ONLY),--ignore=tests/test_$(m).py)
+	$(OLDEST)/bin/python -m labkit.server --orphans
+
 # Re-resolve the lock to the newest versions the ranges allow (uv, from the dev
 # extra). Then `make clean test`, and commit the lock alone once all passes.
 lock: $(STAMP)
@@ -122,4 +143,4 @@ lint: $(STAMP)
 	$(BIN)/mypy labkit
 
 clean:
-	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(LATEST) $(OLDEST) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
