@@ -12,7 +12,7 @@ EXTRAS := lab,test,ui,bench,dev
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
 .PHONY: help setup lab test test-ui test-redis7 test-fast test-latest test-oldest \
-	test-pace lock bench ensure-faketime \
+	test-pace lock bench bench-instructions ensure-faketime \
 	notebooks lint clean
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make test-ui    Run All of every notebook in JupyterLab, in headless Chromium"
 	@echo "make test-redis7  the tests and every notebook against Redis 7.0 (Debian)"
 	@echo "make bench      run the benchmarks (prints ratios measured in one run)"
+	@echo "make bench-instructions  instructions per operation and the targets (callgrind)"
 	@echo "make notebooks  re-execute the notebooks in place (after editing them)"
 	@echo "make lint       ruff + mypy"
 	@echo "make test-latest  newest versions the ranges allow, in .venv-latest"
@@ -141,7 +142,14 @@ lock: $(STAMP)
 	@echo "$(LOCK) refreshed: run make clean test, then commit it on its own"
 
 bench: $(STAMP)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in benchmarks/bench_*.py; do case $$b in *bench_instructions.py) continue;; esac; \
+	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Instructions per operation (callgrind; valgrind from Debian, installed with
+# apt-get as root): the load-proof counts the performance targets are judged in.
+bench-instructions: $(STAMP)
+	@sh tools/ensure_apt.sh /usr/bin/valgrind valgrind
+	$(BIN)/python benchmarks/bench_instructions.py
 
 notebooks: $(STAMP) ensure-faketime
 	$(BIN)/python tools/execute_notebooks.py notebooks/[0-9]*.ipynb
