@@ -42,6 +42,9 @@ from labkit.lab.sharding.scale import WriteLoad
 from labkit.server import Cluster
 from labkit.sharding import key_slot, tagged
 
+# These tests start, kill and rewire embedded servers (see conftest TIER).
+pytestmark = pytest.mark.embedded
+
 
 def test_key_slot_matches_the_server() -> None:
     """labkit's CRC16 slot equals CLUSTER KEYSLOT, hash tags included."""
