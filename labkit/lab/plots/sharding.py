@@ -37,7 +37,7 @@ def master_color(name: str, index: int = 0) -> str:
 
 
 def master_order(names: Sequence[str]) -> list[str]:
-    """``names`` with the masters first, in :data:`MASTER_COLORS` order, then the rest."""
+    """``names``, masters first in :data:`MASTER_COLORS` order, then the rest."""
     known = [n for n in MASTER_COLORS if n in names]
     return known + [n for n in names if n not in MASTER_COLORS]
 
@@ -218,7 +218,9 @@ def migration_timeline(
                 p0 - started, p1 - started, facecolor="none", edgecolor="0.2",
                 hatch="///", label="writes paused",
             )  # fmt: skip
-        ax.scatter(x[~multi & ok], y[~multi & ok], s=4, color="0.35", label="single key")
+        ax.scatter(
+            x[~multi & ok], y[~multi & ok], s=4, color="0.35", label="single key"
+        )
         ax.scatter(
             x[multi & ok], y[multi & ok], s=4, color="tab:purple",
             label="MSET/MGET, one tag",

@@ -105,14 +105,17 @@ def migrate_watched(
     check_name("key", key)
     restore = ("restore-asking", "restore")
     busy_before = (busy_usec(source, "migrate"), busy_usec(target, *restore))
-    with PingWatch(source) as on_source, PingWatch(target) as on_target:
-        with source.client(socket_timeout=120) as client:
-            started = time.monotonic()
-            client.execute_command(
-                "MIGRATE", target.host, target.port, "", 0, 60_000,
-                "AUTH2", "default", password, "KEYS", key,
-            )  # fmt: skip
-            seconds = time.monotonic() - started
+    with (
+        PingWatch(source) as on_source,
+        PingWatch(target) as on_target,
+        source.client(socket_timeout=120) as client,
+    ):
+        started = time.monotonic()
+        client.execute_command(
+            "MIGRATE", target.host, target.port, "", 0, 60_000,
+            "AUTH2", "default", password, "KEYS", key,
+        )  # fmt: skip
+        seconds = time.monotonic() - started
     source_busy = (busy_usec(source, "migrate") - busy_before[0]) / 1e6
     target_busy = (busy_usec(target, *restore) - busy_before[1]) / 1e6
     return BlockedMove(

@@ -103,9 +103,10 @@ def handoff_times(source: Server, target: Server, job: str) -> Handoff:
 
 
 class WriteProbe:
-    """A thread that ``SET``s then ``GET``s one key on one server, over and over.
+    """Two threads on one server: one ``SET``s a key over and over, one ``GET``s it.
 
-    Each operation is recorded as ``(start, end, command)`` in
+    Each on its own connection, so a write that waits does not hold the
+    reads back. Every operation is recorded as ``(start, end, command)`` in
     ``time.monotonic()`` seconds (:attr:`rows`). A harness for timing only:
     it shows which operations waited while something happened on the server.
     """
@@ -115,28 +116,37 @@ class WriteProbe:
         self.rows: list[tuple[float, float, str]] = []
         self.errors = 0
         self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Semaphore(0)
+        self._threads = [
+            threading.Thread(target=self._run, args=(command,), daemon=True)
+            for command in ("SET", "GET")
+        ]
 
-    def _run(self) -> None:
+    def _run(self, command: str) -> None:
         clock = time.monotonic
         with self.server.client(socket_timeout=30) as client:
             client.ping()
-            self._ready.set()
+            self._ready.release()
             i = 0
             while not self._stop.is_set():
-                for command in (("SET", self.key, str(i)), ("GET", self.key)):
-                    start = clock()
-                    try:
-                        client.execute_command(*command)
-                    except redis.RedisError:
-                        self.errors += 1
-                    self.rows.append((start, clock(), command[0]))
+                args = (
+                    (command, self.key, str(i))
+                    if command == "SET"
+                    else (command, self.key)
+                )
+                start = clock()
+                try:
+                    client.execute_command(*args)
+                except redis.RedisError:
+                    self.errors += 1
+                self.rows.append((start, clock(), command))  # list.append: thread-safe
                 i += 1
 
     def __enter__(self) -> WriteProbe:
-        self._thread.start()
-        self._ready.wait(timeout=10)
+        for thread in self._threads:
+            thread.start()
+        for _ in self._threads:
+            self._ready.acquire(timeout=10)
         return self
 
     def __exit__(
@@ -146,10 +156,11 @@ class WriteProbe:
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
-        self._thread.join(timeout=60)
+        for thread in self._threads:
+            thread.join(timeout=60)
 
     def started_between(
         self, start: float, end: float, command: str
     ) -> list[tuple[float, float]]:
-        """``(start, end)`` of the ``command`` operations started in ``[start, end]``."""
+        """``(start, end)`` of the ``command`` operations begun in ``[start, end]``."""
         return [(s, e) for s, e, c in self.rows if c == command and start <= s <= end]
