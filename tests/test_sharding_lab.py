@@ -31,6 +31,7 @@ def test_master_order_and_colours() -> None:
     assert master_color("redis-c", 2) == "C2"
 
 
+@pytest.mark.embedded
 def test_master_labels_and_server_work() -> None:
     """master 0 owns slot 0, and each master counts the SETs it ran."""
     with Cluster(masters=3) as cluster:
@@ -51,6 +52,7 @@ def test_master_labels_and_server_work() -> None:
         assert all(after[m].cpu_seconds >= before[m].cpu_seconds for m in after)
 
 
+@pytest.mark.embedded
 def test_handoff_times_follow_an_atomic_migration() -> None:
     """The logged steps of one MIGRATESLOTS come in order; the probe keeps going."""
     with Cluster(masters=2) as cluster:
