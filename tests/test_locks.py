@@ -696,6 +696,26 @@ def test_wrong_type_keys_are_refused_before_any_write(
 # --- keys ----------------------------------------------------------------------------
 
 
+def test_strict_store_refuses_an_equal_token_from_another_writer(
+    r: redis.Redis,
+) -> None:
+    """Strict fencing: the writer that brought a token may reuse it, no other."""
+    store = FencedStore(r, "strict", strict=True)
+    assert store.write("doc", "b1", token=2, writer="B")
+    assert store.write("doc", "b2", token=2, writer="B")  # the same holder again
+    assert not store.write("doc", "c1", token=2, writer="C")  # same number, other
+    assert not store.write("doc", "a", token=1, writer="A")  # older
+    assert store.write("doc", "c2", token=3, writer="C")  # a fresh number
+    assert store.read("doc") == "c2"
+    plain = FencedStore(r, "plain")
+    assert plain.write("doc", "b", token=2, writer="B")
+    assert plain.write("doc", "c", token=2, writer="C")  # equal tokens pass
+    with pytest.raises(ValueError, match="strict=True needs fencing=True"):
+        FencedStore(r, "x", fencing=False, strict=True)
+    with pytest.raises(TypeError, match="strict=1"):
+        FencedStore(r, "x", strict=1)  # type: ignore[arg-type]
+
+
 def test_keys_audit(r: redis.Redis) -> None:
     """After normal use every key is documented; those without a TTL say why."""
     lock = Lock(r, "audit", ttl=5)
@@ -711,6 +731,7 @@ def test_keys_audit(r: redis.Redis) -> None:
         "lab:redlock:audit",
         "lab:storage:{audit}:data",
         "lab:storage:{audit}:fence",
+        "lab:storage:{audit}:holder",
         "lab:storage:{audit}:log",
     }
     lock.release()
