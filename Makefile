@@ -12,7 +12,7 @@ EXTRAS := lab,test,ui,bench,dev
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
 .PHONY: help setup lab test test-ui test-redis7 test-fast test-latest test-oldest \
-	test-pace lock bench \
+	test-pace lock bench ensure-faketime \
 	notebooks lint clean
 
 help:
@@ -49,10 +49,18 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(ROOT_FLAG) $(LAB_ARGS)
 
+# Notebook 09b steps one server's wall clock with Debian's libfaketime: installed
+# with apt-get when missing and we are root; otherwise 09b skips that run, saying so.
+FAKETIME := $(firstword $(wildcard /usr/lib/*/faketime/libfaketime.so.1))
+ensure-faketime:
+	@$(if $(FAKETIME),true,if [ "$$(id -u)" = 0 ]; then \
+	  sh tools/ensure_apt.sh /usr/lib/faketime/libfaketime.so.1 libfaketime; \
+	  else echo "note: no libfaketime (sudo apt-get install libfaketime): 09b skips its clock jump"; fi)
+
 # LABKIT_RUN_TAG marks every server this run starts (kernels inherit it), so the
 # orphan check afterwards looks at this run's servers only.
 test: export LABKIT_RUN_TAG := test$(shell date +%s)
-test: $(STAMP)
+test: $(STAMP) ensure-faketime
 	$(BIN)/python -m pytest tests notebooks $(NBVAL) --durations=25
 	$(BIN)/python -m labkit.server --orphans
 
@@ -60,7 +68,7 @@ test: $(STAMP)
 # screenshots' folder is printed at the end. Debian's chromium is installed with
 # apt-get when missing and we are root (Playwright never downloads a browser).
 test-ui: export LABKIT_RUN_TAG := ui$(shell date +%s)
-test-ui: $(STAMP)
+test-ui: $(STAMP) ensure-faketime
 	@sh tools/ensure_apt.sh /usr/bin/chromium chromium LABKIT_CHROMIUM
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -p no:cacheprovider tests_ui -v
 	$(BIN)/python -m labkit.server --orphans
@@ -69,7 +77,7 @@ test-ui: $(STAMP)
 # notebooks run with --nbval-lax: every cell and assert runs, outputs differ on
 # purpose where 7.0 lacks a feature). Installed with apt-get when root.
 test-redis7: export LABKIT_RUN_TAG := r7$(shell date +%s)
-test-redis7: $(STAMP)
+test-redis7: $(STAMP) ensure-faketime
 	@sh tools/ensure_apt.sh /usr/bin/redis-server redis-server REDIS7_BIN
 	$(BIN)/python tools/test_redis7.py
 	$(BIN)/python -m labkit.server --orphans
@@ -135,7 +143,7 @@ lock: $(STAMP)
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-notebooks: $(STAMP)
+notebooks: $(STAMP) ensure-faketime
 	$(BIN)/python tools/execute_notebooks.py notebooks/[0-9]*.ipynb
 
 lint: $(STAMP)
