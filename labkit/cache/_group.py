@@ -28,6 +28,7 @@ from labkit.core.args import (
     check_tag,
 )
 from labkit.core.clients import check_client, server_version, supports
+from labkit.core.keys import from_key_part, key_part
 from labkit.core.scripts import Script
 
 __all__ = ["GroupedCache", "supports_field_expiry"]
@@ -138,11 +139,12 @@ class GroupedCache:
     # --- key names ----------------------------------------------------------
     def owner_key(self, owner: str | int) -> str:
         """The hash of ``owner``'s entries (per-field expiry mode)."""
-        return f"{PREFIX}:group:{{{self.namespace}:{check_tag('owner', owner)}}}"
+        ns, owner = key_part(self.namespace), key_part(check_tag("owner", owner))
+        return f"{PREFIX}:group:{{{ns}:{owner}}}"
 
     def entry_key(self, owner: str | int, key: str | int) -> str:
         """The string key of one entry (key-per-entry mode)."""
-        return f"{self.owner_key(owner)}:entry:{check_key('key', key)}"
+        return f"{self.owner_key(owner)}:entry:{key_part(check_key('key', key))}"
 
     def index_key(self, owner: str | int) -> str:
         """The sorted set listing ``owner``'s entry keys (key-per-entry mode)."""
@@ -177,7 +179,7 @@ class GroupedCache:
                     pipe.pttl(entry)
                 ttls = pipe.execute()
                 cut = len(self.entry_key(owner, "x")) - 1
-                keys = [entry[cut:] for entry in entries]
+                keys = [from_key_part(entry[cut:]) for entry in entries]
         except redis.ResponseError as exc:
             raise_wrong_type(self.client, group, self._group_type, exc)
         # -2: the entry expired after being listed, so it is not cached.

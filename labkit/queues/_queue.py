@@ -19,6 +19,7 @@ from labkit.core.args import (
     check_tag,
 )
 from labkit.core.clients import check_client
+from labkit.core.keys import key_part
 from labkit.errors import QueueKeyError
 from labkit.queues._scripts import (
     COUNTS,
@@ -193,7 +194,7 @@ class JobQueue:
     @property
     def base(self) -> str:
         """The common start of this queue's keys."""
-        return f"{self.prefix}:{{{self.name}}}"
+        return f"{self.prefix}:{{{key_part(self.name)}}}"
 
     @property
     def stream(self) -> str:
@@ -217,7 +218,7 @@ class JobQueue:
 
     def job_key(self, job_id: str) -> str:
         """The record of one job."""
-        return f"{self.base}:job:{job_id}"
+        return f"{self.base}:job:{key_part(job_id)}"
 
     def __repr__(self) -> str:
         return f"<JobQueue {self.name!r} max_attempts={self.max_attempts}>"
@@ -405,7 +406,7 @@ class JobQueue:
         if not isinstance(step, str):
             raise TypeError(f"step={step!r}: must be a str (may be empty)")
         seconds = round(check_seconds("ttl", ttl, min=1, min_open=False))
-        key = f"{self.base}:once:{job_id}:{step}"
+        key = f"{self.base}:once:{key_part(job_id)}:{key_part(step)}"
         try:
             return bool(self.client.set(key, "1", nx=True, ex=seconds))
         except redis.ResponseError as exc:
