@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
+import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -34,7 +37,8 @@ from labkit.errors import (
 from labkit.flags import FlagStore
 from labkit.locks import Lock, Redlock
 from labkit.pubsub import Publisher, Subscriber, history_key
-from labkit.queues import FanOut, JobQueue
+from labkit.queues import FanOut, JobQueue, Worker
+from labkit.queues._worker import REAP_AFTER
 from labkit.ratelimit import (
     GCRA,
     FixedWindow,
@@ -488,3 +492,63 @@ def test_lock_release_on_a_set_names_the_key(r: redis.Redis) -> None:
     with pytest.raises(LockError, match=r"lab:lock:\{x\} holds a set") as info:
         lock.release()
     assert "user_script" not in str(info.value)
+
+
+# --- faults name the server; more foreign data --------------------------------------
+
+
+def test_a_frozen_server_timeout_names_server_and_key() -> None:
+    """A SIGSTOPped server: the TimeoutError (same type) names server and script."""
+    with Server() as srv:
+        client = srv.client(socket_timeout=0.5)
+        lim = FixedWindow(client, 5, 60)
+        lim.allow("k")
+        os.kill(srv.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(redis.TimeoutError) as info:
+                lim.allow("k")
+            with pytest.raises(redis.TimeoutError) as hit:
+                Cache(client, "users", 60).get_or_load("k", lambda: 1)
+        finally:
+            os.kill(srv.pid, signal.SIGCONT)
+        client.close()
+    assert f":{srv.port}/0" in str(info.value)
+    assert "ratelimit_fixed_window" in str(info.value)
+    assert "lab:ratelimit:fixed:k" in str(info.value)
+    assert f":{srv.port}/0" in str(hit.value)
+    assert "lab:cache:{users:k}" in str(hit.value)
+
+
+def test_publisher_leaves_a_foreign_stream_alone(r: redis.Redis) -> None:
+    """A stream of someone else's entries at the history key is refused, unchanged."""
+    pub = Publisher(r, history=1)
+    key = pub.history_key("orders")
+    r.xadd(key, {"order": "1", "qty": "2"})
+    r.xadd(key, {"order": "2", "qty": "5"})
+    before = dumps(r, key)
+    with pytest.raises(HistoryKeyError, match=r"not \{m: <envelope>\}"):
+        pub.publish("orders", "x")
+    assert dumps(r, key) == before
+
+
+def test_a_fresh_worker_reaps_idle_empty_consumers(r: redis.Redis) -> None:
+    """Crashed workers' consumers (idle, holding nothing once claimed) are removed."""
+    q = JobQueue(r, "reap", visibility_timeout=0.01)
+    q.enqueue({"n": 1})
+    r.xgroup_createconsumer(q.stream, "workers", "ghost-empty")
+    r.xreadgroup("workers", "ghost-held", {q.stream: ">"}, count=1)  # never acked
+    time.sleep(REAP_AFTER * q.visibility_timeout * 2)  # both now idle long enough
+    done: list[str] = []
+    worker = Worker(q, lambda job: done.append(job.id), name="fresh", block=0.01)
+    worker.run(burst=True, timeout=30)
+    assert len(done) == 1  # ghost-held's job was claimed and run first
+    assert sorted(worker.reaped) == ["ghost-empty", "ghost-held"]
+    assert r.xinfo_consumers(q.stream, "workers") == []  # run() left, too
+    r.xgroup_createconsumer(q.stream, "workers", "ghost-3")
+    r.xgroup_createconsumer(q.stream, "workers", "restarted")
+    time.sleep(REAP_AFTER * q.visibility_timeout * 2)
+    again = Worker(q, lambda job: None, name="restarted", block=0.01)  # not fresh
+    again.run(burst=True, timeout=30)
+    assert again.reaped == []
+    names = [c["name"] for c in r.xinfo_consumers(q.stream, "workers")]
+    assert names == ["ghost-3"]

@@ -35,7 +35,7 @@ from labkit.core.args import (
 )
 from labkit.core.clients import check_client
 from labkit.core.keys import key_part
-from labkit.core.scripts import Script
+from labkit.core.scripts import FAULTS, Script, name_fault
 
 __all__ = ["STAMPEDE_MODES", "Cache"]
 
@@ -198,6 +198,8 @@ class Cache:
             raw = self.client.get(rkey)
         except redis.ResponseError as exc:
             raise_wrong_type(self.client, rkey, "string", exc)
+        except FAULTS as exc:
+            raise name_fault(exc, self.client, f"Cache GET {rkey!r}") from exc
         if raw is not None:
             try:
                 value = fast_loads(raw)
