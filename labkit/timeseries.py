@@ -130,7 +130,10 @@ def to_epoch(timestamp: Any) -> float:
     # 0001-01-01T00:00+01:00 is 0000-12-31 in UTC: timestamp() answers a number
     # before year 1 instead of failing, so the range is checked here.
     if not MIN_EPOCH <= seconds <= MAX_EPOCH:
-        raise ValueError(f"timestamp={timestamp!r}: outside the years 1 to 9999 in UTC")
+        raise ValueError(
+            f"timestamp={timestamp!r}: outside the years 1 to 9999 in UTC; must "
+            "be from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z"
+        )
     return seconds
 
 

@@ -32,13 +32,13 @@ from labkit.errors import (
     LimiterKeyError,
     LockError,
     QueueFullError,
+    QueueKeyError,
     SeriesKeyError,
 )
 from labkit.flags import FlagStore
 from labkit.locks import Lock, Redlock
 from labkit.pubsub import Publisher, Subscriber, history_key
 from labkit.queues import FanOut, JobQueue, Worker
-from labkit.queues._worker import REAP_AFTER
 from labkit.ratelimit import (
     GCRA,
     FixedWindow,
@@ -537,7 +537,7 @@ def test_a_fresh_worker_reaps_idle_empty_consumers(r: redis.Redis) -> None:
     q.enqueue({"n": 1})
     r.xgroup_createconsumer(q.stream, "workers", "ghost-empty")
     r.xreadgroup("workers", "ghost-held", {q.stream: ">"}, count=1)  # never acked
-    time.sleep(REAP_AFTER * q.visibility_timeout * 2)  # both now idle long enough
+    time.sleep(Worker.REAP_AFTER * q.visibility_timeout * 2)  # both idle long enough
     done: list[str] = []
     worker = Worker(q, lambda job: done.append(job.id), name="fresh", block=0.01)
     worker.run(burst=True, timeout=30)
@@ -546,9 +546,21 @@ def test_a_fresh_worker_reaps_idle_empty_consumers(r: redis.Redis) -> None:
     assert r.xinfo_consumers(q.stream, "workers") == []  # run() left, too
     r.xgroup_createconsumer(q.stream, "workers", "ghost-3")
     r.xgroup_createconsumer(q.stream, "workers", "restarted")
-    time.sleep(REAP_AFTER * q.visibility_timeout * 2)
+    time.sleep(Worker.REAP_AFTER * q.visibility_timeout * 2)
     again = Worker(q, lambda job: None, name="restarted", block=0.01)  # not fresh
     again.run(burst=True, timeout=30)
     assert again.reaped == []
     names = [c["name"] for c in r.xinfo_consumers(q.stream, "workers")]
     assert names == ["ghost-3"]
+
+
+def test_job_queue_leaves_a_foreign_stream_alone(r: redis.Redis) -> None:
+    """A stream of someone else's entries at the queue's key: refused, unchanged."""
+    key = "lab:queue:{orders}:stream"
+    r.xadd(key, {"order": "1", "qty": "2"})
+    before = dumps(r, key)
+    with pytest.raises(QueueKeyError, match="not a JobQueue's"):
+        JobQueue(r, "orders")
+    assert dumps(r, key) == before and r.xinfo_groups(key) == []
+    JobQueue(r, "fresh").enqueue({"n": 1})
+    JobQueue(r, "fresh")  # its own stream (group and entries) is accepted again

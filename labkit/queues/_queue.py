@@ -230,8 +230,8 @@ class JobQueue:
         """Create the stream and its consumer group if they do not exist.
 
         Raises:
-            QueueKeyError: The stream's key holds another type of value
-                (nothing is written).
+            QueueKeyError: The stream's key holds another type of value, or
+                someone else's stream (nothing is written).
         """
         client = self.client if client is None else client
         found = client.type(self.stream)
@@ -240,11 +240,29 @@ class JobQueue:
                 redis.ResponseError(f"BADTYPE {self.stream} {found!s} stream"),
                 queue=self.name,
             )
+        if found == "stream" and not self._ours(client):
+            raise QueueKeyError(
+                f"key {self.stream!r} holds a stream that is not a JobQueue's (no "
+                f"{GROUP!r} group, and its newest entry is not {{job, payload}}): "
+                "another program uses this name; pick another queue name or "
+                "prefix (nothing was written)",
+                key=self.stream,
+                found="stream of foreign entries",
+                expected="stream",
+            )
         try:
             client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    def _ours(self, client: redis.Redis | redis.RedisCluster) -> bool:
+        """True if the existing stream is this queue's: it has the group, or
+        its newest entry has the fields enqueue writes (or it is empty)."""
+        if any(g["name"] == GROUP for g in client.xinfo_groups(self.stream)):
+            return True
+        newest = client.xrevrange(self.stream, count=1)
+        return not newest or sorted(newest[0][1]) == ["job", "payload"]
 
     def enqueue(self, payload: Any, delay: float = 0) -> str:
         """Add a job; it runs as soon as a worker is free, or after ``delay``.

@@ -27,9 +27,6 @@ Handler = Callable[[Job], Any]
 
 
 _SERVER_TICK_MS = 100  # 1000 / the server's default hz
-#: A consumer idle this many visibility timeouts, holding nothing, is a crashed
-#: worker's leftover: a worker starting under a fresh name removes it.
-REAP_AFTER = 10
 #: Errors after which the server may answer again: a restart, a freeze, a
 #: failover (a demoted primary answers READONLY), a resharded slot (MOVED).
 TRANSIENT = (
@@ -127,6 +124,9 @@ class Worker:
     """
 
     _count = 0
+    #: A consumer idle this many visibility timeouts, holding nothing, is a
+    #: crashed worker's leftover: a worker starting under a fresh name removes it.
+    REAP_AFTER = 10
 
     def __init__(
         self,
@@ -207,7 +207,7 @@ class Worker:
         (queues_leave.lua), so a consumer that just read an entry stays.
         """
         q = self.queue
-        limit_ms = REAP_AFTER * q.visibility_timeout * 1000
+        limit_ms = self.REAP_AFTER * q.visibility_timeout * 1000
         for info in conn.xinfo_consumers(q.stream, GROUP):
             name = str(info["name"])
             if name == self.name or info["pending"] or info["idle"] < limit_ms:
