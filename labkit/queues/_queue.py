@@ -262,7 +262,7 @@ class JobQueue:
         if any(g["name"] == GROUP for g in client.xinfo_groups(self.stream)):
             return True
         newest = client.xrevrange(self.stream, count=1)
-        return not newest or sorted(newest[0][1]) == ["job", "payload"]
+        return not newest or sorted(newest[0][1] or {}) == ["job", "payload"]
 
     def enqueue(self, payload: Any, delay: float = 0) -> str:
         """Add a job; it runs as soon as a worker is free, or after ``delay``.
