@@ -564,3 +564,18 @@ def test_job_queue_leaves_a_foreign_stream_alone(r: redis.Redis) -> None:
     assert dumps(r, key) == before and r.xinfo_groups(key) == []
     JobQueue(r, "fresh").enqueue({"n": 1})
     JobQueue(r, "fresh")  # its own stream (group and entries) is accepted again
+
+
+def test_grouped_cache_leaves_a_foreign_index_alone(r: redis.Redis) -> None:
+    """A sorted set of other members at an owner's index: refused, unchanged, and
+    invalidate_owner does not delete the keys it names."""
+    g = GroupedCache(r, "posts", 60, per_field_expiry=False)
+    index = g.index_key(7)
+    r.set("precious", "data")
+    r.zadd(index, {"precious": 1, "alice": 2})
+    before = dumps(r, index, "precious")
+    with pytest.raises(CacheKeyTypeError, match="other members"):
+        g.get_or_load(7, "q", lambda: 1)
+    with pytest.raises(CacheKeyTypeError, match="other members"):
+        g.invalidate_owner(7)
+    assert dumps(r, index, "precious") == before
