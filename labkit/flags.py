@@ -27,6 +27,7 @@ from labkit.core.args import (
     check_seconds,
 )
 from labkit.core.clients import check_client
+from labkit.core.keys import key_part
 from labkit.core.listen import Listener, ListenerStats, Message, as_text
 from labkit.core.scripts import Script
 from labkit.core.wait import wait_until
@@ -157,7 +158,7 @@ class FlagStore:
             check_callable("on_change", on_change, signature="name, flag or None")
         self.on_change = on_change
         check_seconds("timeout", timeout, max=3600)
-        self.key = f"lab:flags:{namespace}"
+        self.key = f"lab:flags:{key_part(namespace)}"
         self.version_key = f"{self.key}:version"
         self.channel = f"{self.key}:changed"
         #: Full loads of the flag set so far (the first, then one per renewal).

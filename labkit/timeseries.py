@@ -19,6 +19,7 @@ import redis
 
 from labkit.core.args import YEAR, check_count, check_int, check_name, check_number
 from labkit.core.clients import check_client
+from labkit.core.keys import key_part
 from labkit.core.scripts import Script
 from labkit.errors import SeriesKeyError
 
@@ -123,11 +124,17 @@ def to_epoch(timestamp: Any) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     try:
-        return moment.timestamp()
-    except (OverflowError, ValueError):  # 0001-01-01 with a positive offset
+        seconds = moment.timestamp()
+    except (OverflowError, ValueError):  # 9999-12-31 with a negative offset
+        seconds = math.nan
+    # 0001-01-01T00:00+01:00 is 0000-12-31 in UTC: timestamp() answers a number
+    # before year 1 instead of failing, so the range is checked here.
+    if not MIN_EPOCH <= seconds <= MAX_EPOCH:
         raise ValueError(
-            f"timestamp={timestamp!r}: outside the years 1 to 9999 in UTC"
-        ) from None
+            f"timestamp={timestamp!r}: outside the years 1 to 9999 in UTC; must "
+            "be from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z"
+        )
+    return seconds
 
 
 def _check_value(value: Any) -> float:
@@ -205,7 +212,7 @@ class SeriesStore:
 
     def key(self, series: str) -> str:
         """The sorted-set key holding ``series``."""
-        return f"{self.prefix}:{check_name('series', series)}"
+        return f"{self.prefix}:{key_part(check_name('series', series))}"
 
     def add(self, series: str, timestamp: Any, value: float) -> int:
         """Store ``value`` at ``timestamp`` and apply retention.
@@ -222,7 +229,8 @@ class SeriesStore:
         Raises:
             ValueError: Unparseable timestamp, or a number out of range.
             TypeError: A timestamp or value of the wrong type.
-            SeriesKeyError: The key holds another Redis type (nothing written).
+            SeriesKeyError: The key holds another Redis type, or a sorted set
+                whose members are not this store's points (nothing written).
         """
         key = self.key(series)
         ts = to_epoch(timestamp)
@@ -238,6 +246,16 @@ class SeriesStore:
         except redis.exceptions.ResponseError as exc:
             if str(exc).startswith("SERIESTYPE"):
                 raise self._wrong_type(key, str(exc).split()[-1]) from exc
+            if str(exc).startswith("SERIESMEMBER"):
+                member = str(exc).split(" ", 1)[1]
+                raise SeriesKeyError(
+                    f"key {key!r} holds a sorted set whose member {member} is not a "
+                    'SeriesStore point ({"t": <epoch s>, "v": <number>}); nothing '
+                    "was written. Pick another prefix or series name, or delete "
+                    "the key",
+                    key=key,
+                    found="zset of foreign members",
+                ) from exc
             raise
 
     def _wrong_type(self, key: str, found: str) -> SeriesKeyError:

@@ -49,6 +49,10 @@ CASES: list[tuple[str, Call, type[BaseException], tuple[str, ...]]] = [
      ("namespace=3", "str")),
     ("cache-ns-list", lambda r: cache(r, namespace=["users"]), TypeError,
      ("namespace=['users']", "str")),
+    ("cache-ttl-huge", lambda r: cache(r, ttl=10**400), ValueError,
+     ("ttl=100000...(401 digits)", "finite number of seconds")),
+    ("set-value-nan", lambda r: cache(r).set("k", math.nan), TypeError,
+     ("lab:cache:{ok:k}", "set() was given value=nan")),
     ("cache-ttl-nan", lambda r: cache(r, ttl=math.nan), ValueError,
      ("ttl=nan", "finite number of seconds")),
     ("cache-ttl-inf", lambda r: cache(r, ttl=math.inf), ValueError,
@@ -232,10 +236,13 @@ def test_cache_entry_holding_a_hash(r: redis.Redis) -> None:
 
 
 def test_cache_lease_holding_a_hash(r: redis.Redis) -> None:
-    """A hash where the lease belongs: the value is not stored, the hash stays."""
+    """A hash where the lease belongs: CacheKeyTypeError naming it (issue 35: it
+    used to stall every miss for lease_ttl), nothing stored, the hash stays."""
     c = cache(r, namespace="users", lease_ttl=0.2)
     r.hset(c.lease_key(7), "x", 1)
-    assert c.get_or_load(7, lambda: {"n": 1}) == {"n": 1}  # fails open
+    assert_refused(
+        r, lambda: c.get_or_load(7, lambda: {"n": 1}), CacheKeyTypeError, ":lease"
+    )
     assert r.type(c.lease_key(7)) == "hash" and not r.exists(c.key(7))
 
 

@@ -42,6 +42,8 @@ BAD_ARGS: list[tuple[Any, type[Exception], str]] = [
     (lambda: check_number("x", "1", min=0, max=1), TypeError, r"x='1'"),
     (lambda: check_number("x", False, min=0, max=1), TypeError, r"x=False"),
     (lambda: check_seconds("ttl", 0), ValueError, r"ttl=0: .*> 0"),
+    (lambda: check_seconds("ttl", 10**400), ValueError, r"ttl=100000\.\.\.\(401"),
+    (lambda: check_count("n", -(10**400)), ValueError, r"n=-100000\.\.\.\(401"),
     (lambda: check_seconds("ttl", -1), ValueError, r"ttl=-1"),
     (lambda: check_seconds("ttl", 1e300), ValueError, r"ttl=1e\+300"),
     (lambda: check_name("name", ""), ValueError, r"name='': must be a non-empty str"),

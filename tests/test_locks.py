@@ -527,6 +527,12 @@ def test_multiplexed_is_bounded_on_fresh_connections_to_frozen_servers() -> None
 # --- bad input: refused before anything is written ---------------------------------
 
 
+def _where(client: redis.Redis) -> dict[str, object]:
+    """The host and port of a client, to open another db of the same server."""
+    kw = client.connection_pool.connection_kwargs
+    return {"host": kw["host"], "port": kw["port"]}
+
+
 @pytest.fixture
 def two_servers() -> Iterator[list[redis.Redis]]:
     """Two servers' clients, for Redlock argument checks."""
@@ -555,6 +561,7 @@ def _bad_lock_calls(r: redis.Redis) -> list[tuple]:
         (lambda: Lock(r, "a", math.inf), ValueError, "ttl=inf", "86400"),
         (lambda: Lock(r, "a", -1), ValueError, "ttl=-1", "from 0.001"),
         (lambda: Lock(r, "a", 0), ValueError, "ttl=0", "from 0.001"),
+        (lambda: Lock(r, "a", 10**400), ValueError, "ttl=100000...(401", "86400"),
         (lambda: Lock(r, "a", 10**9), ValueError, "ttl=1000000000", "86400"),
         (lambda: Lock(r, "a", True), TypeError, "ttl=True", "finite number"),
         (lambda: Lock(r, "a", "5"), TypeError, "ttl='5'", "finite number"),
@@ -622,6 +629,12 @@ def test_bad_redlock_arguments_are_refused(
         (lambda: Redlock("abc", "a", 1), TypeError, "clients='abc'"),
         (lambda: Redlock([], "a", 1), ValueError, "0 given", "1 to 99"),
         (lambda: Redlock([c1, c1], "a", 1), ValueError, "clients[1]", "same server"),
+        (
+            lambda: Redlock([c1, redis.Redis(**_where(c1), db=1)], "a", 1),
+            ValueError,
+            "clients[1]",
+            "another db of one server",
+        ),
         (lambda: Redlock([c1, "x"], "a", 1), TypeError, "client='x'", "Redlock"),
         (lambda: Redlock([c1, c2], "", 1), ValueError, "name=''"),
         (lambda: Redlock([c1, c2], "a{", 1), ValueError, "name='a{'"),

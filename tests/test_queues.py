@@ -670,6 +670,7 @@ ENQUEUE_ARGS = [
     ((({"n": 1},), {"delay": NAN}), ValueError, "delay=nan", "finite"),
     ((({"n": 1},), {"delay": INF}), ValueError, "delay=inf", "finite"),
     ((({"n": 1},), {"delay": 10**9}), ValueError, "delay=1000000000", "31536000"),
+    ((({"n": 1},), {"delay": 10**400}), ValueError, "delay=100000...(401", "31536000"),
     ((({"n": 1},), {"delay": "1"}), TypeError, "delay='1'", "number"),
     ((({"n": 1},), {"delay": True}), TypeError, "delay=True", "number"),
     ((({"when": object()},), {}), TypeError, "payload={'when'", "JSON-serialisable"),

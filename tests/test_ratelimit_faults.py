@@ -82,6 +82,7 @@ CONSTRUCTION = [
     ({"period": NAN}, ValueError, "period=nan", PERIOD_ERR),
     ({"period": INF}, ValueError, "period=inf", PERIOD_ERR),
     ({"period": 1e300}, ValueError, "period=1e+300", PERIOD_ERR),
+    ({"period": 10**400}, ValueError, "period=100000...(401 digits)", PERIOD_ERR),
     ({"period": 0}, ValueError, "period=0", PERIOD_ERR),
     ({"period": -1}, ValueError, "period=-1", PERIOD_ERR),
     ({"period": True}, TypeError, "period=True", PERIOD_ERR),
@@ -297,6 +298,7 @@ FLAG_CALLS: list[tuple[str, Callable[[FlagStore], Any], type, str, str]] = [
     ("pct 101", lambda f: f.set("x", percent=101), ValueError, "percent=101", PERCENT),
     ("pct -1", lambda f: f.set("x", percent=-1), ValueError, "percent=-1", PERCENT),
     ("pct bool", lambda f: f.set("x", percent=True), TypeError, "percent=True", PERCENT),  # noqa: E501
+    ("pct 10**400", lambda f: f.set("x", percent=10**400), ValueError, "percent=100000...(401 digits)", PERCENT),  # noqa: E501
     ("value nan", lambda f: f.set("x", value=NAN), TypeError, "value=nan", "no NaN"),
     ("value obj", lambda f: f.set("x", value=object()), TypeError, "value=", "JSON"),
     ("value huge", lambda f: f.set("x", value="x" * 70_000), ValueError, "value=", "at most 65536"),  # noqa: E501

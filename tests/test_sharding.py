@@ -177,6 +177,10 @@ def test_bad_nodes(cls: type, nodes: list[str], match: str) -> None:
     [
         (lambda: HashRing(["a"], vnodes=0), "vnodes=0"),
         (lambda: HashRing(["a"], weights={"a": 0}), r"weights\['a'\]=0"),
+        (
+            lambda: HashRing(["a"], weights={"a": 10**400}),
+            r"weights\['a'\]=100000\.\.\.\(401 digits\)",
+        ),
         (lambda: Rendezvous(["a", "b"], weights={"b": -1}), r"weights\['b'\]=-1"),
         (lambda: Rendezvous(["a"], weights={"z": 1}), "not among nodes"),
     ],

@@ -34,7 +34,8 @@ from labkit.core.args import (
     check_tag,
 )
 from labkit.core.clients import check_client
-from labkit.core.scripts import Script
+from labkit.core.keys import key_part
+from labkit.core.scripts import FAULTS, Script, name_fault
 
 __all__ = ["STAMPEDE_MODES", "Cache"]
 
@@ -140,7 +141,7 @@ class Cache:
             )
         self.rng = rng if rng is not None else random.Random()
         self.stats = CacheStats(max_samples=max_samples)
-        self._prefix = f"{PREFIX}:{{{self.namespace}:"
+        self._prefix = f"{PREFIX}:{{{key_part(self.namespace)}:"
 
     def __repr__(self) -> str:
         return (
@@ -150,7 +151,7 @@ class Cache:
 
     def key(self, key: str | int) -> str:
         """The Redis key holding ``key``'s entry."""
-        return f"{self._prefix}{check_tag('key', key)}}}"
+        return f"{self._prefix}{key_part(check_tag('key', key))}}}"
 
     def lease_key(self, key: str | int) -> str:
         """The Redis key of the lease taken while ``key`` is loading."""
@@ -181,7 +182,15 @@ class Cache:
             check_callable("loader", loader, signature="taking no arguments")
         # The hit path is what bench_cache.py measures against a bare GET, so
         # it is written flat: key checked and built inline, stats inline.
-        if type(key) is str and key and "{" not in key and "}" not in key:
+        # (":" and "%" are escaped by key_part, braces refused by check_tag.)
+        if (
+            type(key) is str
+            and key
+            and "{" not in key
+            and "}" not in key
+            and ":" not in key
+            and "%" not in key
+        ):
             rkey = f"{self._prefix}{key}}}"
         else:
             rkey = self.key(key)
@@ -189,6 +198,8 @@ class Cache:
             raw = self.client.get(rkey)
         except redis.ResponseError as exc:
             raise_wrong_type(self.client, rkey, "string", exc)
+        except FAULTS as exc:
+            raise name_fault(exc, self.client, f"Cache GET {rkey!r}") from exc
         if raw is not None:
             try:
                 value = fast_loads(raw)
@@ -299,6 +310,13 @@ class Cache:
                 if raw is not None:
                     return decode(raw)
                 if holder is None:
+                    # MGET answers nil for a key of another type too: look, or
+                    # a hash at the lease key would stall every miss.
+                    kind = self.client.type(lease)
+                    if kind not in ("none", "string", b"none", b"string"):
+                        raise_wrong_type(
+                            self.client, lease, "string", ValueError(lease)
+                        )
                     break
             else:
                 # Fail open: answer this caller, but store nothing unleased.
@@ -352,10 +370,10 @@ class Cache:
                 (``noeviction``); nothing is written.
         """
         rkey = self.key(key)
+        given = f"set() was given value={value!r:.60},"
+        payload = encode(rkey, value, source=given)
         if self.stampede == "xfetch":
             payload = self._envelope(rkey, value, 0.0)
-        else:
-            payload = encode(rkey, value)
         reply = _SET(self.client, [rkey, rkey + ":lease"], [payload, self._ttl_ms()])
         if reply == -1:
             raise_wrong_type(self.client, rkey, "string", ValueError(rkey))

@@ -181,13 +181,17 @@ def ttl_ms(ttl: float, jitter: float, rng: random.Random) -> int:
     return max(1, round(ttl * stretch * 1000))
 
 
-def encode(key: str, value: Any) -> str:
-    """``value`` as compact JSON; TypeError naming the key if it cannot be."""
+def encode(key: str, value: Any, *, source: str = "the loader returned") -> str:
+    """``value`` as compact JSON; TypeError naming the key if it cannot be.
+
+    ``source`` says where the value came from, for the message: the loader,
+    or ``set()``'s argument.
+    """
     try:
         return json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(
-            f"cannot cache key {key!r}: the loader returned a "
+            f"cannot cache key {key!r}: {source} a "
             f"{type(value).__name__} that is not JSON-serialisable ({exc}); "
             "allowed: dict, list, str, int, float (finite), bool, None"
         ) from exc

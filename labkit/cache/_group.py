@@ -28,7 +28,9 @@ from labkit.core.args import (
     check_tag,
 )
 from labkit.core.clients import check_client, server_version, supports
+from labkit.core.keys import from_key_part, key_part
 from labkit.core.scripts import Script
+from labkit.errors import CacheKeyTypeError
 
 __all__ = ["GroupedCache", "supports_field_expiry"]
 
@@ -138,11 +140,12 @@ class GroupedCache:
     # --- key names ----------------------------------------------------------
     def owner_key(self, owner: str | int) -> str:
         """The hash of ``owner``'s entries (per-field expiry mode)."""
-        return f"{PREFIX}:group:{{{self.namespace}:{check_tag('owner', owner)}}}"
+        ns, owner = key_part(self.namespace), key_part(check_tag("owner", owner))
+        return f"{PREFIX}:group:{{{ns}:{owner}}}"
 
     def entry_key(self, owner: str | int, key: str | int) -> str:
         """The string key of one entry (key-per-entry mode)."""
-        return f"{self.owner_key(owner)}:entry:{check_key('key', key)}"
+        return f"{self.owner_key(owner)}:entry:{key_part(check_key('key', key))}"
 
     def index_key(self, owner: str | int) -> str:
         """The sorted set listing ``owner``'s entry keys (key-per-entry mode)."""
@@ -177,7 +180,7 @@ class GroupedCache:
                     pipe.pttl(entry)
                 ttls = pipe.execute()
                 cut = len(self.entry_key(owner, "x")) - 1
-                keys = [entry[cut:] for entry in entries]
+                keys = [from_key_part(entry[cut:]) for entry in entries]
         except redis.ResponseError as exc:
             raise_wrong_type(self.client, group, self._group_type, exc)
         # -2: the entry expired after being listed, so it is not cached.
@@ -244,7 +247,8 @@ class GroupedCache:
             wrong = {-1: (keys[0], "hash"), -2: (gen_key, "string")}
         else:
             keys = [self.entry_key(owner, key), self.index_key(owner), gen_key]
-            script, args = _STORE_KEYS, [gen, payload, ms]
+            start = self.owner_key(owner) + ":entry:"
+            script, args = _STORE_KEYS, [gen, payload, ms, start]
             wrong = {-1: (keys[0], "string"), -2: (gen_key, "string")}
             wrong[-3] = (keys[1], "zset")
         try:
@@ -252,11 +256,21 @@ class GroupedCache:
         except redis.exceptions.OutOfMemoryError:
             self.stats.count("store_errors")
             return
+        if reply == -4:
+            raise self._foreign_index(keys[1])
         if reply == 0:
             self.stats.count("dropped")
         elif reply in wrong:
             where, kind = wrong[reply]
             raise_wrong_type(self.client, where, kind, ValueError(where))
+
+    @staticmethod
+    def _foreign_index(index: str) -> CacheKeyTypeError:
+        return CacheKeyTypeError(
+            index,
+            expected="zset of this owner's entry keys",
+            found="zset of other members",
+        )
 
     # --- invalidating -------------------------------------------------------
     def _bump(self, owner: str | int) -> None:
@@ -285,7 +299,20 @@ class GroupedCache:
         return bool(pipe.execute()[0])
 
     def invalidate_owner(self, owner: str | int) -> int:
-        """Drop every entry of ``owner`` in one call; returns how many there were."""
+        """Drop every entry of ``owner`` in one call; returns how many there were.
+
+        Raises:
+            CacheKeyTypeError: A key holds another type, or the index is a
+                sorted set of other members (the keys it names are not deleted).
+        """
+        if not self.per_field_expiry:  # someone else's sorted set: before the bump
+            start = self.owner_key(owner) + ":entry:"
+            try:
+                first = self.client.zrange(self.index_key(owner), 0, 0)
+            except redis.ResponseError as exc:
+                raise_wrong_type(self.client, self.index_key(owner), "zset", exc)
+            if first and not _text(first[0]).startswith(start):
+                raise self._foreign_index(self.index_key(owner))
         self._bump(owner)
         if self.per_field_expiry:
             pipe = self.client.pipeline(transaction=True)
@@ -296,6 +323,11 @@ class GroupedCache:
         entries = self.client.zrange(index, 0, -1)
         if not entries:
             return 0
+        # The index names the keys DEL is about to remove: every one must be
+        # this owner's entry key, or the sorted set is someone else's.
+        start = self.owner_key(owner) + ":entry:"
+        if not all(_text(e).startswith(start) for e in entries):
+            raise self._foreign_index(index)
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(*entries)
         # ZREM only what we read: an entry stored meanwhile (after the bump,

@@ -48,14 +48,23 @@ def _fmt(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _show(value: Any) -> str:
+    """``repr(value)``, a huge int shortened (10**400 has 401 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        digits = len(str(abs(value)))
+        return f"{'-' if value < 0 else ''}{str(abs(value))[:6]}...({digits} digits)"
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def check_int(
     name: str, value: Any, *, min: int = 1, max: int = MAX_COUNT, what: str = "an int"
 ) -> int:
     """An ``int`` (not a bool) from ``min`` to ``max``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}={value!r}: must be {what} from {min} to {max}")
+        raise TypeError(f"{name}={_show(value)}: must be {what} from {min} to {max}")
     if not min <= value <= max:
-        raise ValueError(f"{name}={value!r}: must be {what} from {min} to {max}")
+        raise ValueError(f"{name}={_show(value)}: must be {what} from {min} to {max}")
     return value
 
 
@@ -86,10 +95,13 @@ def check_number(
     lower = f"> {_fmt(min)}" if min_open else f"from {_fmt(min)}"
     allowed = f"{kind} {lower} {'and <=' if min_open else 'to'} {_fmt(max)}"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name}={value!r}: must be {allowed}")
-    ok = math.isfinite(value) and (value > min if min_open else value >= min)
+        raise TypeError(f"{name}={_show(value)}: must be {allowed}")
+    # An int is always finite, and math.isfinite(10**400) would raise
+    # OverflowError naming no argument: compare ints as they are.
+    finite = isinstance(value, int) or math.isfinite(value)
+    ok = finite and (value > min if min_open else value >= min)
     if not ok or value > max:
-        raise ValueError(f"{name}={value!r}: must be {allowed}")
+        raise ValueError(f"{name}={_show(value)}: must be {allowed}")
     return float(value)
 
 

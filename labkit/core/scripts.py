@@ -31,9 +31,34 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-__all__ = ["Script", "run_batch"]
+__all__ = ["FAULTS", "Script", "name_fault", "run_batch", "server_of"]
 
 Arg = str | bytes | int | float
+
+#: What a server that is down, frozen or cut off raises.
+FAULTS = (redis.ConnectionError, redis.TimeoutError)
+
+
+def server_of(client: Any) -> str:
+    """Which server ``client`` talks to, for messages: ``host:port/db`` or a path.
+
+    Never the password: it is built from the pool's host, port, path and db.
+    """
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:  # a RedisCluster routes per key: no single server
+        return "a cluster node"
+    kw = pool.connection_kwargs
+    place = kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}"
+    return f"{place}/{kw.get('db', 0)}"
+
+
+def name_fault(exc: Exception, client: Any, what: str) -> Exception:
+    """``exc`` (a connection error or timeout) again, naming the server and ``what``.
+
+    Same type, so ``except redis.TimeoutError`` still catches it; the message
+    gains ``[server 127.0.0.1:6379/0; <what>]``. Raise it ``from exc``.
+    """
+    return type(exc)(f"{exc} [server {server_of(client)}; {what}]")
 
 
 class Script:
@@ -73,12 +98,24 @@ class Script:
         keys: Sequence[str] = (),
         args: Sequence[Arg] = (),
     ) -> Any:
-        """Run the script: one ``EVALSHA`` round trip, two after a ``NOSCRIPT``."""
+        """Run the script: one ``EVALSHA`` round trip, two after a ``NOSCRIPT``.
+
+        A connection error or timeout is raised as the same type, naming the
+        server, the script and its keys (see :func:`name_fault`).
+        """
         try:
-            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            self.load(client)
-            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            try:
+                return client.execute_command(
+                    "EVALSHA", self.sha, len(keys), *keys, *args
+                )
+            except NoScriptError:
+                self.load(client)
+                return client.execute_command(
+                    "EVALSHA", self.sha, len(keys), *keys, *args
+                )
+        except FAULTS as exc:
+            what = f"script {self.name}, keys {list(keys)!r:.200}"
+            raise name_fault(exc, client, what) from exc
 
     def queue(
         self, pipe: Any, keys: Sequence[str] = (), args: Sequence[Arg] = ()
@@ -107,7 +144,12 @@ def run_batch(
         for i in todo:
             script, keys, args = calls[i]
             script.queue(pipe, keys, args)
-        results = pipe.execute(raise_on_error=False)
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except FAULTS as exc:
+            names = sorted({calls[i][0].name for i in todo})
+            what = f"a batch of {len(todo)} calls of {', '.join(names)}"
+            raise name_fault(exc, client, what) from exc
         missing: list[int] = []
         for i, res in zip(todo, results, strict=True):
             if isinstance(res, NoScriptError) and attempt == 0:

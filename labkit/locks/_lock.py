@@ -13,6 +13,7 @@ import redis
 
 from labkit.core.args import DAY, check_seconds, check_tag
 from labkit.core.clients import check_client
+from labkit.core.keys import key_part
 from labkit.core.scripts import Script
 from labkit.errors import LockError, LockNotOwnedError, LockTimeoutError
 
@@ -181,7 +182,7 @@ class Lock:
     @property
     def key(self) -> str:
         """The lock key: the holder's token lives here."""
-        return f"{self.prefix}:{{{self.name}}}"
+        return f"{self.prefix}:{{{key_part(self.name)}}}"
 
     @property
     def fence_key(self) -> str:
@@ -287,11 +288,22 @@ class Lock:
         except redis.ResponseError as exc:
             if "WRONGTYPE" not in str(exc):
                 raise
+            text = str(exc)
+            if " holds a " in text:  # the script named the key and what it found
+                key = next((k for k in keys if f"{k} holds" in text), keys[0])
+                what = text.removeprefix("WRONGTYPE ")
+            else:  # a bare WRONGTYPE from a command: look at the keys
+                found = {k: self.client.type(k) for k in keys}
+                key, kind = next(
+                    ((k, t) for k, t in found.items() if t not in ("none", "string")),
+                    (keys[0], found[keys[0]]),
+                )
+                what = f"{key} holds a {kind}, not a lock token (a string)"
             raise LockError(
-                f"lock {self.name!r}: {exc} (delete the key or choose another "
-                "name or prefix)",
+                f"lock {self.name!r}: {what}; nothing was changed (delete the key "
+                "or choose another name or prefix)",
                 name=self.name,
-                key=self.key,
+                key=key,
             ) from exc
 
     def _lost(self, lease: Lease, action: str) -> LockNotOwnedError:

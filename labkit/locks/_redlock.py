@@ -12,6 +12,7 @@ import redis
 
 from labkit.core.args import DAY, check_number, check_seconds, check_tag
 from labkit.core.clients import check_client
+from labkit.core.keys import key_part
 from labkit.core.scripts import Arg, Script
 from labkit.errors import LockError, LockNotOwnedError, LockTimeoutError
 from labkit.locks._lock import (
@@ -35,9 +36,19 @@ def _yes(reply: Any) -> bool:
     return type(reply) is int and reply == 1
 
 
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
 def _where(client: redis.Redis) -> tuple[Any, ...]:
+    """The server a client talks to: host (loopback names as one), port, path.
+
+    Not the db: two databases of one server live and die together (one
+    process, one memory, one restart), so they are not independent votes.
+    """
     kw = client.connection_pool.connection_kwargs
-    return (kw.get("host"), kw.get("port"), kw.get("path"), kw.get("db", 0))
+    host = str(kw.get("host") or "").lower()
+    host = "localhost" if host in _LOOPBACK else host
+    return (host, kw.get("port"), kw.get("path"))
 
 
 class Redlock:
@@ -109,8 +120,9 @@ class Redlock:
             if where in seen:
                 raise ValueError(
                     f"clients[{i}] is the same server as clients[{seen[where]}] "
-                    f"({where[0]}:{where[1]} db {where[3]}): Redlock needs N "
-                    "independent servers"
+                    f"({where[2] or f'{where[0]}:{where[1]}'}; another db of one "
+                    "server is not another server): Redlock needs N independent "
+                    "servers"
                 )
             seen[where] = i
         self.name = check_tag("name", name)
@@ -142,7 +154,7 @@ class Redlock:
     @property
     def key(self) -> str:
         """The lock's key on every server."""
-        return f"{self.prefix}:{self.name}"
+        return f"{self.prefix}:{key_part(self.name)}"
 
     def _validity(self, ttl: float, sent: float) -> float:
         drift = ttl * self.drift_factor + 0.002

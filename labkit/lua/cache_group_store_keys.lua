@@ -10,9 +10,11 @@
 -- ARGV[1]  the counter as read before the load ('' if it did not exist)
 -- ARGV[2]  the JSON value
 -- ARGV[3]  the entry's TTL in milliseconds (integer >= 1)
+-- ARGV[4]  the start of this owner's entry keys (what every index member starts with)
 -- Returns  1 stored; 0 the owner was invalidated meanwhile (nothing written);
---          -1 the entry, -2 the counter, -3 the index key holds another type
---          (nothing written). Every check comes first.
+--          -1 the entry, -2 the counter, -3 the index key holds another type,
+--          -4 the index is a sorted set of other members (nothing written).
+--          Every check comes first.
 local ttl = tonumber(ARGV[3])
 if not ttl or ttl < 1 or ttl % 1 ~= 0 then
   return redis.error_reply('ERR cache TTL must be an integer number of ms >= 1')
@@ -24,6 +26,10 @@ end
 if wrong(KEYS[1], 'string') then return -1 end
 if wrong(KEYS[3], 'string') then return -2 end
 if wrong(KEYS[2], 'zset') then return -3 end
+-- A sorted set is our index only if its members are our entry keys: the first
+-- is checked (O(1)), so the pruning below never trims someone else's set.
+local first = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+if first and string.sub(first, 1, #ARGV[4]) ~= ARGV[4] then return -4 end
 if (redis.call('GET', KEYS[3]) or '') ~= ARGV[1] then
   return 0
 end

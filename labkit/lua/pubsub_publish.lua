@@ -7,8 +7,8 @@
 -- ARGV[3]: MAXLEN, entries kept (whole number >= 1)
 -- ARGV[4]: TTL of the stream in milliseconds (whole number >= 1)
 -- ARGV[5]: '1' for SPUBLISH (sharded pub/sub), '0' for PUBLISH
--- Returns: {receivers, entry id}; or {-1, type} when KEYS[1] holds another
---   type. Everything is checked before the first write.
+-- Returns: {receivers, entry id}; or {-1, what} when KEYS[1] holds another
+--   type, or a stream of other entries. Everything is checked before the first write.
 local maxlen, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 if not maxlen or maxlen < 1 or maxlen % 1 ~= 0 then
   return redis.error_reply('ERR MAXLEN must be a whole number >= 1')
@@ -21,6 +21,14 @@ if string.sub(ARGV[2], 1, 1) ~= '{' then
 end
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'none' and kind ~= 'stream' then return {-1, kind} end
+-- A stream is our history only if its entries are {m = <envelope>}: the newest
+-- is checked (O(1)), so MAXLEN never trims away someone else's stream.
+if kind == 'stream' then
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  if last and (#last[2] ~= 2 or last[2][1] ~= 'm') then
+    return {-1, 'stream whose entries are not {m: <envelope>}'}
+  end
+end
 
 -- Exact MAXLEN (not ~): the bound is what the docstring says, no more.
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', maxlen, '*', 'm', ARGV[2])

@@ -28,8 +28,13 @@ end
 
 local state = redis.call('HMGET', KEYS[1], 'w', 'n')
 local start, used = tonumber(state[1]), tonumber(state[2])
-if (state[1] or state[2] or redis.call('EXISTS', KEYS[1]) == 1) and not (start and used) then
-  return redis.error_reply('BADSTATE ratelimit_fixed_window: ' .. KEYS[1] .. ' does not hold a fixed window {w, n}')
+-- State is ours only if it is exactly {w, n}, both finite and >= 0 (x == x is
+-- false for NaN; inf fails the bounds): anything else is refused, never reset.
+if (state[1] or state[2] or redis.call('EXISTS', KEYS[1]) == 1) and not (start and used
+    and start == start and start >= 0 and start < 1e17 and used >= 0 and used < 1e16
+    and redis.call('HLEN', KEYS[1]) == 2) then
+  return redis.error_reply('BADSTATE ratelimit_fixed_window: ' .. KEYS[1] .. ' holds w='
+    .. tostring(state[1]) .. ' n=' .. tostring(state[2]) .. ', not a fixed window {w, n} of numbers >= 0')
 end
 used = used or 0
 local opens = start == nil or now >= start + period or now < start

@@ -32,15 +32,18 @@ local interval = period / limit
 local tolerance = interval * cap
 local raw = redis.call('GET', KEYS[1])
 local tat = tonumber(raw)
-if raw and not tat then
-  return redis.error_reply('BADSTATE ratelimit_gcra: ' .. KEYS[1] .. ' does not hold a GCRA arrival time (a number)')
+-- NaN ~= NaN and inf fails the bound: a corrupt TAT is refused, never taken as fresh.
+if raw and not (tat and tat == tat and tat >= 0 and tat < 1e17) then
+  return redis.error_reply('BADSTATE ratelimit_gcra: ' .. KEYS[1] .. ' holds ' .. string.format('%q', raw)
+    .. ', not a GCRA arrival time (microseconds >= 0)')
 end
 -- Work relative to now: absolute microseconds (~1.7e15) leave doubles ~0.25 us of
 -- precision, so comparisons get half a microsecond of slack.
 local ahead = math.max(0, (tat or now) - now)
 local new_ahead = ahead + interval * cost
 if new_ahead > tolerance + 0.5 then
-  return string.format('0 %d %.0f %.0f', math.floor((tolerance + 0.5 - ahead) / interval),
+  -- max(0, ...): a lookup that lowered the burst leaves ahead > tolerance.
+  return string.format('0 %d %.0f %.0f', math.max(0, math.floor((tolerance + 0.5 - ahead) / interval)),
                        math.ceil(new_ahead - tolerance), math.ceil(ahead))
 end
 -- The key expires when the TAT is reached, i.e. when it is as good as absent.

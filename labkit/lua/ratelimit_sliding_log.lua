@@ -26,8 +26,15 @@ if not ARGV[3] then
   now = t[1] * 1000000 + t[2]
 end
 
--- An entry admitted at s counts for now in [s, s + period). (On a key of another
--- type ZREMRANGEBYSCORE fails with WRONGTYPE, having removed nothing.)
+-- A sorted set is ours only if its members look like ours: "<score>-<n>". The
+-- oldest is checked (one member: the check costs O(1), not O(n)). (On a key
+-- of another type ZRANGE fails with WRONGTYPE, before any write.)
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if first[1] and string.match(first[1], '^(%d+)%-%d+$') ~= string.format('%.0f', tonumber(first[2])) then
+  return redis.error_reply('BADSTATE ratelimit_sliding_log: ' .. KEYS[1] .. ' holds member '
+    .. string.format('%q', first[1]) .. ' (score ' .. first[2] .. '), not a sliding log entry "<us>-<n>"')
+end
+-- An entry admitted at s counts for now in [s, s + period).
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - period))
 local used = redis.call('ZCARD', KEYS[1])
 if used + cost > limit then

@@ -30,9 +30,13 @@ end
 local idx = math.floor(now / period)
 local state = redis.call('HMGET', KEYS[1], 'w', 'c', 'p')
 local w, cur, prev = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
+-- Ours only if exactly {w, c, p}, finite and >= 0 (NaN ~= NaN; inf fails the bounds).
 if (state[1] or state[2] or state[3] or redis.call('EXISTS', KEYS[1]) == 1)
-    and not (w and cur and prev) then
-  return redis.error_reply('BADSTATE ratelimit_sliding_window: ' .. KEYS[1] .. ' does not hold a sliding window {w, c, p}')
+    and not (w and cur and prev and w == w and w >= 0 and w < 1e17 and cur >= 0
+    and cur < 1e16 and prev >= 0 and prev < 1e16 and redis.call('HLEN', KEYS[1]) == 3) then
+  return redis.error_reply('BADSTATE ratelimit_sliding_window: ' .. KEYS[1] .. ' holds w='
+    .. tostring(state[1]) .. ' c=' .. tostring(state[2]) .. ' p=' .. tostring(state[3])
+    .. ', not a sliding window {w, c, p} of numbers >= 0')
 end
 cur, prev = cur or 0, prev or 0
 if w == nil or (idx ~= w and idx ~= w + 1) then

@@ -30,8 +30,13 @@ end
 local rate = limit / period
 local state = redis.call('HMGET', KEYS[1], 't', 'ts')
 local tokens, stamp = tonumber(state[1]), tonumber(state[2])
-if (state[1] or state[2] or redis.call('EXISTS', KEYS[1]) == 1) and not (tokens and stamp) then
-  return redis.error_reply('BADSTATE ratelimit_token_bucket: ' .. KEYS[1] .. ' does not hold a token bucket {t, ts}')
+-- Ours only if exactly {t, ts}, finite (NaN ~= NaN; inf fails the bounds); t may
+-- be a hair below 0 from float error, never more.
+if (state[1] or state[2] or redis.call('EXISTS', KEYS[1]) == 1) and not (tokens and stamp
+    and tokens == tokens and tokens > -1 and tokens < 1e16 and stamp >= 0 and stamp < 1e17
+    and redis.call('HLEN', KEYS[1]) == 2) then
+  return redis.error_reply('BADSTATE ratelimit_token_bucket: ' .. KEYS[1] .. ' holds t='
+    .. tostring(state[1]) .. ' ts=' .. tostring(state[2]) .. ', not a token bucket {t, ts} of finite numbers')
 end
 if tokens == nil then
   tokens = cap

@@ -29,6 +29,14 @@ local kind = redis.call('TYPE', key)['ok']
 if kind ~= 'zset' and kind ~= 'none' then
   return redis.error_reply('SERIESTYPE ' .. kind)
 end
+-- A sorted set is a series only if its members are points {"t":..,"v":..}: the
+-- oldest is checked (O(1)), so someone else's leaderboard is never trimmed.
+if kind == 'zset' then
+  local first = redis.call('ZRANGE', key, 0, 0)[1]
+  if not string.find(first, '^{"t":[-0-9.eE+]+,"v":[-0-9.eE+]+}$') then
+    return redis.error_reply('SERIESMEMBER ' .. string.format('%q', string.sub(first, 1, 80)))
+  end
+end
 redis.call('ZREMRANGEBYSCORE', key, ts, ts)
 redis.call('ZADD', key, ts, ARGV[2])
 if max_points > 0 then

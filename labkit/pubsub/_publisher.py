@@ -10,8 +10,11 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+import redis
+
 from labkit.core.args import DAY, check_int, check_name, check_seconds, check_tag
 from labkit.core.clients import check_client
+from labkit.core.keys import key_part
 from labkit.core.scripts import Script, run_batch
 from labkit.errors import HistoryKeyError
 
@@ -36,7 +39,7 @@ def check_prefix(prefix: Any) -> str:
 
 def history_key(channel: str, prefix: str = "lab:pubsub") -> str:
     """The history stream kept beside ``channel``: ``<prefix>:{<channel>}``."""
-    return f"{check_prefix(prefix)}:{{{check_tag('channel', channel)}}}"
+    return f"{check_prefix(prefix)}:{{{key_part(check_tag('channel', channel))}}}"
 
 
 def _check_data(data: Any) -> str:
@@ -119,8 +122,34 @@ class Publisher:
         with self._lock:
             self._seq[channel] += 1
             seq = self._seq[channel]
+        return self._body(seq, text)
+
+    def _body(self, seq: int, text: str) -> str:
         body = {"src": self.source, "seq": seq, "t": time.perf_counter(), "data": text}
         return json.dumps(body)
+
+    def _numbered(self, channel: str, texts: list[str], send: Any) -> Any:
+        """Number ``texts`` and ``send`` them under one lock: numbers go out in order.
+
+        Taking a number and sending it must be one step, or a thread that takes
+        number 5 can send it after another thread's 6, and a subscriber counts
+        5 as lost. A publish the server refuses (an error reply: nothing was
+        written or sent) gives its numbers back, so it leaves no gap. Any other
+        failure (a timeout, a dropped connection) keeps them: the message may
+        have gone out, and a gap reported as loss beats a number sent twice.
+        """
+        with self._lock:
+            first = self._seq[channel]
+            messages = [self._body(first + i + 1, t) for i, t in enumerate(texts)]
+            try:
+                result = send(messages)
+            except (HistoryKeyError, redis.ResponseError):
+                raise
+            except BaseException:
+                self._seq[channel] = first + len(texts)
+                raise
+            self._seq[channel] = first + len(texts)
+            return result
 
     def history_key(self, channel: str) -> str:
         """The history stream of ``channel``."""
@@ -160,7 +189,11 @@ class Publisher:
             HistoryKeyError: With history, the stream key holds another type.
         """
         channel = self._channel(channel)
-        message = self.wrap(channel, _check_data(data))
+        return self._numbered(
+            channel, [_check_data(data)], lambda m: self._send(channel, m[0])
+        )
+
+    def _send(self, channel: str, message: str) -> int:
         if self.history:
             script, keys, args = self._script_call(channel, message)
             return self._receivers(channel, script(self.client, keys, args))
@@ -203,7 +236,9 @@ class Publisher:
                 f"message: write [{items!r}])"
             )
         texts = [_check_data(item) for item in items]  # all checked, then numbered
-        messages = [self.wrap(channel, text) for text in texts]
+        return self._numbered(channel, texts, lambda m: self._send_many(channel, m))
+
+    def _send_many(self, channel: str, messages: list[str]) -> list[int]:
         if self.history:
             calls = [self._script_call(channel, m) for m in messages]
             replies = run_batch(self.client, calls)

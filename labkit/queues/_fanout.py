@@ -25,7 +25,9 @@ from labkit.core.args import (
     check_tag,
 )
 from labkit.core.clients import check_client
+from labkit.core.keys import key_part
 from labkit.core.scripts import Script
+from labkit.errors import LabkitError
 from labkit.queues._queue import Job, JobQueue
 from labkit.queues._scripts import encode_payload, raise_script_error
 
@@ -81,11 +83,11 @@ class FanOut:
 
     def record_key(self, job_id: str) -> str:
         """The completion record of a job."""
-        return f"{self.prefix}:{{{check_tag('job_id', job_id)}}}:record"
+        return f"{self.prefix}:{{{key_part(check_tag('job_id', job_id))}}}:record"
 
     def parts_key(self, job_id: str) -> str:
         """The set of finished part ids of a job."""
-        return f"{self.prefix}:{{{check_tag('job_id', job_id)}}}:parts"
+        return f"{self.prefix}:{{{key_part(check_tag('job_id', job_id))}}}:parts"
 
     def create(self, job_id: str, total: int) -> None:
         """Write the completion record of a job of ``total`` parts.
@@ -130,6 +132,9 @@ class FanOut:
         Raises:
             TypeError: ``parts`` is a str, bytes or mapping (one value, not a
                 list of parts), or ``queue`` is not a JobQueue.
+            ValueError, QueueFullError, QueueKeyError: The queue refused the
+                parts (more than its max_length, or full); the completion
+                record is deleted again, so nothing is left behind.
         """
         if not isinstance(queue, JobQueue):
             raise TypeError(f"queue={queue!r}: must be a labkit.queues.JobQueue")
@@ -141,9 +146,15 @@ class FanOut:
         for part in parts:
             encode_payload(part)  # refuse a part JSON cannot hold before writing
         self.create(job_id, len(parts))
-        return queue.enqueue_many(
-            {"fanout": job_id, "part": i, "data": part} for i, part in enumerate(parts)
-        )
+        jobs = [{"fanout": job_id, "part": i, "data": p} for i, p in enumerate(parts)]
+        try:
+            return queue.enqueue_many(jobs)
+        except (LabkitError, redis.ResponseError, ValueError):
+            # enqueue_many is one script: refused, it enqueued nothing. Take the
+            # record back too, or a retry finds "a completion record already
+            # exists". (A timeout is not a refusal: the parts may be queued.)
+            self.client.delete(self.record_key(job_id))
+            raise
 
     def finish(self, job_id: str, part: int | str) -> PartResult:
         """Mark one part finished; ``done`` is True for the call that completes it.

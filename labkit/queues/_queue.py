@@ -19,6 +19,7 @@ from labkit.core.args import (
     check_tag,
 )
 from labkit.core.clients import check_client
+from labkit.core.keys import key_part
 from labkit.errors import QueueKeyError
 from labkit.queues._scripts import (
     COUNTS,
@@ -193,7 +194,7 @@ class JobQueue:
     @property
     def base(self) -> str:
         """The common start of this queue's keys."""
-        return f"{self.prefix}:{{{self.name}}}"
+        return f"{self.prefix}:{{{key_part(self.name)}}}"
 
     @property
     def stream(self) -> str:
@@ -217,7 +218,7 @@ class JobQueue:
 
     def job_key(self, job_id: str) -> str:
         """The record of one job."""
-        return f"{self.base}:job:{job_id}"
+        return f"{self.base}:job:{key_part(job_id)}"
 
     def __repr__(self) -> str:
         return f"<JobQueue {self.name!r} max_attempts={self.max_attempts}>"
@@ -229,8 +230,8 @@ class JobQueue:
         """Create the stream and its consumer group if they do not exist.
 
         Raises:
-            QueueKeyError: The stream's key holds another type of value
-                (nothing is written).
+            QueueKeyError: The stream's key holds another type of value, or
+                someone else's stream (nothing is written).
         """
         client = self.client if client is None else client
         found = client.type(self.stream)
@@ -239,11 +240,29 @@ class JobQueue:
                 redis.ResponseError(f"BADTYPE {self.stream} {found!s} stream"),
                 queue=self.name,
             )
+        if found == "stream" and not self._ours(client):
+            raise QueueKeyError(
+                f"key {self.stream!r} holds a stream that is not a JobQueue's (no "
+                f"{GROUP!r} group, and its newest entry is not {{job, payload}}): "
+                "another program uses this name; pick another queue name or "
+                "prefix (nothing was written)",
+                key=self.stream,
+                found="stream of foreign entries",
+                expected="stream",
+            )
         try:
             client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    def _ours(self, client: redis.Redis | redis.RedisCluster) -> bool:
+        """True if the existing stream is this queue's: it has the group, or
+        its newest entry has the fields enqueue writes (or it is empty)."""
+        if any(g["name"] == GROUP for g in client.xinfo_groups(self.stream)):
+            return True
+        newest = client.xrevrange(self.stream, count=1)
+        return not newest or sorted(newest[0][1] or {}) == ["job", "payload"]
 
     def enqueue(self, payload: Any, delay: float = 0) -> str:
         """Add a job; it runs as soon as a worker is free, or after ``delay``.
@@ -405,7 +424,7 @@ class JobQueue:
         if not isinstance(step, str):
             raise TypeError(f"step={step!r}: must be a str (may be empty)")
         seconds = round(check_seconds("ttl", ttl, min=1, min_open=False))
-        key = f"{self.base}:once:{job_id}:{step}"
+        key = f"{self.base}:once:{key_part(job_id)}:{key_part(step)}"
         try:
             return bool(self.client.set(key, "1", nx=True, ex=seconds))
         except redis.ResponseError as exc:

@@ -116,9 +116,17 @@ class Worker:
     that was running and no other, and can make that job run twice, never
     zero times. One round trip sends a job's acknowledgement and the next
     job's start.
+
+    A worker that joins under a fresh name, once its first full claim pass is
+    done, removes the group's consumers idle for more than ``REAP_AFTER`` (10)
+    visibility timeouts that hold no entries (crashed workers' leftovers), and
+    lists their names in :attr:`reaped`.
     """
 
     _count = 0
+    #: A consumer idle this many visibility timeouts, holding nothing, is a
+    #: crashed worker's leftover: a worker starting under a fresh name removes it.
+    REAP_AFTER = 10
 
     def __init__(
         self,
@@ -157,8 +165,9 @@ class Worker:
         self._last_claim = 0.0
         self._claim_cursor = "0-0"
         self._own_cursor: str | None = "0"  # re-read own pending entries first
+        self.reaped: list[str] = []  #: idle, empty consumers this worker removed
         self._conn: redis.Redis | None = None
-        self._join()
+        self._fresh = self._join()
 
     def __repr__(self) -> str:
         return f"<Worker {self.name!r} on {self.queue.name!r}>"
@@ -176,15 +185,35 @@ class Worker:
             self._conn.connection_pool.disconnect()
         self._conn = None
 
-    def _join(self) -> None:
+    def _join(self) -> bool:
+        """Join the group; True if under a fresh name (not a restarted worker)."""
         q, conn = self.queue, self._client()
         try:
-            conn.xgroup_createconsumer(q.stream, GROUP, self.name)
+            return bool(conn.xgroup_createconsumer(q.stream, GROUP, self.name))
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             q.ensure_group(conn)
-            conn.xgroup_createconsumer(q.stream, GROUP, self.name)
+            return bool(conn.xgroup_createconsumer(q.stream, GROUP, self.name))
+
+    def _reap(self, conn: redis.Redis) -> None:
+        """Remove consumers idle for REAP_AFTER visibility timeouts that hold nothing.
+
+        A crashed worker's consumer stays in the group for good (every crash
+        under a fresh name adds one), and XINFO, monitoring and XAUTOCLAIM all
+        walk past it. Run once, by a worker that joined under a fresh name,
+        after its first full claim pass took the entries such consumers held.
+        The removal re-checks, atomically, that the consumer holds nothing
+        (queues_leave.lua), so a consumer that just read an entry stays.
+        """
+        q = self.queue
+        limit_ms = self.REAP_AFTER * q.visibility_timeout * 1000
+        for info in conn.xinfo_consumers(q.stream, GROUP):
+            name = str(info["name"])
+            if name == self.name or info["pending"] or info["idle"] < limit_ms:
+                continue
+            if LEAVE(conn, [q.stream], [GROUP, name]):
+                self.reaped.append(name)
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the job in hand."""
@@ -291,6 +320,9 @@ class Worker:
         self._claim_cursor = cursor
         deleted = rest[0] if rest else []
         entries = [(eid, fields) for eid, fields in entries if fields]
+        if self._fresh and cursor == "0-0" and not entries and not deleted:
+            self._fresh = False  # a full claim pass is done: reap, once
+            self._reap(conn)
         if entries or deleted:
             self._last_claim = 0.0  # there may be more: look again next step
             pipe = conn.pipeline(transaction=False)

@@ -18,6 +18,7 @@ from labkit.core.args import (
     check_seconds,
 )
 from labkit.core.clients import check_client
+from labkit.core.keys import key_part
 from labkit.core.scripts import Script, run_batch
 from labkit.errors import LimiterKeyError
 
@@ -183,7 +184,7 @@ class Limiter:
         """The Redis key holding the state of request key ``key``."""
         if type(key) is not str or not key:
             key = check_key("key", key)
-        return f"{self.prefix}:{key}"
+        return f"{self.prefix}:{key_part(key)}"
 
     def _rate_config(
         self, limit: int, period_us: int, burst: int | None, burst_name: str
@@ -250,9 +251,13 @@ class Limiter:
         found = self.client.type(key)
         found = found.decode() if isinstance(found, bytes) else str(found)
         name = type(self).__name__
+        # BADSTATE says what the key holds: "... <key> holds <what>, not ...".
+        detail = str(exc).partition(f"{key} holds ")[2].partition(", not ")[0]
+        what = f" ({detail})" if detail else ""
         return LimiterKeyError(
-            f"key {key!r} holds a {found} that is not {name} state ({self._state}); "
-            "nothing was written. Use another prefix= or key, or delete the key.",
+            f"key {key!r} holds a {found}{what} that is not {name} state "
+            f"({self._state}); nothing was written. Use another prefix= or key, or "
+            "delete the key.",
             key=key,
             found=found,
             expected=self._state,
@@ -279,7 +284,7 @@ class Limiter:
         """
         if type(key) is not str or not key:
             key = check_key("key", key)
-        full = f"{self.prefix}:{key}"
+        full = f"{self.prefix}:{key_part(key)}"
         plain = self.lookup is None and self.clock is None
         if plain and type(cost) is int and cost == 1:
             args: tuple[Any, ...] = (self._config,)  # the common case, inlined
@@ -308,7 +313,9 @@ class Limiter:
         calls = []
         for k in _check_keys(keys):
             k = check_key("keys item", k) if type(k) is not str or not k else k
-            calls.append((self.script, (f"{self.prefix}:{k}",), self._args(k, cost)))
+            calls.append(
+                (self.script, (f"{self.prefix}:{key_part(k)}",), self._args(k, cost))
+            )
         try:
             replies = run_batch(self.client, calls)
         except redis.ResponseError as exc:

@@ -20,7 +20,7 @@ ones (``None`` waits forever: never the default).
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -77,25 +77,60 @@ def server_url(host: str, port: int, password: str | None, db: int = 0) -> str:
     return f"redis://{auth}{host}:{port}/{db}"
 
 
-def mask_url(url: str) -> str:
+_SCHEMES = ("redis", "rediss", "unix")
+#: Query parameters that may carry a secret (redis-py reads ?password=...).
+_SECRET_PARAMS = ("pass", "auth", "secret", "token", "key")
+
+
+def _hidden(url: str) -> str:
+    scheme = url.split(":", 1)[0] if ":" in url else ""
+    kind = f"{scheme} " if scheme in _SCHEMES else ""
+    return (
+        f"<a malformed {kind}URL of {len(url)} characters, not shown: it may "
+        "hold a password>"
+    )
+
+
+def mask_url(url: Any) -> str:
     """``url`` with any password (and user name kept) replaced by ``***``.
 
     Works for any password, ``@`` and ``:`` included: the credentials are what
-    lies before the *last* ``@`` of the network location.
+    lies before the *last* ``@`` of the network location. A URL that does not
+    parse as ``scheme://[user:password@]host[:port][/db][?query]`` (a missing
+    slash, a port that is not a number, an ``@`` outside the network location,
+    control characters...) cannot be masked reliably, so it is not shown at
+    all: the answer says how long it was instead.
     """
+    if not isinstance(url, str):
+        return f"<not a URL: a {type(url).__name__}>"
     try:
         parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
     except ValueError:
-        return "<unparsable URL>"
+        return _hidden(url)
+    shaped = (
+        parts.scheme in _SCHEMES
+        and url.startswith(f"{parts.scheme}://")
+        and (parts.netloc or parts.scheme == "unix")
+        and "@" not in parts.path + parts.query + parts.fragment
+        and url.isprintable()
+        and " " not in url
+    )
+    if not shaped:
+        return _hidden(url)
     netloc, query = parts.netloc, parts.query
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
         user, sep, _password = userinfo.partition(":")
         masked = f"{user}:***" if sep or not user else "***"
         netloc = f"{masked}@{hostport}"
-    if "password=" in query:  # redis-py also reads ?password=...
-        query = "&".join(
-            "password=***" if item.startswith("password=") else item
-            for item in query.split("&")
-        )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    if query:  # redis-py also reads ?password=...
+        items = []
+        for item in query.split("&"):
+            name = item.split("=", 1)[0].lower()
+            secret = any(word in name for word in _SECRET_PARAMS)
+            items.append(f"{item.split('=', 1)[0]}=***" if secret else item)
+        query = "&".join(items)
+    # Built by hand: urlunsplit would turn unix:///path into unix:/path.
+    text = f"{parts.scheme}://{netloc}{parts.path}"
+    return text + (f"?{query}" if query else "") + ("#***" if parts.fragment else "")

@@ -95,11 +95,18 @@ def connect(url: str | None = None, **kwargs: Any) -> redis.Redis:
             f"{source}={mask_url(url)!r}: must be a redis://, rediss:// or unix:// "
             "URL, e.g. redis://localhost:6379/15"
         )
-    client = redis.Redis.from_url(url, **client_options(**kwargs))
-    # Probe once, without retries, so a wrong URL fails in seconds.
-    probe = redis.Redis.from_url(
-        url, socket_connect_timeout=5, socket_timeout=5, retry=no_retry()
-    )
+    try:
+        client = redis.Redis.from_url(url, **client_options(**kwargs))
+        # Probe once, without retries, so a wrong URL fails in seconds.
+        probe = redis.Redis.from_url(
+            url, socket_connect_timeout=5, socket_timeout=5, retry=no_retry()
+        )
+    except (ValueError, TypeError) as exc:
+        # redis-py's message may quote the URL, password and all.
+        raise type(exc)(
+            f"{source}={mask_url(url)!r}: not a usable Redis URL "
+            f"({type(exc).__name__}); e.g. redis://:password@localhost:6379/15"
+        ) from None
     try:
         probe.ping()
         require_version(probe, mask_url(url))

@@ -169,6 +169,15 @@ class Server:
         binary: str | None = None,
         startup_timeout: float = 10.0,
     ) -> None:
+        if config is not None and not isinstance(config, Mapping):
+            hint = ""
+            if isinstance(config, str) and " " in config.strip():
+                name, _, value = config.strip().partition(" ")
+                hint = f" (write config={{{name!r}: {value.strip()!r}}})"
+            raise TypeError(
+                f"config={config!r:.80}: must be a mapping of directive -> value, "
+                f"e.g. {{'appendonly': 'yes'}}, or None{hint}"
+            )
         config = dict(config or {})
         for key, value in config.items():
             if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9-]*", key):

@@ -187,11 +187,28 @@ class ShardedClient:
     def mset(self, mapping: Mapping[str, Any]) -> None:
         """Write many keys: one ``MSET`` per server (atomic per server only).
 
-        All keys are routed (and checked) before the first server is written.
+        All keys are routed and every value is checked before the first
+        server is written, so a bad value (None, a bool, a list...) leaves
+        every server as it was.
+
+        Raises:
+            TypeError: ``mapping`` is not a mapping, or a value is not a str,
+                bytes, int or float (it names the key); nothing is written.
         """
         if not isinstance(mapping, Mapping):
             raise TypeError(f"mapping={mapping!r}: must be a mapping {{key: value}}")
-        for node, keys in self._group(list(mapping)).items():
+        groups = self._group(list(mapping))
+        for node, keys in groups.items():
+            encoder = self.clients[node].get_encoder()
+            for k in keys:
+                try:
+                    encoder.encode(mapping[k])
+                except redis.DataError as exc:
+                    raise TypeError(
+                        f"mapping[{k!r}]={mapping[k]!r:.60}: must be a str, bytes, "
+                        "int or float; nothing was written"
+                    ) from exc
+        for node, keys in groups.items():
             try:
                 self.clients[node].mset({k: mapping[k] for k in keys})
             except _DOWN as exc:
