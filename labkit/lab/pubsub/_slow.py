@@ -125,7 +125,9 @@ class SlowLink:
 
     def disconnections(self) -> int | None:
         """The server's ``client_output_buffer_limit_disconnections`` (None on 7.0)."""
-        found = self.client.info("stats").get("client_output_buffer_limit_disconnections")
+        found = self.client.info("stats").get(
+            "client_output_buffer_limit_disconnections"
+        )
         return None if found is None else int(found)
 
     def stop(self) -> None:
