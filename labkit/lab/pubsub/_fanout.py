@@ -33,6 +33,7 @@ __all__ = [
     "CpuSample",
     "FanoutResult",
     "FanoutSubscribers",
+    "child_loop",
     "measure_fanout",
     "publish_cost",
     "server_cpu",
@@ -54,6 +55,17 @@ class CpuSample(NamedTuple):
     cpu: float
     calls: int
     usec: int
+
+
+def child_loop() -> str:
+    """The source of the subscriber processes' reading loop (``mode="processes"``).
+
+    The child (``_listen_child.py``) runs as a script of its own; this is the
+    part of its ``main()`` that reads every connection with one selectors loop
+    and reports ``got <i>`` once message ``i`` has reached all of them.
+    """
+    src = _CHILD.read_text()
+    return src[src.index("    while reported") : src.index("    for sock in socks")]
 
 
 def publish_cost(client: redis.Redis) -> tuple[int, int]:
