@@ -12,7 +12,7 @@ EXTRAS := lab,test,ui,bench,dev
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
 .PHONY: help setup lab test test-ui test-redis7 test-fast test-latest test-oldest \
-	test-pace lock bench \
+	test-pace lock bench bench-instructions ensure-faketime \
 	notebooks lint clean
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make test-ui    Run All of every notebook in JupyterLab, in headless Chromium"
 	@echo "make test-redis7  the tests and every notebook against Redis 7.0 (Debian)"
 	@echo "make bench      run the benchmarks (prints ratios measured in one run)"
+	@echo "make bench-instructions  instructions per operation and the targets (callgrind)"
 	@echo "make notebooks  re-execute the notebooks in place (after editing them)"
 	@echo "make lint       ruff + mypy"
 	@echo "make test-latest  newest versions the ranges allow, in .venv-latest"
@@ -49,10 +50,18 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(ROOT_FLAG) $(LAB_ARGS)
 
+# Notebook 09b steps one server's wall clock with Debian's libfaketime: installed
+# with apt-get when missing and we are root; otherwise 09b skips that run, saying so.
+FAKETIME := $(firstword $(wildcard /usr/lib/*/faketime/libfaketime.so.1))
+ensure-faketime:
+	@$(if $(FAKETIME),true,if [ "$$(id -u)" = 0 ]; then \
+	  sh tools/ensure_apt.sh /usr/lib/faketime/libfaketime.so.1 libfaketime; \
+	  else echo "note: no libfaketime (sudo apt-get install libfaketime): 09b skips its clock jump"; fi)
+
 # LABKIT_RUN_TAG marks every server this run starts (kernels inherit it), so the
 # orphan check afterwards looks at this run's servers only.
 test: export LABKIT_RUN_TAG := test$(shell date +%s)
-test: $(STAMP)
+test: $(STAMP) ensure-faketime
 	$(BIN)/python -m pytest tests notebooks $(NBVAL) --durations=25
 	$(BIN)/python -m labkit.server --orphans
 
@@ -60,7 +69,7 @@ test: $(STAMP)
 # screenshots' folder is printed at the end. Debian's chromium is installed with
 # apt-get when missing and we are root (Playwright never downloads a browser).
 test-ui: export LABKIT_RUN_TAG := ui$(shell date +%s)
-test-ui: $(STAMP)
+test-ui: $(STAMP) ensure-faketime
 	@sh tools/ensure_apt.sh /usr/bin/chromium chromium LABKIT_CHROMIUM
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -p no:cacheprovider tests_ui -v
 	$(BIN)/python -m labkit.server --orphans
@@ -69,7 +78,7 @@ test-ui: $(STAMP)
 # notebooks run with --nbval-lax: every cell and assert runs, outputs differ on
 # purpose where 7.0 lacks a feature). Installed with apt-get when root.
 test-redis7: export LABKIT_RUN_TAG := r7$(shell date +%s)
-test-redis7: $(STAMP)
+test-redis7: $(STAMP) ensure-faketime
 	@sh tools/ensure_apt.sh /usr/bin/redis-server redis-server REDIS7_BIN
 	$(BIN)/python tools/test_redis7.py
 	$(BIN)/python -m labkit.server --orphans
@@ -133,9 +142,16 @@ lock: $(STAMP)
 	@echo "$(LOCK) refreshed: run make clean test, then commit it on its own"
 
 bench: $(STAMP)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in benchmarks/bench_*.py; do case $$b in *bench_instructions.py) continue;; esac; \
+	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-notebooks: $(STAMP)
+# Instructions per operation (callgrind; valgrind from Debian, installed with
+# apt-get as root): the load-proof counts the performance targets are judged in.
+bench-instructions: $(STAMP)
+	@sh tools/ensure_apt.sh /usr/bin/valgrind valgrind
+	$(BIN)/python benchmarks/bench_instructions.py
+
+notebooks: $(STAMP) ensure-faketime
 	$(BIN)/python tools/execute_notebooks.py notebooks/[0-9]*.ipynb
 
 lint: $(STAMP)

@@ -45,5 +45,12 @@ def main(seconds: float = 2.0) -> dict[str, float]:
     return rates
 
 
+if __name__ == "__main__" and "--instructions" in sys.argv:
+    # Instructions per operation (callgrind), the load-proof counterpart of the
+    # rates below, and the targets: bench_instructions.py, topic "basics".
+    from bench_instructions import main as count_instructions
+
+    sys.exit(count_instructions(["--only", "basics"]))
+
 if __name__ == "__main__":
     main(float(sys.argv[1]) if len(sys.argv) > 1 else 2.0)

@@ -142,5 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+if __name__ == "__main__" and "--instructions" in sys.argv:
+    # Instructions per operation (callgrind), the load-proof counterpart of the
+    # rates below, and the targets: bench_instructions.py, topic "cache".
+    from bench_instructions import main as count_instructions
+
+    sys.exit(count_instructions(["--only", "cache"]))
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -180,6 +181,13 @@ def main() -> None:
     )
     print(f"  (labkit Lock vs {FLOOR}: {ratio['labkit Lock', FLOOR]:.2f}x)")
 
+
+if __name__ == "__main__" and "--instructions" in sys.argv:
+    # Instructions per operation (callgrind), the load-proof counterpart of the
+    # rates below, and the targets: bench_instructions.py, topic "locks".
+    from bench_instructions import main as count_instructions
+
+    sys.exit(count_instructions(["--only", "locks"]))
 
 if __name__ == "__main__":
     main()

@@ -161,6 +161,13 @@ def main(seconds: float = 3.0, runs: int = 3) -> None:
     )
 
 
+if __name__ == "__main__" and "--instructions" in sys.argv:
+    # Instructions per operation (callgrind), the load-proof counterpart of the
+    # rates below, and the targets: bench_instructions.py, topic "persistence".
+    from bench_instructions import main as count_instructions
+
+    sys.exit(count_instructions(["--only", "persistence"]))
+
 if __name__ == "__main__":
     main(
         float(sys.argv[1]) if len(sys.argv) > 1 else 3.0,

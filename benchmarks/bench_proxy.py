@@ -147,5 +147,12 @@ def main(seconds: float = 3.0) -> dict[str, Any]:
     return out
 
 
+if __name__ == "__main__" and "--instructions" in sys.argv:
+    # Instructions per operation (callgrind), the load-proof counterpart of the
+    # rates below, and the targets: bench_instructions.py, topic "proxy".
+    from bench_instructions import main as count_instructions
+
+    sys.exit(count_instructions(["--only", "proxy"]))
+
 if __name__ == "__main__":
     main(float(sys.argv[1]) if len(sys.argv) > 1 else 3.0)

@@ -122,6 +122,13 @@ def main(messages: int = 5000, latency_messages: int = 100) -> dict[int, dict]:
     return rows
 
 
+if __name__ == "__main__" and "--instructions" in sys.argv:
+    # Instructions per operation (callgrind), the load-proof counterpart of the
+    # rates below, and the targets: bench_instructions.py, topic "pubsub".
+    from bench_instructions import main as count_instructions
+
+    sys.exit(count_instructions(["--only", "pubsub"]))
+
 if __name__ == "__main__":
     args = [int(a) for a in sys.argv[1:3]]
     main(*args)

@@ -217,6 +217,13 @@ def main(
     return results
 
 
+if __name__ == "__main__" and "--instructions" in sys.argv:
+    # Instructions per operation (callgrind), the load-proof counterpart of the
+    # rates below, and the targets: bench_instructions.py, topic "queues".
+    from bench_instructions import main as count_instructions
+
+    sys.exit(count_instructions(["--only", "queues"]))
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--rq-worker":
         rq_worker_main(sys.argv[2])

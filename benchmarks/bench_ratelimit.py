@@ -1,8 +1,8 @@
 """Rate limiter decisions per second, single client, against their floors and `limits`.
 
 Run: .venv/bin/python benchmarks/bench_ratelimit.py [--blocks N] [--block-ms MS]
-     .venv/bin/python benchmarks/bench_ratelimit.py --instructions [--only gcra]
-     (minutes; --only keeps the contenders whose label contains it)
+     .venv/bin/python benchmarks/bench_ratelimit.py --instructions
+     (minutes: the ratelimit topic of bench_instructions.py)
 
 Everything runs against one embedded server in one process. Each comparison is
 measured as a pair: short blocks of A and of B alternate (A B, B A, ...), each
@@ -28,10 +28,10 @@ network latency, which loopback hides.
 
 ``--instructions`` measures what no load can disturb: the instructions one
 decision costs the client process and the server, counted by valgrind's
-callgrind (client and server each run under it; a run with no decisions is
-subtracted, so start-up does not count). On a loaded or shared machine the
-rates above move with the load; these counts do not. The kernel's share of a
-round trip (the same one round trip for every contender) is not counted.
+callgrind (``bench_instructions.py``, where the targets are judged; a run
+with no decisions is subtracted, so start-up does not count). On a loaded or
+shared machine the rates above move with the load; these counts do not. The
+kernel's share of a round trip (the same for every contender) is not counted.
 The batch contenders (``allow_many`` over 100 keys) are counted per decision,
 so the batch-vs-single ratio there is the client and server work one round
 trip saves, not the latency it saves.
@@ -40,14 +40,8 @@ trip saves, not the latency it saves.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import re
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -61,7 +55,7 @@ from tqdm import tqdm
 
 import labkit
 from labkit.ratelimit import ALGORITHMS
-from labkit.server import Server, find_server_binary
+from labkit.server import Server
 
 TRIVIAL = "redis.call('INCR', KEYS[1]) return redis.call('PEXPIRE', KEYS[1], ARGV[1])"
 # Large enough that every request in the run is allowed (the common path).
@@ -180,134 +174,6 @@ def round_trips(url: str, n: int = 200) -> dict[str, float]:
 
 # --- instruction counts (valgrind) --------------------------------------------
 
-IR_CONTENDERS = [
-    FLOOR,
-    *(f"labkit {name}" for name in ALGORITHMS),
-    *(f"limits {cls.__name__}" for cls in LIMITS_EQUIVALENT.values()),
-    *(f"labkit {name} batch x{BATCH}" for name in ALGORITHMS),
-]
-
-
-def client_loop(label: str, n: int, url: str) -> None:
-    """What the client process does under callgrind: n decisions of one kind."""
-    r = redis.Redis.from_url(url, decode_responses=True)
-    if label == FLOOR:
-        sha = r.script_load(TRIVIAL)
-
-        def fn() -> Any:
-            return r.execute_command("EVALSHA", sha, 1, "bench:lua", 60_000)
-
-    elif label.endswith(f"batch x{BATCH}"):
-        lim = ALGORITHMS[label.split()[1]](r, limit=LIMIT, period=PERIOD)
-        keys = [f"user:{i}" for i in range(BATCH)]
-
-        def fn() -> Any:
-            return lim.allow_many(keys)
-
-    elif label.startswith("labkit "):
-        lim = ALGORITHMS[label.split()[1]](r, limit=LIMIT, period=PERIOD)
-
-        def fn() -> Any:
-            return lim.allow("bench")
-
-    else:
-        cls = next(c for c in LIMITS_EQUIVALENT.values() if label.endswith(c.__name__))
-        strategy = cls(limits.storage.RedisStorage(url))
-        item = limits.RateLimitItemPerHour(LIMIT)
-
-        def fn() -> Any:
-            return strategy.hit(item, "bench", label)
-
-    for _ in range(20):  # scripts loaded, the connection open
-        fn()
-    for _ in range(n):
-        fn()
-
-
-def _collected(stderr: str) -> int:
-    match = re.search(r"Collected : (\d+)", stderr)
-    if match is None:
-        raise RuntimeError(f"callgrind reported no count:\n{stderr[-2000:]}")
-    return int(match.group(1))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _callgrind_run(label: str, n: int, workdir: str) -> tuple[int, int]:
-    """(client, server) instructions of one run of n decisions."""
-    port = _free_port()
-    grind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    server = subprocess.Popen(
-        [*grind, find_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        probe = redis.Redis(port=port, socket_timeout=5)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                probe.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        client = subprocess.run(
-            [*grind, sys.executable, __file__, "--client", label, str(n),
-             f"redis://127.0.0.1:{port}/0"],
-            capture_output=True, text=True, timeout=1800, check=True,
-        )  # fmt: skip
-        with contextlib.suppress(redis.ConnectionError):  # it hangs up as it exits
-            probe.shutdown(nosave=True)
-        return _collected(client.stderr), _collected(server.communicate(timeout=300)[1])
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-
-
-def instructions(n: int = 2000, only: str = "") -> None:
-    """Print instructions per decision, client and server, for each contender
-    (those whose label contains ``only``)."""
-    if shutil.which("valgrind") is None:
-        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
-    per: dict[str, tuple[float, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-ir-") as workdir:
-        for label in tqdm(
-            [c for c in IR_CONTENDERS if only in c], desc="callgrind", leave=False
-        ):
-            calls = n // BATCH if label.endswith(f"batch x{BATCH}") else n
-            decisions = calls * (BATCH if label.endswith(f"batch x{BATCH}") else 1)
-            c0, s0 = _callgrind_run(label, 0, workdir)
-            c1, s1 = _callgrind_run(label, calls, workdir)
-            per[label] = ((c1 - c0) / decisions, (s1 - s0) / decisions)
-    print(f"{'contender':<44}{'client':>10}{'server':>10}{'total':>10}  (instructions")
-    print(f"{'':<44}{'':>30}   per decision)")
-    for label, (c, sv) in per.items():
-        print(f"{label:<44}{c:>10,.0f}{sv:>10,.0f}{c + sv:>10,.0f}")
-    print("\nRatios by total instructions per decision (higher is faster):")
-    for name, cls in LIMITS_EQUIVALENT.items():
-        ours, theirs = f"labkit {name}", f"limits {cls.__name__}"
-        if ours in per and theirs in per:
-            x = sum(per[theirs]) / sum(per[ours])
-            print(f"  {name:<16} vs {cls.__name__:<34}{x:5.2f}x (>= 1.00x)")
-    for name in ALGORITHMS:
-        single, batch = f"labkit {name}", f"labkit {name} batch x{BATCH}"
-        if single in per and batch in per:
-            x = sum(per[single]) / sum(per[batch])
-            print(f"  {name:<16} batch x{BATCH} vs allow(){'':<25}{x:5.2f}x")
-    if any(label.endswith(f"batch x{BATCH}") for label in per):
-        print(
-            "  (the batch's >= 5x target is in decisions per second, the default\n"
-            "   run: most of what a batch saves is round trips, which these counts\n"
-            "   leave out; here it saves only the client's per-call work)"
-        )
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -316,20 +182,14 @@ def main() -> None:
     parser.add_argument(
         "--instructions",
         action="store_true",
-        help="count instructions per decision with valgrind instead (minutes)",
+        help="count instructions per decision with valgrind instead (minutes; "
+        "bench_instructions.py --only ratelimit)",
     )
-    parser.add_argument(
-        "--only", default="", help="with --instructions: labels containing this"
-    )
-    parser.add_argument("--client", nargs=3, help=argparse.SUPPRESS)
     opts = parser.parse_args()
-    if opts.client:
-        label, n, url = opts.client
-        client_loop(label, int(n), url)
-        return
     if opts.instructions:
-        instructions(only=opts.only)
-        return
+        from bench_instructions import main as count_instructions
+
+        sys.exit(count_instructions(["--only", "ratelimit"]))
 
     pairs: list[tuple[str, str]] = [("GET", FLOOR), ("INCR", FLOOR)]
     pairs += [(f"labkit {name}", FLOOR) for name in ALGORITHMS]

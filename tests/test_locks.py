@@ -18,7 +18,7 @@ from checks import assert_refused, audit_keys
 
 from labkit.core.scripts import Script
 from labkit.errors import LockError, LockNotOwnedError, LockTimeoutError
-from labkit.lab.locks import FencedStore
+from labkit.lab.locks import FakeClock, FencedStore, libfaketime
 from labkit.locks import Lock, Multiplexed, Redlock
 from labkit.server import Cluster, Server, free_port, no_retry
 
@@ -480,12 +480,10 @@ def test_multiplexed_relies_on_redis_py_connection_api() -> None:
     """The connection-level calls Multiplexed uses are there (7.4.1, 8.1, 8.2)."""
     from redis.connection import AbstractConnection, ConnectionPool
 
-    from labkit.locks._multiplex import _READ_TAKES_TIMEOUT
-
     params = inspect.signature(AbstractConnection.read_response).parameters
-    # redis-py 8 reads with a timeout; 7.x waits with can_read first.
-    assert (int(redis.__version__.split(".")[0]) >= 8) == _READ_TAKES_TIMEOUT
-    assert ("timeout" in params) == _READ_TAKES_TIMEOUT
+    # redis-py 8 reads with a timeout of its own; 7.x waits with can_read
+    # first (labkit.locks._multiplex.read_reply picks the way).
+    assert ("timeout" in params) == (int(redis.__version__.split(".")[0]) >= 8)
     assert callable(AbstractConnection.send_command)
     assert "timeout" in inspect.signature(AbstractConnection.can_read).parameters
     pool = ConnectionPool(host="127.0.0.1", port=1)
@@ -696,6 +694,26 @@ def test_wrong_type_keys_are_refused_before_any_write(
 # --- keys ----------------------------------------------------------------------------
 
 
+def test_strict_store_refuses_an_equal_token_from_another_writer(
+    r: redis.Redis,
+) -> None:
+    """Strict fencing: the writer that brought a token may reuse it, no other."""
+    store = FencedStore(r, "strict", strict=True)
+    assert store.write("doc", "b1", token=2, writer="B")
+    assert store.write("doc", "b2", token=2, writer="B")  # the same holder again
+    assert not store.write("doc", "c1", token=2, writer="C")  # same number, other
+    assert not store.write("doc", "a", token=1, writer="A")  # older
+    assert store.write("doc", "c2", token=3, writer="C")  # a fresh number
+    assert store.read("doc") == "c2"
+    plain = FencedStore(r, "plain")
+    assert plain.write("doc", "b", token=2, writer="B")
+    assert plain.write("doc", "c", token=2, writer="C")  # equal tokens pass
+    with pytest.raises(ValueError, match="strict=True needs fencing=True"):
+        FencedStore(r, "x", fencing=False, strict=True)
+    with pytest.raises(TypeError, match="strict=1"):
+        FencedStore(r, "x", strict=1)  # type: ignore[arg-type]
+
+
 def test_keys_audit(r: redis.Redis) -> None:
     """After normal use every key is documented; those without a TTL say why."""
     lock = Lock(r, "audit", ttl=5)
@@ -711,7 +729,47 @@ def test_keys_audit(r: redis.Redis) -> None:
         "lab:redlock:audit",
         "lab:storage:{audit}:data",
         "lab:storage:{audit}:fence",
+        "lab:storage:{audit}:holder",
         "lab:storage:{audit}:log",
     }
     lock.release()
     held.release()
+
+
+@pytest.mark.skipif(libfaketime() is None, reason="libfaketime is not installed")
+def test_a_clock_jump_on_one_server_gives_redlock_two_holders() -> None:
+    """One server's wall clock steps past the lease: B gets a majority too."""
+    clock = FakeClock()
+    servers = [Server(binary=clock.binary)] + [Server() for _ in range(4)]
+    try:
+        for s in servers:
+            s.start()
+        clients = [s.client(socket_timeout=1) for s in servers]
+        a = Redlock(clients, "jump", 60, server_timeout=0.2)
+        b = Redlock(clients, "jump", 60, server_timeout=0.2)
+        for i in (3, 4):
+            clients[i].set(a.key, "competitor", px=10_000)
+        lease = a.acquire()
+        assert lease is not None and lease.votes == 3
+        for i in (3, 4):
+            clients[i].delete(a.key)
+        assert b.acquire(blocking=False) is None  # steady clocks: one holder
+        clock.jump(120)
+        lease_b = b.acquire(blocking=False)
+        assert lease_b is not None and lease_b.votes == 3 and lease.remaining() > 0
+        assert "<valkey-server>" in clock.script and "<tmp>" in clock.script
+    finally:
+        for s in servers:
+            s.close()
+        clock.close()
+
+
+def test_fake_clock_refuses_bad_steps() -> None:
+    """A step that is not a finite number of seconds within a day is refused."""
+    clock = FakeClock()
+    try:
+        for bad in (math.nan, 10**6, "1"):
+            with pytest.raises((TypeError, ValueError), match="seconds"):
+                clock.jump(bad)  # type: ignore[arg-type]
+    finally:
+        clock.close()

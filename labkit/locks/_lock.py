@@ -132,6 +132,23 @@ class Lock:
         lock name. It is only as durable as the server: one that restarts
         empty starts it again at 1, and a storage that remembers higher
         tokens then refuses every new holder (safe, but stuck until reset).
+        A failover can do worse: a replica promoted before it received the
+        last ``INCR`` hands out the same number twice. Where that matters,
+        confirm the acquisition with ``WAIT`` on the same connection before
+        acting on the token, and have the storage refuse an equal token from
+        another writer; the token source itself is only as linearizable as
+        the server's replication (it is asynchronous).
+
+    A phantom lease: ``acquire`` sends its script and waits at most the
+    client's ``socket_timeout`` for the answer. If the server is frozen (a
+    pause, a stalled disk) the call fails with ``TimeoutError``, yet the
+    server runs the script when it resumes: the key is then held, for
+    ``ttl``, with a token nobody holds, and a fence number is used up.
+    Nothing is lost (no one writes under that token), but the next holder
+    waits out the ``ttl``. A caller that got ``TimeoutError`` from
+    ``acquire`` should treat the lock as possibly taken: retry with a
+    bounded wait (``acquire(timeout=...)`` covers one ``ttl``), and keep the
+    ``ttl`` short enough that such a wait is acceptable.
 
     One ``Lock`` object is one holder: a thread or process that needs the
     lock makes its own (the token of the current lease is kept on the

@@ -49,6 +49,10 @@ class FencedStore:
         fencing: True: refuse a write whose token is below the highest token
             already accepted. False: accept everything, as a storage that
             knows nothing of fencing does.
+        strict: With ``fencing``, also refuse a token *equal* to the highest
+            when another writer brought it first: two holders that were
+            given the same number (a fence counter that lost its last
+            ``INCR`` in a failover) cannot both write.
         max_log: Write attempts kept in the log.
 
     Keys:
@@ -56,6 +60,8 @@ class FencedStore:
         lab's data: a few items, emptied by the notebook's cleanup).
         ``lab:storage:{<name>}:fence`` (string): the highest token accepted;
         no TTL (like the lock's counter, it must not go backwards).
+        ``lab:storage:{<name>}:holder`` (string): the writer that brought
+        the highest token; no TTL (one short name).
         ``lab:storage:{<name>}:log`` (stream): every write attempt; no TTL,
         bounded by MAXLEN ~ max_log.
     """
@@ -66,16 +72,22 @@ class FencedStore:
         name: str = "reports",
         *,
         fencing: bool = True,
+        strict: bool = False,
         max_log: int = 10_000,
     ) -> None:
         if not isinstance(fencing, bool):
             raise TypeError(f"fencing={fencing!r}: must be True or False")
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict={strict!r}: must be True or False")
+        if strict and not fencing:
+            raise ValueError("strict=True needs fencing=True (it is a stricter check)")
         self.client = client
         self.name = check_tag("name", name)
         self.fencing = fencing
+        self.strict = strict
         self.max_log = check_count("max_log", max_log, max=1_000_000)
         base = f"lab:storage:{{{self.name}}}"
-        self.keys = [f"{base}:data", f"{base}:fence", f"{base}:log"]
+        self.keys = [f"{base}:data", f"{base}:fence", f"{base}:log", f"{base}:holder"]
 
     def write(self, item: str, value: Any, *, token: int, writer: str) -> bool:
         """Write ``value`` to ``item`` with fencing ``token``; False if refused."""
@@ -87,7 +99,7 @@ class FencedStore:
                 str(value),
                 token,
                 check_name("writer", writer),
-                int(self.fencing),
+                int(self.fencing) + int(self.strict),
                 self.max_log,
             ],
         )

@@ -84,10 +84,14 @@ class RedlockLab:
         """A fresh client per server (one set per holder): no retries."""
         return [self._client(s) for s in self.servers]
 
-    def redlock(self, **kwargs: Any) -> Redlock:
-        """A Redlock on these servers with fresh clients (``server_timeout`` 0.2 s)."""
+    def redlock(self, ttl: float | None = None, **kwargs: Any) -> Redlock:
+        """A Redlock on these servers with fresh clients (``server_timeout`` 0.2 s).
+
+        ``ttl`` defaults to the lab's; a walk-through that a learner may pause
+        in gives its leases longer (the trials keep the lab's short one).
+        """
         kwargs.setdefault("server_timeout", 0.2)
-        return Redlock(self.clients(), self.name, self.ttl, **kwargs)
+        return Redlock(self.clients(), self.name, ttl or self.ttl, **kwargs)
 
     def holders(self, holders: Mapping[str, Redlock]) -> list[str]:
         """Who holds the lock on each server: a label of ``holders``

@@ -94,9 +94,19 @@ def two_holders(results: Mapping[str, Sequence[Any]], *, title: str = "") -> Fig
     ax.barh(labels, shares, color=["tab:red" if s else "tab:green" for s in shares])
     for i, trials in enumerate(results.values()):
         hits = sum(t.two_holders for t in trials)
-        ax.text(shares[i], i, f" {hits} of {len(trials)} trials", va="center")
+        # Inside a long bar, beside a short one: the axis ends at 100%.
+        inside = shares[i] > 0.6
+        ax.text(
+            shares[i] - 0.01 if inside else shares[i] + 0.01,
+            i,
+            f"{hits} of {len(trials)} trials",
+            va="center",
+            ha="right" if inside else "left",
+            color="white" if inside else "black",
+        )
     ax.invert_yaxis()
-    ax.set_xlim(0, 1.25)
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(lambda x, _pos: f"{x:.0%}")
     ax.set_xlabel("share of trials with two holders at once")
     ax.set_title(title or "One server crashes during A's lease: can B get it too?")
     fig.tight_layout()

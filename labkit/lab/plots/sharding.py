@@ -9,12 +9,37 @@ import numpy as np
 from matplotlib.figure import Figure
 
 __all__ = [
+    "MASTER_COLORS",
     "keys_per_node",
+    "master_color",
+    "master_order",
     "migration_timeline",
     "moved_bars",
     "slot_map",
     "spread_vs_vnodes",
 ]
+
+
+#: One colour per cluster master across chapter 04: ``master 0`` ... ``master 2``
+#: and the ``new master`` that joins later (matplotlib's tab10 blue, orange,
+#: green, red). Anything else the plots draw (moves, operations) avoids them.
+MASTER_COLORS = {
+    "master 0": "tab:blue",
+    "master 1": "tab:orange",
+    "master 2": "tab:green",
+    "new master": "tab:red",
+}
+
+
+def master_color(name: str, index: int = 0) -> str:
+    """The chapter's colour for a master label, else matplotlib's ``C<index>``."""
+    return MASTER_COLORS.get(name, f"C{index % 10}")
+
+
+def master_order(names: Sequence[str]) -> list[str]:
+    """``names``, masters first in :data:`MASTER_COLORS` order, then the rest."""
+    known = [n for n in MASTER_COLORS if n in names]
+    return known + [n for n in names if n not in MASTER_COLORS]
 
 
 def keys_per_node(
@@ -28,20 +53,24 @@ def keys_per_node(
     Args:
         counts: ``{label: {node: amount}}``; every label over the same
             nodes. A dashed line over each group marks its fair share (its
-            total / nodes).
+            total / nodes). Cluster masters (``master 0``...) get their
+            colours from :data:`MASTER_COLORS`, in that order.
         title: Figure title.
         ylabel: What is counted (keys by default; CPU time, requests...).
     """
     labels = list(counts)
     if not labels:
         raise ValueError("counts is empty: nothing to plot")
-    nodes = list(counts[labels[0]])
+    nodes = master_order(list(counts[labels[0]]))
     width = 0.8 / len(nodes)
     fig, ax = plt.subplots(figsize=(8, 3.6))
     x = np.arange(len(labels))
     for j, node in enumerate(nodes):
         values = [counts[label].get(node, 0) for label in labels]
-        ax.bar(x + (j - (len(nodes) - 1) / 2) * width, values, width, label=node)
+        ax.bar(
+            x + (j - (len(nodes) - 1) / 2) * width, values, width, label=node,
+            color=master_color(node, j),
+        )  # fmt: skip
     for i, label in enumerate(labels):  # each group's own total / nodes
         fair = sum(counts[label].values()) / len(nodes)
         ax.hlines(
@@ -120,12 +149,14 @@ def slot_map(
 
     Args:
         views: ``{label: {node name: slots}}``, e.g. before and after a
-            reshard. A node keeps its colour across views.
+            reshard. A node keeps its colour across views (masters the
+            colours of :data:`MASTER_COLORS`); the legend lists them in order.
         title: Figure title.
     """
     names: list[str] = []
     for view in views.values():
         names += [n for n in view if n not in names]
+    names = master_order(names)
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.6 * len(views)))
     labelled: set[str] = set()
     for row, view in enumerate(views.values()):
@@ -138,7 +169,9 @@ def slot_map(
             runs = [(r[0], r[-1] - r[0] + 1) for r in np.split(slots, breaks)]
             label = None if name in labelled else name
             labelled.add(name)
-            ax.broken_barh(runs, (row - 0.35, 0.7), color=f"C{j}", label=label)
+            ax.broken_barh(
+                runs, (row - 0.35, 0.7), color=master_color(name, j), label=label
+            )
     ax.set_yticks(range(len(views)), list(views))
     ax.invert_yaxis()
     ax.set_xlim(0, 16384)
@@ -150,7 +183,10 @@ def slot_map(
 
 
 def migration_timeline(
-    runs: Mapping[str, tuple[np.ndarray, float, float]], *, title: str = ""
+    runs: Mapping[str, tuple[np.ndarray, float, float]],
+    *,
+    pauses: Mapping[str, tuple[float, float]] | None = None,
+    title: str = "",
 ) -> Figure:
     """Latency of every client operation around a slot migration, one panel per run.
 
@@ -159,7 +195,9 @@ def migration_timeline(
             (start time, duration in seconds, kind, ok) as
             :class:`~labkit.lab.sharding.reshard.TrafficReport` records them;
             ``started``/``ended`` bound the move (same clock). Failed
-            operations are drawn as red crosses.
+            operations are drawn as black crosses.
+        pauses: ``{label: (start, end)}`` (same clock): a write pause inside
+            that run's move, drawn as a hatched band.
         title: Figure title.
     """
     fig, axes = plt.subplots(
@@ -172,11 +210,23 @@ def migration_timeline(
         y = np.maximum(samples[:, 1] * 1000, 1e-3)
         multi = samples[:, 2] == 1
         ok = samples[:, 3] == 1
-        ax.axvspan(0, ended - started, color="tab:orange", alpha=0.15, label="move")
-        ax.scatter(x[~multi & ok], y[~multi & ok], s=4, label="single key")
-        ax.scatter(x[multi & ok], y[multi & ok], s=4, label="MSET/MGET, one tag")
+        # Greys and purple: the masters' colours stay the masters'.
+        ax.axvspan(0, ended - started, color="0.85", label="move")
+        if pauses and label in pauses:
+            p0, p1 = pauses[label]
+            ax.axvspan(
+                p0 - started, p1 - started, facecolor="none", edgecolor="0.2",
+                hatch="///", label="writes paused",
+            )  # fmt: skip
+        ax.scatter(
+            x[~multi & ok], y[~multi & ok], s=4, color="0.35", label="single key"
+        )
+        ax.scatter(
+            x[multi & ok], y[multi & ok], s=4, color="tab:purple",
+            label="MSET/MGET, one tag",
+        )  # fmt: skip
         if (~ok).any():
-            ax.scatter(x[~ok], y[~ok], s=16, marker="x", color="red", label="failed")
+            ax.scatter(x[~ok], y[~ok], s=16, marker="x", color="black", label="failed")
         ax.set_yscale("log")
         ax.set_xlabel("seconds since the move started")
         ax.set_title(label)

@@ -11,7 +11,7 @@ from labkit.errors import ClusterStateError
 from labkit.server import Cluster, Server
 from labkit.sharding import cluster_nodes
 
-__all__ = ["add_master", "masters_by_id", "node_id", "slots_of"]
+__all__ = ["add_master", "master_labels", "masters_by_id", "node_id", "slots_of"]
 
 
 def node_id(server: Server) -> str:
@@ -30,6 +30,18 @@ def masters_by_id(cluster: Cluster) -> dict[str, Server]:
         for info in view
         if info.is_master and info.slots and info.port in by_port
     }
+
+
+def master_labels(cluster: Cluster) -> dict[str, str]:
+    """``{node id: "master <i>"}`` for the masters serving slots, by lowest slot.
+
+    ``master 0`` owns slot 0, ``master 1`` the next range...: the same name
+    for the same node in every table and plot of chapter 04, whatever order
+    ``CLUSTER NODES`` lists the nodes in.
+    """
+    owners = {nid: slots for nid, slots in slots_of(cluster).items() if slots}
+    order = sorted(owners, key=lambda nid: owners[nid][0])
+    return {nid: f"master {i}" for i, nid in enumerate(order)}
 
 
 def slots_of(cluster: Cluster) -> dict[str, list[int]]:

@@ -18,7 +18,7 @@ from redis.cluster import RedisCluster
 
 from labkit.core.args import check_count, check_number
 from labkit.core.clients import supports
-from labkit.lab.sharding._topology import masters_by_id
+from labkit.lab.sharding._topology import master_labels, masters_by_id
 from labkit.server import Cluster
 
 __all__ = ["HotSpots", "drive", "enable_slot_stats", "hot_spots", "zipf_counts"]
@@ -94,11 +94,14 @@ def drive(
 def hot_spots(cluster: Cluster, names: dict[str, str] | None = None) -> HotSpots:
     """Per-master totals of ``CLUSTER SLOT-STATS`` (``names``: ``{node id: label}``).
 
+    By default the masters are named by :func:`master_labels` (``master 0``
+    owns slot 0), as in every plot of chapter 04.
+
     Raises:
         ValueError: The servers have no ``CLUSTER SLOT-STATS`` (Valkey 8.0+).
     """
     by_id = masters_by_id(cluster)
-    names = names or {nid: f"master {i}" for i, nid in enumerate(sorted(by_id))}
+    names = names or master_labels(cluster)
     keys = dict.fromkeys(names.values(), 0)
     cpu = dict.fromkeys(names.values(), 0)
     net = dict.fromkeys(names.values(), 0)

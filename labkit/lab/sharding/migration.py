@@ -29,7 +29,13 @@ from labkit.lab.sharding._traffic import LiveTraffic, TrafficReport
 from labkit.server import Cluster, Server
 from labkit.sharding import key_slot, tagged
 
-__all__ = ["MigrationRun", "fill_tags", "migration_under_traffic", "pick_tags"]
+__all__ = [
+    "MigrationRun",
+    "fill_tags",
+    "migration_under_traffic",
+    "pick_tags",
+    "summarize_run",
+]
 
 
 class MigrationRun(NamedTuple):
@@ -164,10 +170,39 @@ def migration_under_traffic(
     finally:
         for m in (src, dst, *others):
             m.client.close()
-    during = report.latency(t0, t1) if report.ops_between(t0, t1) else None
+    return summarize_run(
+        method, len(slots), keys, (t0, t1), before, after, report, baseline=baseline
+    )
+
+
+def summarize_run(
+    method: str,
+    slots: int,
+    keys: int,
+    window: tuple[float, float],
+    before: dict[str, int],
+    after: dict[str, int],
+    report: TrafficReport,
+    *,
+    baseline: float = 1.0,
+) -> MigrationRun:
+    """One :class:`MigrationRun` row from what was measured around a move.
+
+    Args:
+        method: A label (``"key by key"``, ``"atomic"``).
+        slots, keys: Slots moved and the keys they held.
+        window: ``(t0, t1)``, ``time.monotonic()`` at the move's start and end.
+        before, after: :func:`~labkit.lab.sharding.reshard.redirect_counts`
+            read at ``t0`` and ``t1``.
+        report: The traffic that ran around the move.
+        baseline: Seconds of traffic before ``t0`` that count as "before".
+    """
+    t0, t1 = window
+    inside = (report.samples[:, 0] >= t0) & (report.samples[:, 0] < t1)
+    during = report.latency(t0, t1) if inside.any() else None
     return MigrationRun(
         method=method,
-        slots=len(slots),
+        slots=slots,
         keys=keys,
         seconds=t1 - t0,
         ask=after["ASK"] - before["ASK"],
@@ -175,13 +210,8 @@ def migration_under_traffic(
         failed=report.failed,
         p99_before_ms=report.latency(t0 - baseline, t0).p99_ms,
         p99_during_ms=during.p99_ms if during else float("nan"),
-        max_during_ms=float(
-            report.samples[
-                (report.samples[:, 0] >= t0) & (report.samples[:, 0] < t1), 1
-            ].max(initial=0.0)
-            * 1000
-        ),
-        ops_during=report.ops_between(t0, t1),
+        max_during_ms=float(report.samples[inside, 1].max(initial=0.0) * 1000),
+        ops_during=int(inside.sum()),
         started=t0,
         ended=t1,
         traffic=report,

@@ -46,7 +46,13 @@ from labkit.lab.sharding._migrate import (
     redirect_counts,
     runs,
 )
-from labkit.lab.sharding._topology import add_master, masters_by_id, node_id, slots_of
+from labkit.lab.sharding._topology import (
+    add_master,
+    master_labels,
+    masters_by_id,
+    node_id,
+    slots_of,
+)
 from labkit.lab.sharding._traffic import LiveTraffic, TrafficReport
 from labkit.server import Cluster, Server
 from labkit.sharding import SLOTS
@@ -61,6 +67,7 @@ __all__ = [
     "add_known_master",
     "add_master",
     "count_keys",
+    "master_labels",
     "masters_by_id",
     "migrate_slots",
     "migrate_slots_atomic",

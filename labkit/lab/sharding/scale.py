@@ -18,9 +18,10 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from labkit.core.args import check_count, check_seconds
+from labkit.lab.sharding._topology import master_labels, masters_by_id
 from labkit.server import Cluster
 
-__all__ = ["Throughput", "WriteLoad"]
+__all__ = ["ServerWork", "Throughput", "WriteLoad", "server_work"]
 
 _barrier: Any = None
 
@@ -65,6 +66,36 @@ class Throughput(NamedTuple):
     processes: int
     ops_per_second: float
     cores: int
+
+
+class ServerWork(NamedTuple):
+    """What one master has done so far, by its own count.
+
+    Attributes:
+        cpu_seconds: ``used_cpu_user + used_cpu_sys`` of the server process
+            (``INFO cpu``): its main thread and any others.
+        sets: ``SET`` commands it has run (``INFO commandstats``).
+    """
+
+    cpu_seconds: float
+    sets: int
+
+
+def server_work(cluster: Cluster) -> dict[str, ServerWork]:
+    """``{"master <i>": ServerWork}`` for every master serving slots.
+
+    Read it before and after a load and subtract: the difference is what
+    each master's own process spent on that load, whatever the client did.
+    """
+    labels = master_labels(cluster)
+    out = {}
+    for nid, server in masters_by_id(cluster).items():
+        with server.client(socket_timeout=10) as client:
+            info = client.info("everything")
+        cpu = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        sets = int(info.get("cmdstat_set", {}).get("calls", 0))
+        out[labels[nid]] = ServerWork(cpu, sets)
+    return dict(sorted(out.items()))
 
 
 class WriteLoad:
