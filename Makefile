@@ -11,7 +11,8 @@ LOCK   := requirements/lock.txt
 EXTRAS := lab,test,ui,bench,dev
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: help setup lab test test-ui test-redis7 test-fast test-latest test-pace lock bench \
+.PHONY: help setup lab test test-ui test-redis7 test-fast test-latest test-oldest \
+	test-pace lock bench ensure-faketime \
 	notebooks lint clean
 
 help:
@@ -25,6 +26,7 @@ help:
 	@echo "make notebooks  re-execute the notebooks in place (after editing them)"
 	@echo "make lint       ruff + mypy"
 	@echo "make test-latest  newest versions the ranges allow, in .venv-latest"
+	@echo "make test-oldest  the library's tests at the oldest redis-py allowed"
 	@echo "make lock       re-resolve $(LOCK) to the newest versions (then make test)"
 	@echo "make clean      remove .venv and caches"
 
@@ -47,10 +49,18 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(ROOT_FLAG) $(LAB_ARGS)
 
+# Notebook 09b steps one server's wall clock with Debian's libfaketime: installed
+# with apt-get when missing and we are root; otherwise 09b skips that run, saying so.
+FAKETIME := $(firstword $(wildcard /usr/lib/*/faketime/libfaketime.so.1))
+ensure-faketime:
+	@$(if $(FAKETIME),true,if [ "$$(id -u)" = 0 ]; then \
+	  sh tools/ensure_apt.sh /usr/lib/faketime/libfaketime.so.1 libfaketime; \
+	  else echo "note: no libfaketime (sudo apt-get install libfaketime): 09b skips its clock jump"; fi)
+
 # LABKIT_RUN_TAG marks every server this run starts (kernels inherit it), so the
 # orphan check afterwards looks at this run's servers only.
 test: export LABKIT_RUN_TAG := test$(shell date +%s)
-test: $(STAMP)
+test: $(STAMP) ensure-faketime
 	$(BIN)/python -m pytest tests notebooks $(NBVAL) --durations=25
 	$(BIN)/python -m labkit.server --orphans
 
@@ -58,7 +68,7 @@ test: $(STAMP)
 # screenshots' folder is printed at the end. Debian's chromium is installed with
 # apt-get when missing and we are root (Playwright never downloads a browser).
 test-ui: export LABKIT_RUN_TAG := ui$(shell date +%s)
-test-ui: $(STAMP)
+test-ui: $(STAMP) ensure-faketime
 	@sh tools/ensure_apt.sh /usr/bin/chromium chromium LABKIT_CHROMIUM
 	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -p no:cacheprovider tests_ui -v
 	$(BIN)/python -m labkit.server --orphans
@@ -67,7 +77,7 @@ test-ui: $(STAMP)
 # notebooks run with --nbval-lax: every cell and assert runs, outputs differ on
 # purpose where 7.0 lacks a feature). Installed with apt-get when root.
 test-redis7: export LABKIT_RUN_TAG := r7$(shell date +%s)
-test-redis7: $(STAMP)
+test-redis7: $(STAMP) ensure-faketime
 	@sh tools/ensure_apt.sh /usr/bin/redis-server redis-server REDIS7_BIN
 	$(BIN)/python tools/test_redis7.py
 	$(BIN)/python -m labkit.server --orphans
@@ -104,6 +114,25 @@ test-latest:
 	  notebooks/04*.ipynb --nbval-lax --nbval-current-env
 	$(LATEST)/bin/python -m labkit.server --orphans
 
+# The library at the oldest redis-py pyproject.toml allows (REDIS_FLOOR, the
+# floor of `redis>=7.4,<9`), everything else from the lock: every test of the
+# library's patterns (the lab's own tests, which run on the lock's redis-py,
+# are left out). With test-latest, the range is tested at both ends.
+OLDEST      := .venv-oldest
+REDIS_FLOOR := 7.4.1
+LAB_ONLY    := ha proxy reshard sentinel games persistence chat shortener origin \
+	cache_lab measure notebooks exercises course packaging basics
+test-oldest: export LABKIT_RUN_TAG := oldest$(shell date +%s)
+test-oldest:
+	rm -rf $(OLDEST)
+	$(PYTHON) -m venv $(OLDEST)
+	grep -v '^redis==' $(LOCK) > $(OLDEST)/constraints.txt
+	$(OLDEST)/bin/python -m pip install --quiet -c $(OLDEST)/constraints.txt \
+	  "redis==$(REDIS_FLOOR)" -e ".[lab,test]"
+	$(OLDEST)/bin/python -m pytest -q -r fE tests \
+	  $(foreach m,$(LAB_ONLY),--ignore=tests/test_$(m).py)
+	$(OLDEST)/bin/python -m labkit.server --orphans
+
 # Re-resolve the lock to the newest versions the ranges allow (uv, from the dev
 # extra). Then `make clean test`, and commit the lock alone once all passes.
 lock: $(STAMP)
@@ -114,7 +143,7 @@ lock: $(STAMP)
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-notebooks: $(STAMP)
+notebooks: $(STAMP) ensure-faketime
 	$(BIN)/python tools/execute_notebooks.py notebooks/[0-9]*.ipynb
 
 lint: $(STAMP)
@@ -122,4 +151,4 @@ lint: $(STAMP)
 	$(BIN)/mypy labkit
 
 clean:
-	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(LATEST) $(OLDEST) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["__version__", "connect"]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def connect(url: str | None = None, **kwargs: Any) -> redis.Redis:

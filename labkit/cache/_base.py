@@ -6,13 +6,15 @@ import json
 import random
 import threading
 from array import array
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import numpy as np
 import redis
 
 from labkit.core.args import check_count, check_name, check_tag
 from labkit.errors import CacheKeyTypeError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "JSON_DECODER",
@@ -115,7 +117,12 @@ class CacheStats:
         return [(_OUTCOMES[codes[i]], secs[i]) for i in order]
 
     def latencies(self, outcome: str | None = None) -> np.ndarray:
-        """Durations in seconds of the kept samples, optionally of one outcome."""
+        """Durations in seconds of the kept samples, optionally of one outcome.
+
+        Needs numpy (the ``lab`` extra); the library itself does not.
+        """
+        import numpy as np  # only here: an application need not install numpy
+
         return np.array([s for o, s in self.samples if outcome in (None, o)])
 
     def records(self) -> list[dict[str, Any]]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import AbstractConnection
 from redis.retry import Retry
 
 from labkit.core.scripts import Arg, Script
@@ -25,6 +27,35 @@ class _Wire:
 
     def execute_command(self, *args: Any) -> None:
         self.connection.send_command(*args)
+
+
+#: redis-py 8 reads a reply with a timeout of its own; 7.x reads with the
+#: socket's timeout, set when the connection was made.
+_READ_TAKES_TIMEOUT = "timeout" in inspect.signature(
+    AbstractConnection.read_response
+).parameters
+
+
+def read_reply(conn: Any, timeout: float) -> Any:
+    """Read one reply from ``conn``, waiting at most ``timeout`` for it to start.
+
+    redis-py >= 8: ``read_response(timeout=)``. redis-py 7.x has no such
+    argument: wait with ``can_read(timeout)``, then read (the rest of a reply
+    that has started is bounded by the socket timeout the connection was made
+    with, see :meth:`Multiplexed._connection`).
+
+    Raises:
+        redis.TimeoutError: No reply began within ``timeout`` (the connection
+            is closed: the reply may still arrive later).
+    """
+    if _READ_TAKES_TIMEOUT:
+        return conn.read_response(timeout=timeout)
+    if not conn.can_read(timeout=timeout):
+        conn.disconnect()
+        raise redis.TimeoutError(
+            f"no reply from {conn.host}:{conn.port} within {timeout:.3f} s"
+        )
+    return conn.read_response()
 
 
 class Multiplexed:
@@ -45,8 +76,9 @@ class Multiplexed:
     redis-py has no public call that sends to several servers before reading,
     so this uses its connection-level API: ``ConnectionPool.connection_class``
     and ``connection_kwargs``, ``Connection.send_command`` and
-    ``Connection.read_response(timeout=)``, checked against redis-py 8.1
-    (``tests/test_locks.py`` checks they are still there).
+    ``Connection.read_response`` (through :func:`read_reply`), checked
+    against redis-py 7.4.1, 8.1.0 and 8.2.0 (``tests/test_locks.py`` checks
+    they are still there).
     """
 
     def __init__(self, clients: Sequence[redis.Redis], timeout: float) -> None:
@@ -98,7 +130,7 @@ class Multiplexed:
             # An answer already here is read even if the deadline has passed.
             left = max(0.001, deadline - time.monotonic())
             try:
-                results[i] = conn.read_response(timeout=left)
+                results[i] = read_reply(conn, left)
             except redis.RedisError as exc:
                 results[i] = exc  # read_response closed the connection
         for i, reply in enumerate(results):
