@@ -16,6 +16,9 @@ from labkit.sharding import (
     tagged,
 )
 
+# These tests start, kill and rewire embedded servers (see conftest TIER).
+pytestmark = pytest.mark.embedded
+
 
 @pytest.fixture(scope="module")
 def cluster():

@@ -20,6 +20,9 @@ from labkit.lab.persistence.ha import (
 from labkit.lab.proxy import running_proxies
 from labkit.server import Server, running_servers
 
+# These tests start, kill and rewire embedded servers (see conftest TIER).
+pytestmark = pytest.mark.embedded
+
 
 def test_sentinel_failover_client_writes_and_reads_within_bounded_time() -> None:
     """After the primary is killed, a Sentinel client writes and reads within 15 s."""

@@ -39,6 +39,9 @@ from labkit.lab.persistence import (
 )
 from labkit.server import Server, no_retry, running_servers
 
+# These tests start, kill and rewire embedded servers (see conftest TIER).
+pytestmark = pytest.mark.embedded
+
 
 def _honest(result) -> bool:
     """acked - lost <= recovered <= acked - lost + in_flight, nothing corrupted."""

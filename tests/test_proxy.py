@@ -27,6 +27,9 @@ from labkit.lab.proxy import (
 )
 from labkit.server import Sentinel, Server, free_port, no_retry
 
+# These tests start, kill and rewire embedded servers (see conftest TIER).
+pytestmark = pytest.mark.embedded
+
 
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0

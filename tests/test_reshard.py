@@ -42,6 +42,9 @@ from labkit.lab.sharding.scale import WriteLoad
 from labkit.server import Cluster
 from labkit.sharding import key_slot, tagged
 
+# These tests start, kill and rewire embedded servers (see conftest TIER).
+pytestmark = pytest.mark.embedded
+
 
 def test_key_slot_matches_the_server() -> None:
     """labkit's CRC16 slot equals CLUSTER KEYSLOT, hash tags included."""
@@ -107,21 +110,40 @@ def test_safe_client_follows_ask_to_a_new_master() -> None:
         safe.close()
 
 
-@pytest.mark.xfail(
-    raises=AttributeError,
-    strict=False,
-    reason="redis-py issue #4015: ASK to a master absent from CLUSTER SLOTS",
-)
-def test_stock_client_follows_ask_to_a_new_master() -> None:
-    """The stock RedisCluster fails here; an XPASS means redis-py fixed it."""
+#: What stock redis-py does on an ASK to a master absent from CLUSTER SLOTS
+#: (redis/redis-py issue #4015; PR #4214 proposes the fix), per version checked
+#: here: "crashes" (AttributeError) or "follows". A version not listed is
+#: expected to crash, so the release that fixes it makes this test fail, and
+#: ReshardSafeCluster's workaround can then be retired for it.
+STOCK_ASK_TO_SLOTLESS_MASTER = {"8.1.0": "crashes", "8.2.0": "crashes"}
+
+
+def stock_ask_to_slotless_master() -> str:
+    """Run stock RedisCluster into issue #4015; "crashes" or "follows"."""
     with Cluster(masters=2) as cluster:
         stock = cluster.client()
-        stock.ping()
-        migrating_to_new_master(cluster, "demo:{ask}")
         try:
-            assert stock.set("demo:{ask}", "here") is True
+            stock.ping()
+            new, _ = migrating_to_new_master(cluster, "demo:{ask}")
+            try:
+                stock.set("demo:{ask}", "here")
+            except AttributeError:
+                return "crashes"
+            assert new.client().get("demo:{ask}") == "here"
+            return "follows"
         finally:
             stock.close()
+
+
+def test_stock_client_on_ask_to_a_new_master_is_what_we_recorded() -> None:
+    """Stock redis-py does on issue #4015 what we recorded for its version."""
+    expected = STOCK_ASK_TO_SLOTLESS_MASTER.get(redis.__version__, "crashes")
+    seen = stock_ask_to_slotless_master()
+    assert seen == expected, (
+        f"redis-py {redis.__version__} {seen} on an ASK to a slotless master "
+        f"(issue #4015); we expected it to be {expected}: record it in "
+        "STOCK_ASK_TO_SLOTLESS_MASTER"
+    )
 
 
 def test_reshard_refuses_bad_counts() -> None:

@@ -11,6 +11,9 @@ import redis
 from labkit.lab.proxy import Proxy
 from labkit.server import Sentinel, Server, no_retry, replica_config
 
+# These tests start, kill and rewire embedded servers (see conftest TIER).
+pytestmark = pytest.mark.embedded
+
 
 def test_sentinel_failover_promotes_the_replica() -> None:
     """After the primary is SIGKILLed, a Sentinel-aware client writes to the new one."""

@@ -29,6 +29,9 @@ from labkit.server import (
 )
 from labkit.server.__main__ import labkit_server_processes
 
+# These tests start, kill and rewire embedded servers (see conftest TIER).
+pytestmark = pytest.mark.embedded
+
 
 def _alive(pid: int) -> bool:
     try:

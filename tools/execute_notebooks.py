@@ -8,6 +8,15 @@ back, with volatile metadata stripped so diffs stay small. A cell that raises
 on purpose must carry the ``raises-exception`` tag (an old
 ``# NBVAL_RAISES_EXCEPTION`` first line is turned into it). Commit the result;
 `make test` then checks the committed outputs with pytest --nbval.
+
+Stored numbers must come from a quiet machine (the course's rule 4): each
+notebook runs alone, only while the 1-minute load average is at most
+``QUIET_LOAD`` per core (it waits up to ``LABKIT_QUIET_WAIT`` seconds, default
+120, for the machine to calm down, then refuses), and records in its metadata
+(``labkit.run``) the load and core count before and after. ``FORCE=1`` runs on
+a busy machine anyway and says so; ``tests/test_course.py`` fails on a
+committed notebook whose record shows a busy start, so such a run is for
+trying things out, not for committing.
 """
 
 from __future__ import annotations
@@ -21,6 +30,39 @@ import nbformat
 from nbclient import NotebookClient
 
 TAG = "raises-exception"
+QUIET_LOAD = 1.0  # 1-minute load average per core
+
+
+def machine_load() -> dict[str, float]:
+    """The 1-minute load average and the core count, now."""
+    return {"load_1min": round(os.getloadavg()[0], 2), "cores": os.cpu_count() or 1}
+
+
+def wait_for_quiet(path: Path) -> dict[str, float]:
+    """Wait until the machine is quiet; its load then, or SystemExit."""
+    deadline = time.monotonic() + float(os.environ.get("LABKIT_QUIET_WAIT", "120"))
+    while True:
+        now = machine_load()
+        if now["load_1min"] <= QUIET_LOAD * now["cores"]:
+            return now
+        if os.environ.get("FORCE") == "1":
+            print(
+                f"{path}: FORCE=1: running at load {now['load_1min']} on "
+                f"{now['cores']} cores; do not commit these outputs",
+                flush=True,
+            )
+            return now
+        if time.monotonic() > deadline:
+            sys.exit(
+                f"{path}: the machine is busy (1-minute load {now['load_1min']} on "
+                f"{now['cores']} cores, above {QUIET_LOAD} per core): stored "
+                "numbers must come from a quiet machine. Stop the other load, or "
+                "run with FORCE=1 to try it out (such outputs fail "
+                "tests/test_course.py)."
+            )
+        time.sleep(5)
+
+
 LEGACY = "# NBVAL_RAISES_EXCEPTION"
 
 
@@ -46,6 +88,7 @@ def execute(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     os.environ.pop("REDIS_URL", None)
     tag_intended_errors(nb)
+    before = wait_for_quiet(path)
     started = time.perf_counter()
     NotebookClient(
         nb,
@@ -53,10 +96,19 @@ def execute(path: Path) -> None:
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
     ).execute()
+    seconds = time.perf_counter() - started
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+    nb.metadata.setdefault("labkit", {})["run"] = {
+        "before": before,
+        "after": machine_load(),
+        "seconds": round(seconds),
+    }
     nbformat.write(nb, path)
-    print(f"{path}: executed in {time.perf_counter() - started:.1f} s")
+    print(
+        f"{path}: executed in {seconds:.1f} s "
+        f"(load {before['load_1min']} on {before['cores']} cores before)"
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ labkit promises Redis >= 7.0 as well as the bundled Valkey. This starts the
 a random password and a temporary directory; checks that it is a 7.x server;
 then runs, with ``REDIS_URL`` pointing at its database 15:
 
-1. ``pytest tests`` (features newer than 7.0 skip with the reason);
+1. ``pytest tests`` in the ``redis-url`` tier (tests/conftest.py): tests that
+   exist to exercise embedded Valkey processes skip with that reason, features
+   newer than 7.0 skip with theirs;
 2. ``pytest --nbval-lax notebooks``: every notebook runs to the end, every
    assert cell included, against the 7.0 server. Outputs are not compared
    (they differ on purpose where a notebook shows what 7.0 lacks).
@@ -83,7 +85,10 @@ def main(argv: list[str]) -> int:
         print(f"== {version.strip()} on 127.0.0.1:{port}", flush=True)
         env = dict(os.environ, REDIS_URL=f"redis://:{password}@127.0.0.1:{port}/15")
         pytest = [sys.executable, "-m", "pytest"]
-        code = subprocess.run([*pytest, "tests", *argv], env=env).returncode
+        tests_env = dict(env, LABKIT_TEST_TIER="redis-url")
+        code = subprocess.run(
+            [*pytest, "tests", "-r", "fE", *argv], env=tests_env
+        ).returncode
         nb = subprocess.run(
             [*pytest, "notebooks", "--nbval-lax", "--nbval-current-env", *argv],
             env=env,

@@ -17,7 +17,7 @@ __all__ = ["CHECKED_REDIS_PY", "ReshardSafeCluster", "add_known_master", "safe_c
 
 
 #: redis-py versions :func:`add_known_master` was checked against.
-CHECKED_REDIS_PY = ("8.1.0",)
+CHECKED_REDIS_PY = ("8.1.0", "8.2.0")
 
 
 def add_known_master(client: RedisCluster, host: str, port: int) -> bool:
@@ -25,9 +25,10 @@ def add_known_master(client: RedisCluster, host: str, port: int) -> bool:
 
     The one place labkit touches redis-py's private node table: it writes
     ``client.nodes_manager.nodes_cache[\"host:port\"] = ClusterNode(...)``,
-    which is what ``get_node(node_name=...)`` reads. Checked against redis-py
-    8.1.0 (:data:`CHECKED_REDIS_PY`); ``tests/test_reshard.py`` fails loudly
-    if that attribute or its key format changes.
+    which is what ``get_node(host, port)`` and ``get_node(node_name=...)`` read.
+    Checked against redis-py 8.1.0 and 8.2.0 (:data:`CHECKED_REDIS_PY`);
+    ``tests/test_reshard.py`` fails loudly if that attribute or its key format
+    changes.
     """
     cache = client.nodes_manager.nodes_cache
     if not isinstance(cache, dict):
@@ -66,8 +67,10 @@ class ReshardSafeCluster(RedisCluster):
         port: int | None = None,
         node_name: str | None = None,
     ) -> Any:
+        # redis-py 8.1 looks an ASK target up by name, 8.2 by host and port:
+        # cover any lookup that names one node, whichever way it is named.
         node = super().get_node(host, port, node_name)
-        if node is None and node_name is not None:
+        if node is None and (node_name is not None or (host and port)):
             self._learn_masters()
             node = super().get_node(host, port, node_name)
         return node
