@@ -1,4 +1,4 @@
-"""labkit.lab.basics and its plots: notebook 00's wire, round-trip and race helpers."""
+"""labkit.lab.basics and its plots: chapter 00's wire, round-trip and race helpers."""
 
 from __future__ import annotations
 
