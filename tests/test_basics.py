@@ -1,4 +1,4 @@
-"""labkit.lab.basics and its plots: notebook 00's wire, round-trip and race helpers."""
+"""labkit.lab.basics and its plots: chapter 00's wire, round-trip and race helpers."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from labkit.lab.plots.basics import (
     batch_bars,
     expiry_timeline,
     hash_growth,
+    time_per_command,
 )
 from labkit.lab.plots.basics import (
     pipeline_curves as plot_pipeline_curves,
@@ -124,6 +125,23 @@ def test_wire_queued_and_execabort(r: redis.Redis, wire: Wire) -> None:
     assert isinstance(bad, redis.ResponseError)
     (aborted,) = wire.send(resp("EXEC")).replies
     assert str(aborted).startswith("EXECABORT") and r.exists("balance") == 0
+
+
+def test_wire_send_bytes_reads_exactly_the_replies(r: redis.Redis, wire: Wire) -> None:
+    """send_bytes returns the replies' bytes unparsed; a wrong count is refused."""
+    r.set("k", "v")
+    assert wire.send_bytes(resp("GET", "k") * 50, 7 * 50) == b"$1\r\nv\r\n" * 50
+    assert wire.send(resp("PING")).replies == ["PONG"]  # the wire is still in step
+    wire.send(resp("PING") + resp("PING"), replies=1)  # leaves one reply unread
+    with pytest.raises(WireError, match="still unread"):
+        wire.send_bytes(resp("GET", "k"), 7)
+    with Wire.to(r) as fresh:
+        assert fresh.send_bytes(resp("GET", "k") + resp("PING"), 7 + 7).endswith(
+            b"+PONG\r\n"
+        )
+        with pytest.raises(WireError, match="7 bytes came, 3 expected"):
+            fresh.send_bytes(resp("GET", "k"), 3)  # one 7-byte reply, in one write
+        assert fresh._sock.fileno() < 0  # closed after a miscount
 
 
 def test_wire_keeps_unawaited_replies_for_the_next_send(wire: Wire) -> None:
@@ -382,7 +400,8 @@ def test_plots_draw_measured_data() -> None:
 
     figs = [
         plot_pipeline_curves({"loopback": {1: 1e-4, 10: 2e-5, 100: 1e-5}}),
-        expiry_timeline({"1%": ([0.0, 0.5], [100, 90], 100)}),
+        expiry_timeline({"1%": ([-0.3, 0.0, 0.5], [100, 100, 90], 100)}),
+        time_per_command({"encode": 4.0, "parse": 6.0}, whole=11.0, title="GET"),
         hash_growth(
             {1: ("listpack", 64), 2: ("listpack", 80), 3: ("hashtable", 200)}, limit=2
         ),
@@ -400,6 +419,7 @@ def test_plots_draw_measured_data() -> None:
         lambda: expiry_timeline({"x": ([0.0], [0], 0)}),
         lambda: hash_growth({}, limit=1),
         lambda: batch_bars({"a": 1.0}, {"b": 1}),
+        lambda: time_per_command({}),
     ):
         with pytest.raises(ValueError):
             call()

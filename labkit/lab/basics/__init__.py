@@ -1,4 +1,4 @@
-"""Lab: notebook 00's experiments: RESP on a bare socket, round trips, races.
+"""Lab: chapter 00's experiments (00a, 00b): RESP by hand, round trips, races.
 
 - :class:`Wire` sends bytes the caller wrote by hand over a plain TCP socket
   and returns the bytes that came back, so a learner sees what a command, a

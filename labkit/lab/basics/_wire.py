@@ -219,6 +219,61 @@ class Wire:
         self._buffer = received[used:]  # replies nobody waited for yet: next send's
         return Exchange(bytes(payload), received[:used], parsed)
 
+    def send_bytes(self, payload: bytes, size: int) -> bytes:
+        """Write ``payload`` in one go and read ``size`` bytes back, unparsed.
+
+        For timing the trip and the server alone: the caller knows how many
+        bytes the replies take (e.g. ``b"$1\\r\\nv\\r\\n" * n`` for ``n`` GETs
+        of a one-byte value), so no client-side parsing is timed.
+
+        Raises:
+            TypeError, ValueError: as :meth:`send`, or ``size`` is not a count.
+            WireError: as :meth:`send`; also when more than ``size`` bytes came
+                (the caller's byte count was wrong).
+        """
+        if not isinstance(payload, bytes | bytearray) or not payload:
+            raise TypeError(f"payload={payload!r}: must be non-empty bytes")
+        check_count("size", size, max=1 << 30)
+        if self._sock.fileno() < 0:
+            raise WireError(f"{self.address}: the wire is closed", address=self.address)
+        if self._buffer:
+            raise WireError(
+                f"{self.address}: replies of an earlier send are still unread",
+                address=self.address,
+            )
+        chunks, got = [], 0
+        try:
+            self._sock.settimeout(self.timeout)
+            self._sock.sendall(payload)
+            while got < size:
+                chunk = self._sock.recv(max(65536, size - got))
+                if not chunk:
+                    raise ConnectionResetError("the server closed the connection")
+                chunks.append(chunk)
+                got += len(chunk)
+        except TimeoutError as exc:
+            self.close()
+            raise WireError(
+                f"{self.address}: {got} of {size} bytes within {self.timeout:g} s; "
+                "the wire is closed",
+                address=self.address,
+            ) from exc
+        except OSError as exc:
+            self.close()
+            raise WireError(
+                f"{self.address}: connection failed after {got} of {size} bytes "
+                f"({exc}); the wire is closed",
+                address=self.address,
+            ) from exc
+        if got > size:
+            self.close()
+            raise WireError(
+                f"{self.address}: {got} bytes came, {size} expected; "
+                "the wire is closed",
+                address=self.address,
+            )
+        return b"".join(chunks)
+
     def close(self) -> None:
         """Close the socket (closing twice is harmless)."""
         self._sock.close()

@@ -1,4 +1,4 @@
-"""Plots for notebook 00: round trips and pipelining, expiry, hash encodings."""
+"""Plots for chapter 00 (00a, 00b): expiry, hash encodings, round trips, pipelining."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-__all__ = ["batch_bars", "expiry_timeline", "hash_growth", "pipeline_curves"]
+__all__ = [
+    "batch_bars",
+    "expiry_timeline",
+    "hash_growth",
+    "pipeline_curves",
+    "time_per_command",
+]
 
 
 def pipeline_curves(
@@ -64,11 +70,11 @@ def expiry_timeline(
     *,
     title: str = "",
 ) -> Figure:
-    """Share of expired keys that the server still counts, over time.
+    """Share of keys that the server still counts, around their deadline.
 
     Args:
-        series: ``{label: (seconds since sampling began, expired keys still
-            counted, how many expired)}``; times and counts as returned by
+        series: ``{label: (seconds since the keys' deadline, negative before
+            it; keys still counted; how many keys)}``; counts as sampled with
             :func:`labkit.lab.basics.sample`.
         title: Figure title.
     """
@@ -80,11 +86,45 @@ def expiry_timeline(
             raise ValueError(f"series {label!r}: total={total!r} must be >= 1")
         share = [100 * c / total for c in counts]
         ax.step(times, share, where="post", color=f"C{i}", label=label)
-    ax.set_xlabel("seconds since sampling began (all past their deadline)")
+    ax.axvline(0, color="grey", linestyle="--", linewidth=1)
+    ax.annotate(" deadline", (0, 50), color="grey")
+    ax.set_xlabel("seconds since the keys' deadline")
     ax.set_ylabel("% still counted by DBSIZE")
     ax.set_ylim(0, 105)
     ax.set_title(title or "Expired, but not yet removed")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def time_per_command(
+    parts: Mapping[str, float], *, whole: float | None = None, title: str = ""
+) -> Figure:
+    """Where the time per command goes: one bar per part, in microseconds.
+
+    Args:
+        parts: ``{what: µs per command}``, in the order to draw, top first.
+        whole: The measured total per command, drawn as a dashed line.
+        title: Figure title.
+    """
+    if not parts:
+        raise ValueError("parts is empty: nothing to draw")
+    names = list(parts)
+    values = [parts[n] for n in names]
+    fig, ax = plt.subplots(figsize=(9, 0.5 + 0.45 * len(names)))
+    ax.barh(names, values, color=[f"C{i}" for i in range(len(names))])
+    ax.invert_yaxis()
+    for y, v in enumerate(values):
+        ax.annotate(f" {v:.2f} µs", (max(v, 0), y), va="center")
+    top = max([*values, whole or 0]) * 1.35 or 1
+    if whole is not None:
+        ax.axvline(whole, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(f"whole: {whole:.2f} µs ", (whole, len(names) - 0.5),
+                    ha="right", va="bottom", color="grey")  # fmt: skip
+    ax.set_xlim(0, top)
+    ax.set_xlabel("µs per command (median)")
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig
 
