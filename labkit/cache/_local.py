@@ -15,7 +15,7 @@ from redis.retry import Retry
 
 from labkit.cache._base import MAX_SAMPLES, CacheStats
 from labkit.core.args import check_count, check_key, check_seconds
-from labkit.core.clients import check_client
+from labkit.core.clients import check_client, connection_settings
 from labkit.core.listen import Listener, ListenerStats, as_text
 from labkit.core.wait import wait_until
 from labkit.errors import CacheKeyTypeError, TrackingError
@@ -66,27 +66,6 @@ def _register_connect_callback(conn: Any, callback: Any) -> None:
     reconnect stops calling it.
     """
     conn.register_connect_callback(callback)
-
-
-#: Settings a redis-py 8 pool adds to its own ``connection_kwargs`` (maintenance
-#: notifications, which need RESP3); a new pool must not be given them.
-_POOL_OWNED = ("maint_notifications", "orig_")
-
-
-def _kwargs_like(client: redis.Redis, **overrides: Any) -> dict[str, Any]:
-    """``client``'s connection settings (host, password, TLS...) for a new pool.
-
-    Copies ``connection_pool.connection_kwargs`` minus what the pool adds for
-    itself. Checked against redis-py 8.1.0 (``tests/test_cache_local.py``
-    makes a pool from them, so a change fails there first).
-    """
-    kwargs = {
-        k: v
-        for k, v in client.connection_pool.connection_kwargs.items()
-        if not k.startswith(_POOL_OWNED)
-    }
-    kwargs.update(overrides)
-    return kwargs
 
 
 class ClientSideCache:
@@ -174,12 +153,14 @@ class ClientSideCache:
         cls = client.connection_pool.connection_class
         self._listen_pool = redis.ConnectionPool(
             connection_class=cls,
-            **_kwargs_like(client, **common, client_name=f"{name}-invalidations"),
+            **connection_settings(
+                client, **common, client_name=f"{name}-invalidations"
+            ),
         )
         self._data_pool = redis.ConnectionPool(
             connection_class=cls,
             max_connections=1,
-            **_kwargs_like(client, **common, client_name=f"{name}-reads"),
+            **connection_settings(client, **common, client_name=f"{name}-reads"),
         )
         self._listener = Listener(
             redis.Redis(connection_pool=self._listen_pool),
