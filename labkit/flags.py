@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from labkit.core.args import (
+    Key,
     check_callable,
     check_key,
     check_name,
@@ -209,7 +210,7 @@ class FlagStore:
         return self._flags.get(name)
 
     def is_enabled(
-        self, name: str, actor: str | int | None = None, default: bool = False
+        self, name: str, actor: Key | None = None, default: bool = False
     ) -> bool:
         """True if flag ``name`` is on (for ``actor``, under a percentage rollout).
 

@@ -14,7 +14,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from labkit.cache._base import MAX_SAMPLES, CacheStats
-from labkit.core.args import check_count, check_key, check_seconds
+from labkit.core.args import Key, check_count, check_key, check_seconds
 from labkit.core.clients import check_client, connection_settings
 from labkit.core.listen import Listener, ListenerStats, as_text
 from labkit.core.wait import wait_until
@@ -113,7 +113,7 @@ class ClientSideCache:
 
     def __init__(
         self,
-        client: Any,
+        client: redis.Redis,
         *,
         max_entries: int = 10_000,
         timeout: float = 5.0,
@@ -331,7 +331,7 @@ class ClientSideCache:
                     self.tracking.invalidations += 1
 
     # --- reading ----------------------------------------------------------
-    def get(self, key: str) -> Any:
+    def get(self, key: Key) -> Any:
         """``GET key``, answered locally when the server has not invalidated it.
 
         A local hit takes no lock: one dict lookup (the listener thread's
@@ -397,7 +397,7 @@ class ClientSideCache:
         self.stats.record("miss", time.perf_counter() - start)
         return value
 
-    def wait_invalidated(self, key: str, timeout: float = 1.0) -> bool:
+    def wait_invalidated(self, key: Key, timeout: float = 1.0) -> bool:
         """Wait (at most ``timeout`` s) until ``key`` is no longer held locally.
 
         The server sends an invalidation after another client's write; it is

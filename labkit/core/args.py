@@ -22,6 +22,7 @@ __all__ = [
     "DAY",
     "MAX_COUNT",
     "YEAR",
+    "Key",
     "check_callable",
     "check_choice",
     "check_count",
@@ -41,7 +42,15 @@ YEAR = 365 * DAY
 #: below where Lua's doubles or Redis's 64-bit integers would misbehave.
 MAX_COUNT = 2**31 - 1
 
+#: What a pattern takes as an item key (a rate-limited client, a cached item,
+#: a fan-out part): a non-empty ``str``, or an ``int`` turned into one. Not
+#: ``bytes``: the key is a part of a name labkit builds (``prefix:key``), and
+#: ``f"{b'id'}"`` would write ``b'id'``. Whole Redis key names that are passed
+#: through unchanged (``ShardedClient``) are ``str | bytes`` instead.
+Key = str | int
+
 T = TypeVar("T")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _fmt(value: float) -> str:
@@ -132,7 +141,8 @@ def check_name(name: str, value: Any, *, max_len: int = 512) -> str:
 
 
 def check_key(name: str, value: Any) -> str:
-    """A request/item key: a non-empty ``str``, or an ``int`` (turned into str)."""
+    """A request/item key (:data:`Key`): a non-empty ``str``, or an ``int``
+    (turned into str)."""
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise TypeError(f"{name}={value!r}: must be a non-empty str (or an int)")
     text = str(value)
@@ -173,7 +183,7 @@ def check_names(name: str, value: Any, *, min_len: int = 1) -> list[str]:
     return items
 
 
-def check_callable(name: str, value: Any, *, signature: str = "") -> Callable[..., Any]:
+def check_callable(name: str, value: _F, *, signature: str = "") -> _F:
     """A callable; ``signature`` describes what it is called with, for the message."""
     if not callable(value):
         hint = f" ({signature})" if signature else ""

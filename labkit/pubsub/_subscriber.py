@@ -83,7 +83,7 @@ class Subscriber:
 
     def __init__(
         self,
-        client: Any,
+        client: redis.Redis | redis.RedisCluster,
         channels: Iterable[str] = (),
         patterns: Iterable[str] = (),
         *,
@@ -180,8 +180,9 @@ class Subscriber:
         """
         check_seconds("timeout", timeout, max=3600)
         self._final = None
-        if self.sharded:
-            nodes = {self.client.get_node_from_key(c).name for c in self.channels}
+        if self.sharded and isinstance(self.client, redis.RedisCluster):
+            find = self.client.get_node_from_key
+            nodes = {find(c).name for c in self.channels}  # type: ignore[no-untyped-call]
             self._shards = len(nodes)
         try:
             self.listener.start(timeout)
@@ -267,7 +268,8 @@ class Subscriber:
         stop = "+" if until is None else f"({until}"
         while True:
             start = f"({self._resume[channel]}"
-            entries = self.client.xrange(key, start, stop, count=_XRANGE_PAGE)
+            # [(id, {field: value})]: redis-py declares a wider reply type.
+            entries: Any = self.client.xrange(key, start, stop, count=_XRANGE_PAGE)
             for entry_id, fields in entries:
                 text = as_text(fields.get("m", fields.get(b"m")))
                 kind = "smessage" if self.sharded else "message"

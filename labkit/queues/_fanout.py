@@ -18,6 +18,7 @@ import redis
 
 from labkit.core.args import (
     YEAR,
+    Key,
     check_callable,
     check_count,
     check_key,
@@ -73,7 +74,11 @@ class FanOut:
     """
 
     def __init__(
-        self, client: redis.Redis, *, prefix: str = "lab:fanout", ttl: float = 86400
+        self,
+        client: redis.Redis | redis.RedisCluster,
+        *,
+        prefix: str = "lab:fanout",
+        ttl: float = 86400,
     ) -> None:
         self.client = check_client(client, owner="FanOut", decode=True)
         self.prefix = check_tag("prefix", prefix)
@@ -156,7 +161,7 @@ class FanOut:
             self.client.delete(self.record_key(job_id))
             raise
 
-    def finish(self, job_id: str, part: int | str) -> PartResult:
+    def finish(self, job_id: str, part: Key) -> PartResult:
         """Mark one part finished; ``done`` is True for the call that completes it.
 
         Raises:

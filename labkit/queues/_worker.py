@@ -62,7 +62,7 @@ def bounded_client(
     socket timeout is what bounds a call.
     """
     node: redis.Redis = (
-        client.get_node_from_key(key).redis_connection
+        client.get_node_from_key(key).redis_connection  # type: ignore[no-untyped-call]
         if isinstance(client, redis.RedisCluster)
         else client
     )
