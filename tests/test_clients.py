@@ -10,7 +10,7 @@ from redis.connection import AbstractConnection
 
 import labkit.server
 from labkit.cache import ClientSideCache
-from labkit.core.clients import POOL_OWNED, client_like, connection_settings
+from labkit.core.clients import POOL_OWNED, client_like, connection_settings, decoded
 from labkit.flags import _same_server
 from labkit.locks._multiplex import Multiplexed
 from labkit.queues import bounded_client
@@ -104,3 +104,12 @@ def test_no_copy_carries_a_cluster_nodes_handler(r: redis.Redis) -> None:
         for copy in copies:
             copy.close()
         node.close()
+
+
+def test_decoded_turns_every_bytes_into_str() -> None:
+    """Nested replies of a bytes client read like a decoding client's."""
+    raw = [b"0-1", [(b"1-0", {b"job": b"j", b"payload": b'"\xc3\xa9"'})], 3, None]
+    assert decoded(raw) == ["0-1", [("1-0", {"job": "j", "payload": '"é"'})], 3, None]
+    assert decoded(b"\xff") == "\ufffd"  # invalid UTF-8 is replaced, not raised
+    text = {"a": ["b", 1.5]}
+    assert decoded(text) == text

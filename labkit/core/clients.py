@@ -35,6 +35,7 @@ __all__ = [
     "check_client",
     "client_like",
     "connection_settings",
+    "decoded",
     "execute",
     "require_version",
     "server_version",
@@ -212,6 +213,23 @@ def require_version(
             version=str(found),
         )
     return found
+
+
+def decoded(reply: Any) -> Any:
+    """``reply`` with every ``bytes`` in it decoded as UTF-8 (invalid bytes
+    replaced), in lists, tuples and dict keys and values.
+
+    What a pattern that parses replies calls on them, so that it works the
+    same with ``decode_responses=True`` or False (redis-py's default). A
+    reply from a decoding client comes back equal.
+    """
+    if isinstance(reply, bytes):
+        return reply.decode("utf-8", "replace")
+    if isinstance(reply, list | tuple):
+        return type(reply)(decoded(item) for item in reply)
+    if isinstance(reply, dict):
+        return {decoded(k): decoded(v) for k, v in reply.items()}
+    return reply
 
 
 def _decodes(client: Any) -> bool:

@@ -25,7 +25,7 @@ from labkit.core.args import (
     check_seconds,
     check_tag,
 )
-from labkit.core.clients import check_client
+from labkit.core.clients import check_client, decoded
 from labkit.core.keys import key_part
 from labkit.core.scripts import Script
 from labkit.errors import LabkitError
@@ -58,8 +58,8 @@ class FanOut:
     """Completion tracking for jobs split into parts.
 
     Args:
-        client: A ``redis.Redis`` or ``redis.RedisCluster`` made with
-            ``decode_responses=True``.
+        client: A ``redis.Redis`` or ``redis.RedisCluster``, with or without
+            ``decode_responses`` (replies are decoded here).
         prefix: Start of every key (no braces).
         ttl: Seconds to keep a job's completion record and part set (1 s to a
             year), counted from :meth:`create`.
@@ -80,7 +80,7 @@ class FanOut:
         prefix: str = "lab:fanout",
         ttl: float = 86400,
     ) -> None:
-        self.client = check_client(client, owner="FanOut", decode=True)
+        self.client = check_client(client, owner="FanOut")
         self.prefix = check_tag("prefix", prefix)
         self.ttl = round(check_seconds("ttl", ttl, min=1, max=YEAR, min_open=False))
         #: The script :meth:`finish` runs (``print(fan.script.source)``).
@@ -112,7 +112,7 @@ class FanOut:
         pipe = self.client.pipeline(transaction=False)
         pipe.type(key)
         pipe.type(self.parts_key(job_id))
-        found = pipe.execute()
+        found = decoded(pipe.execute())
         if found != ["none", "none"]:
             if found[0] == "hash":
                 raise ValueError(
@@ -183,7 +183,7 @@ class FanOut:
         pipe.scard(self.parts_key(job_id))
         pipe.hgetall(self.record_key(job_id))
         try:
-            finished, rec = pipe.execute()
+            finished, rec = decoded(pipe.execute())
         except redis.ResponseError as exc:
             raise_script_error(exc)
         return int(finished), int(rec.get("total", 0)), rec.get("done") == "1"

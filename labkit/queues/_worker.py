@@ -16,7 +16,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from labkit.core.args import DAY, check_callable, check_count, check_name, check_seconds
-from labkit.core.clients import client_like
+from labkit.core.clients import client_like, decoded
 from labkit.core.scripts import Arg, Script, run_batch
 from labkit.errors import WorkerError
 from labkit.queues._queue import GROUP, Job, JobQueue, read_counts
@@ -199,7 +199,7 @@ class Worker:
         """
         q = self.queue
         limit_ms = self.REAP_AFTER * q.visibility_timeout * 1000
-        for info in conn.xinfo_consumers(q.stream, GROUP):
+        for info in decoded(conn.xinfo_consumers(q.stream, GROUP)):
             name = str(info["name"])
             if name == self.name or info["pending"] or info["idle"] < limit_ms:
                 continue
@@ -279,7 +279,7 @@ class Worker:
             return []
         if not reply and polling and start == ">":
             self._stop.wait(wait_ms / 1000)
-        return list(reply[0][1]) if reply else []
+        return list(decoded(reply[0][1])) if reply else []
 
     def _drop_deleted(
         self, conn: redis.Redis, entries: list[tuple[str, Any]]
@@ -300,13 +300,15 @@ class Worker:
         if now - self._last_claim < q.visibility_timeout / 4:
             return []
         self._last_claim = now
-        cursor, entries, *rest = conn.xautoclaim(
-            q.stream,
-            GROUP,
-            self.name,
-            min_idle_time=round(q.visibility_timeout * 1000),
-            start_id=self._claim_cursor,
-            count=count,
+        cursor, entries, *rest = decoded(
+            conn.xautoclaim(
+                q.stream,
+                GROUP,
+                self.name,
+                min_idle_time=round(q.visibility_timeout * 1000),
+                start_id=self._claim_cursor,
+                count=count,
+            )
         )
         self._claim_cursor = cursor
         deleted = rest[0] if rest else []
@@ -353,9 +355,10 @@ class Worker:
 
     def _batch(self, conn: redis.Redis, calls: list[Call]) -> list[Any]:
         try:
-            return run_batch(conn, calls)
+            replies: list[Any] = decoded(run_batch(conn, calls))
         except redis.ResponseError as exc:
             raise_script_error(exc, queue=self.queue.name)
+        return replies
 
     def _run_entries(
         self,
