@@ -15,6 +15,7 @@ names; names and keys are non-empty.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ __all__ = [
     "check_number",
     "check_seconds",
     "check_tag",
+    "renamed",
 ]
 
 #: Seconds in a day and in a (365-day) year: handy upper bounds for durations.
@@ -197,3 +199,24 @@ def check_choice(name: str, value: T, choices: Iterable[T]) -> T:
     if value not in options:
         raise ValueError(f"{name}={value!r}: must be one of {options!r}")
     return value
+
+
+def renamed(
+    owner: str, old: str, old_value: T | None, new: str, new_value: T | None
+) -> T | None:
+    """The value of a keyword renamed from ``old`` to ``new``.
+
+    Passing ``old`` still works, with a ``DeprecationWarning`` pointing at the
+    caller of ``owner`` (``stacklevel=3``); passing both is a ``TypeError``.
+    Returns whichever was given (None if neither).
+    """
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise TypeError(f"{owner}: pass {new}= only ({old}= is its old name)")
+    warnings.warn(
+        f"{owner}({old}=...) is deprecated; use {new}=...",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return old_value

@@ -119,7 +119,7 @@ def slow_consumer(
         sub = Subscriber(
             sub_client,
             [channel],
-            callback=heard,
+            on_message=heard,
             health_check_interval=1.0,
             dead_after=10.0,
             # redis-py 8.1 reads a whole message within the poll timeout; on
