@@ -50,6 +50,17 @@ def test_connection_settings_drop_what_the_pool_owns(r: redis.Redis) -> None:
     }
 
 
+def test_every_key_a_pool_adds_for_itself_is_stripped() -> None:
+    """A fresh pool's kwargs hold only what redis.Redis takes, or POOL_OWNED keys.
+
+    A new redis-py release that adds pool state of its own fails here first.
+    """
+    pool = redis.Redis(host="127.0.0.1", port=1).connection_pool  # no I/O
+    takes = set(inspect.signature(redis.Redis.__init__).parameters)
+    added = set(pool.connection_kwargs) - takes
+    assert all(k.startswith(POOL_OWNED) for k in added), sorted(added)
+
+
 def test_client_like_shares_the_server_not_the_pool(r: redis.Redis) -> None:
     """The copy reads the same data on its own pool and outlives the caller's close."""
     r.set("k", "v")

@@ -202,13 +202,27 @@ def check_choice(name: str, value: T, choices: Iterable[T]) -> T:
 
 
 def renamed(
-    owner: str, old: str, old_value: T | None, new: str, new_value: T | None
+    owner: str,
+    old: str,
+    old_value: T | None,
+    new: str,
+    new_value: T | None,
+    *,
+    category: type[DeprecationWarning | PendingDeprecationWarning] = (
+        DeprecationWarning
+    ),
 ) -> T | None:
     """The value of a keyword renamed from ``old`` to ``new``.
 
-    Passing ``old`` still works, with a ``DeprecationWarning`` pointing at the
-    caller of ``owner`` (``stacklevel=3``); passing both is a ``TypeError``.
-    Returns whichever was given (None if neither).
+    Passing ``old`` still works, with a warning of ``category`` pointing at
+    the caller of ``owner`` (``stacklevel=3``); passing both is a
+    ``TypeError``. Returns whichever was given (None if neither).
+
+    ``PendingDeprecationWarning`` is the first step of a rename: Python and
+    Jupyter show it nowhere by default (pytest does), so code that still uses
+    the old name prints nothing new until the rename becomes a
+    ``DeprecationWarning`` (shown for code run as ``__main__``, as a
+    notebook cell is).
     """
     if old_value is None:
         return new_value
@@ -216,7 +230,7 @@ def renamed(
         raise TypeError(f"{owner}: pass {new}= only ({old}= is its old name)")
     warnings.warn(
         f"{owner}({old}=...) is deprecated; use {new}=...",
-        DeprecationWarning,
+        category,
         stacklevel=3,
     )
     return old_value

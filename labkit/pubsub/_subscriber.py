@@ -64,7 +64,7 @@ class Subscriber:
         dead_after: Seconds a PING may go unanswered before the connection
             is declared dead, closed and reopened (default: 3 intervals).
         callback: The old name of ``on_message``: still accepted, with a
-            ``DeprecationWarning``.
+            ``PendingDeprecationWarning`` (to be removed).
         poll_interval: Longest wait for a message before the listener checks
             whether to stop; :meth:`stop` returns within about this long. With
             redis-py 8.1 it also bounds each socket read *within* a message
@@ -111,8 +111,16 @@ class Subscriber:
         name: str = "labkit-subscriber",
         callback: Callable[[Received], object] | None = None,
     ) -> None:
+        # Pending for now: the course's notebooks still pass callback=, and a
+        # DeprecationWarning would print in them. Make it a DeprecationWarning
+        # once they use on_message=.
         on_message = renamed(
-            "Subscriber", "callback", callback, "on_message", on_message
+            "Subscriber",
+            "callback",
+            callback,
+            "on_message",
+            on_message,
+            category=PendingDeprecationWarning,
         )
         if not isinstance(sharded, bool):
             raise TypeError(f"sharded={sharded!r}: must be True or False")
