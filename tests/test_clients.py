@@ -11,8 +11,8 @@ from redis.connection import AbstractConnection
 import labkit.server
 from labkit.cache import ClientSideCache
 from labkit.core.clients import POOL_OWNED, client_like, connection_settings, decoded
-from labkit.flags import _same_server
-from labkit.locks._multiplex import Multiplexed
+from labkit.flags import FlagStore
+from labkit.locks import Multiplexed
 from labkit.queues import bounded_client
 
 HANDLER = "oss_cluster_maint_notifications_handler"
@@ -87,7 +87,6 @@ def test_client_like_declines_a_sentinel_pool() -> None:
     sentinel = redis.Sentinel([("127.0.0.1", 1)])
     client = sentinel.master_for("nobody")  # no I/O until a command
     assert client_like(client) is None
-    assert _same_server(client) == (client, False)
     with pytest.raises(TypeError, match="cannot be copied"):
         labkit.server.fresh_client(client)
 
@@ -97,13 +96,15 @@ def test_no_copy_carries_a_cluster_nodes_handler(r: redis.Redis) -> None:
     """All five copies strip the same pool-owned keys (ClientSideCache once did not)."""
     node = _with_cluster_handler(r)
     copies = [
-        _same_server(node)[0],
         bounded_client(node, "k", 1.0),
         labkit.server.fresh_client(node),
     ]
     try:
         for copy in copies:
             assert HANDLER not in copy.connection_pool.connection_kwargs
+        with FlagStore(node, "copies") as store:
+            kwargs = store._listen_client.connection_pool.connection_kwargs
+            assert HANDLER not in kwargs
         with ClientSideCache(node) as csc:
             for pool in (csc._listen_pool, csc._data_pool):
                 assert HANDLER not in pool.connection_kwargs
