@@ -140,19 +140,25 @@ def count(
     per: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ir-") as workdir:
 
-        def one(label: str) -> tuple[str, tuple[float, float]]:
+        def one(label: str) -> tuple[str, tuple[float, float] | None]:
             per_call = ops.get(label, 1)
             calls = max(20, n // per_call)
             sub = tempfile.mkdtemp(dir=workdir)
-            c0, s0 = _run(script, label, 0, sub)
-            c1, s1 = _run(script, label, calls, sub)
+            try:
+                c0, s0 = _run(script, label, 0, sub)
+                c1, s1 = _run(script, label, calls, sub)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                last = str(exc).strip().splitlines()[-1:] or ["?"]
+                progress(f"{label}: FAILED ({last[0][:200]})")
+                return label, None
             progress(label)
             done = calls * per_call
             return label, ((c1 - c0) / done, (s1 - s0) / done)
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             for label, result in pool.map(one, labels):
-                per[label] = result
+                if result is not None:
+                    per[label] = result
     return per
 
 

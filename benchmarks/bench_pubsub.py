@@ -3,11 +3,13 @@
 For each subscriber count, in one run against the same server:
 
 - the server's time per ``PUBLISH`` (``INFO commandstats``: queuing the message
-  for every subscriber), as a ratio to one subscriber;
+  for every subscriber), as a ratio to one subscriber, and the CPU of its main
+  thread per ``PUBLISH`` (``INFO cpu``), the socket writes included;
 - publish-to-receive latency (p50, and p50 of the *last* subscriber per
   message), messages sent one at a time, with the subscribers (a) in two child
   processes reading with one selectors loop each and (b) as Subscriber threads
-  of this process; the threads/processes ratio is what the Python client adds;
+  of this process; the threads/processes ratio is what the clients'
+  placement adds;
 - deliveries per second to Subscriber threads: ``MESSAGES`` pipelined
   publishes, timed until every subscriber has the last one.
 
@@ -84,6 +86,9 @@ def main(messages: int = 5000, latency_messages: int = 100) -> dict[int, dict]:
         threads = measure_fanout(r, n, latency_messages, mode="threads")
         rows[n] = {
             "server_us": np.nanmedian([procs.server_us, threads.server_us]),
+            # the server main thread's CPU per PUBLISH, writes included,
+            # measured while the cheap (process) subscribers listened
+            "cpu_us": procs.server_cpu_us,
             "proc_p50": np.median(procs.latency) * 1e3,
             "proc_last": np.median(procs.last) * 1e3,
             "thr_p50": np.median(threads.latency) * 1e3,
@@ -92,13 +97,15 @@ def main(messages: int = 5000, latency_messages: int = 100) -> dict[int, dict]:
         }
     base = rows[1]
     print(
-        f"{'subs':>5}{'server us':>10}{'vs 1':>7}{'proc p50':>10}{'last':>8}"
-        f"{'thr p50':>9}{'last':>8}{'thr/proc':>9}{'deliv/s':>10}{'missed':>7}"
+        f"{'subs':>5}{'server us':>10}{'vs 1':>7}{'cpu us':>8}{'proc p50':>10}"
+        f"{'last':>8}{'thr p50':>9}{'last':>8}{'thr/proc':>9}"
+        f"{'deliv/s':>10}{'missed':>7}"
     )
     for n, row in rows.items():
         print(
             f"{n:>5}{row['server_us']:>10.1f}"
             f"{row['server_us'] / base['server_us']:>6.1f}x"
+            f"{row['cpu_us']:>8.0f}"
             f"{row['proc_p50']:>10.3f}{row['proc_last']:>8.3f}"
             f"{row['thr_p50']:>9.3f}{row['thr_last']:>8.3f}"
             f"{row['thr_last'] / row['proc_last']:>8.1f}x"

@@ -21,10 +21,6 @@ NOT_YET: dict[str, str] = {
     "01-caching.ipynb": "issue #28: within the caps",
     "02-caching-at-scale.ipynb": "issue #28: within the caps",
     "03-rate-limiting.ipynb": "issue #29: cut into 03a, 03b and 03c",
-    "05-persistence.ipynb": "issue #31: cut into 05a and 05b",
-    "06-replication-and-failover.ipynb": "issue #31: within the rules",
-    "07-pubsub.ipynb": "issue #32: cut into 07a and 07b",
-    "08-queues-and-streams.ipynb": "issue #33: cut into 08a, 08b and 08c",
 }
 
 

@@ -21,9 +21,13 @@ from labkit.core.wait import wait_until
 from labkit.errors import HistoryKeyError, ListenerError, MalformedMessageError
 from labkit.lab.proxy import Proxy
 from labkit.lab.pubsub import (
+    FanoutSubscribers,
+    bus_delta,
+    bus_messages,
     cluster_publish_cost,
     delivery_matrix,
     measure_fanout,
+    server_cpu,
     slow_consumer,
     total,
 )
@@ -443,8 +447,40 @@ def test_measure_fanout(r: redis.Redis, threads: None, mode: str) -> None:
     res = measure_fanout(r, subscribers=5, messages=4, mode=mode, processes=2)
     assert res.latency.shape == (4, 5) and (res.latency > 0).all()
     assert res.receivers == [5] * 4 and res.server_us > 0
+    assert res.server_cpu_us > 0  # the main thread's CPU per PUBLISH (INFO cpu)
     assert np.array_equal(res.last, res.latency.max(axis=1))
     assert r.pubsub_numsub("lab:fanout") == [("lab:fanout", 0)]
+
+
+def test_server_cpu_counts_publish_calls(r: redis.Redis) -> None:
+    """server_cpu reads PUBLISH's calls and the main thread's CPU, both growing."""
+    before = server_cpu(r)
+    for i in range(3):
+        r.publish("lab:nobody", str(i))
+    after = server_cpu(r)
+    assert after.calls - before.calls == 3 and after.usec >= before.usec
+    assert after.cpu >= before.cpu > 0
+
+
+def test_fanout_subscribers_stop_leaves_no_subscriber(r: redis.Redis) -> None:
+    """Stopped before any message, the harness leaves nobody on the channel."""
+    with FanoutSubscribers(r, 3, 1, mode="processes", channel="lab:fan") as subs:
+        assert r.pubsub_numsub(subs.channel) == [("lab:fan", 3)]
+    assert wait_until(lambda: r.pubsub_numsub("lab:fan") == [("lab:fan", 0)], 5)
+
+
+def test_bus_delta_counts_one_publish_per_other_node(cluster: Cluster) -> None:
+    """One PUBLISH to a primary is sent over the bus to every other node."""
+    before = bus_messages(cluster)
+    node = cluster.masters[0].client()
+    try:
+        node.publish("lab:bus", "x")
+    finally:
+        node.close()
+    delta = bus_delta(cluster, before)
+    sent = total(delta, "cluster_stats_messages_publish_sent")
+    assert sent == len(cluster.nodes) - 1
+    assert total(delta, "cluster_stats_messages_publish_received") == sent
 
 
 def test_slow_consumer_is_cut_off_and_counts_its_gap(threads: None) -> None:

@@ -61,6 +61,7 @@ def run_one(path: Path, pause: float, seed: int) -> dict[str, Any]:
     client = NotebookClient(
         nb,
         timeout=900,
+        startup_timeout=300,  # many kernels start at once
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
     )

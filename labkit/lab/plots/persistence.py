@@ -258,7 +258,8 @@ def timeline(
     if gone:
         top.scatter(gone, [rows["ok"]] * len(gone), s=9, color="black", marker="o",
                     label="acknowledged, later LOST")  # fmt: skip
-    top.set_yticks([0, 1, 2], ["failed", "refused", "acknowledged"])
+    labels = ["no answer or\nno connection", "refused", "acknowledged"]
+    top.set_yticks([0, 1, 2], labels)
     top.set_ylim(-0.5, 2.5)
     top.set_ylabel("client's writes")
     top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
@@ -267,7 +268,18 @@ def timeline(
         bottom.axvline(e.at - t0, color="tab:blue", linewidth=1)
         bottom.text(e.at - t0, 0.15 + 0.25 * (i % 3), f" {e.channel}", fontsize=8)
     others = [e.at - t0 for e in events if e.channel not in channels]
-    bottom.scatter(others, [0.05] * len(others), marker="|", color="grey", s=40)
+    if others:
+        bottom.scatter(
+            others,
+            [0.05] * len(others),
+            marker="|",
+            color="grey",
+            s=40,
+            label="other Sentinel events\n(+sdown of a replica, +slave, ...)",
+        )
+        bottom.legend(
+            loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False
+        )
     bottom.set_yticks([])
     bottom.set_ylim(0, 1)
     bottom.set_ylabel("Sentinel")

@@ -42,16 +42,20 @@ def fanout_compare(
     *,
     title: str = "One message to n subscribers",
 ) -> Figure:
-    """Latency of the last subscriber per message, and the server's share.
+    """Latency of the last subscriber per message, and the server's CPU.
 
     Args:
         results: ``{subscribers: {mode: result}}``, each result with
-            ``latency`` (seconds, shape ``(messages, subscribers)``) and
-            ``server_us`` (:class:`labkit.lab.pubsub.FanoutResult`).
+            ``latency`` (seconds, shape ``(messages, subscribers)``),
+            ``server_cpu_us`` and ``server_us``
+            (:class:`labkit.lab.pubsub.FanoutResult`).
         title: Figure title.
 
     One line per mode (median, over messages, of the last subscriber's
-    latency) and one for the server's time per ``PUBLISH``, all in ms.
+    latency); the server's main-thread CPU per ``PUBLISH`` (from the
+    ``"processes"`` runs when there are any: their subscribers cost the
+    server nothing between messages); and the time inside ``PUBLISH`` from
+    ``INFO commandstats``. All in milliseconds.
     """
     ns = sorted(results)
     modes = list(next(iter(results.values())))
@@ -59,8 +63,11 @@ def fanout_compare(
     for mode, style in zip(modes, ("o-", "s-", "^-"), strict=False):
         ys = [np.median(results[n][mode].latency.max(axis=1)) * 1000 for n in ns]
         ax.plot(ns, ys, style, label=f"subscribers as {mode}: last one, p50")
-    server = [np.nanmedian([results[n][m].server_us for m in modes]) / 1000 for n in ns]
-    ax.plot(ns, server, "k--", label="server: time inside PUBLISH")
+    on = ["processes"] if "processes" in modes else modes
+    cpu = [np.nanmean([results[n][m].server_cpu_us for m in on]) / 1000 for n in ns]
+    ax.plot(ns, cpu, "k-", linewidth=2.5, label="server: CPU per PUBLISH (INFO cpu)")
+    inside = [np.nanmean([results[n][m].server_us for m in on]) / 1000 for n in ns]
+    ax.plot(ns, inside, "k:", label="server: inside PUBLISH (commandstats)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("subscribers on the channel")

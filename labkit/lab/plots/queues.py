@@ -13,6 +13,7 @@ __all__ = [
     "latency_vs_load",
     "retry_timeline",
     "return_times",
+    "waits_by_load",
     "workers_scaling",
 ]
 
@@ -212,6 +213,36 @@ def latency_vs_load(
         )
     ax.set_yscale("log")
     ax.set_xlabel("utilisation (arrival rate x job duration / workers)")
+    ax.set_ylabel("wait from enqueue to start (ms)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def waits_by_load(
+    points: Mapping[float, Sequence[tuple[float, float]]],
+    *,
+    title: str = "Enqueue-to-start wait against load, every repeat",
+) -> Figure:
+    """Mean and p90 wait of each repeat against utilisation, medians joined.
+
+    Args:
+        points: ``{utilisation: [(mean seconds, p90 seconds), one per repeat]}``.
+        title: Figure title.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    loads = sorted(points)
+    for k, (label, marker) in enumerate((("mean", "o"), ("p90", "s"))):
+        for u in loads:
+            ys = [row[k] * 1000 for row in points[u]]
+            ax.plot([u] * len(ys), ys, marker, color=f"C{k}", alpha=0.5)
+        medians = [
+            sorted(row[k] for row in points[u])[len(points[u]) // 2] for u in loads
+        ]
+        ax.plot(loads, [m * 1000 for m in medians], "-", color=f"C{k}", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("utilisation (arrival rate x job duration)")
     ax.set_ylabel("wait from enqueue to start (ms)")
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)

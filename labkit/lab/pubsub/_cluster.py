@@ -6,7 +6,13 @@ from labkit.core.args import check_count, check_name
 from labkit.core.wait import wait_until
 from labkit.server import Cluster
 
-__all__ = ["BUS_COUNTERS", "bus_messages", "cluster_publish_cost", "total"]
+__all__ = [
+    "BUS_COUNTERS",
+    "bus_delta",
+    "bus_messages",
+    "cluster_publish_cost",
+    "total",
+]
 
 #: The ``CLUSTER INFO`` counters of pub/sub traffic on the cluster bus.
 BUS_COUNTERS = (
@@ -51,6 +57,19 @@ def _settled(delta: dict[int, dict[str, int]]) -> bool:
         == total(delta, f"cluster_stats_messages_{kind}_received")
         for kind in ("publish", "publishshard")
     )
+
+
+def bus_delta(
+    cluster: Cluster, before: dict[int, dict[str, int]], timeout: float = 10.0
+) -> dict[int, dict[str, int]]:
+    """Every node's bus counters now, minus ``before`` (from :func:`bus_messages`).
+
+    The sent counters move with the command, the received ones when the
+    other nodes have read the bus: this waits (at most ``timeout`` seconds)
+    until every message sent is counted as received too.
+    """
+    wait_until(lambda: _settled(_delta(before, bus_messages(cluster))), timeout)
+    return _delta(before, bus_messages(cluster))
 
 
 def cluster_publish_cost(

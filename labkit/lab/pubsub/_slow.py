@@ -10,16 +10,15 @@ counted that subscriber as a receiver.
 
 from __future__ import annotations
 
-import threading
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from labkit.core.args import check_count, check_number, check_seconds
 from labkit.core.wait import wait_until
 from labkit.lab.proxy import Proxy
-from labkit.pubsub import Publisher, Received, Subscriber
+from labkit.pubsub import Publisher, Subscriber
 from labkit.server import Server, no_retry
 
-__all__ = ["SlowConsumerResult", "omem_of", "slow_consumer"]
+__all__ = ["SlowConsumerResult", "SlowLink", "omem_of", "slow_consumer"]
 
 SUBSCRIBER_NAME = "slow-subscriber"
 
@@ -66,6 +65,92 @@ def omem_of(client: object, name: str = SUBSCRIBER_NAME) -> int | None:
     return None
 
 
+class SlowLink:
+    """A server of its own, and one subscriber behind a narrow link to it.
+
+    The harness of the slow-consumer experiment: it starts a server whose
+    ``client-output-buffer-limit`` for pubsub clients is ``limit`` bytes (hard
+    limit, no soft one), a :class:`~labkit.lab.proxy.Proxy` in front of it
+    whose server-to-client direction is capped at ``bandwidth`` bytes/s, and a
+    :class:`~labkit.pubsub.Subscriber` (connection name ``slow-subscriber``) on
+    :attr:`channel` that reads through the proxy. The caller publishes
+    through :attr:`client`, a direct connection to the server.
+
+    Args:
+        limit: The output buffer limit in bytes (16 kB to 64 MB).
+        bandwidth: The link's cap in bytes per second.
+    """
+
+    channel = "lab:slow"
+
+    def __init__(self, *, limit: int = 256 * 1024, bandwidth: float = 20_000) -> None:
+        check_count("limit", limit, max=64 * 1024 * 1024)
+        if limit < 16 * 1024:
+            raise ValueError(f"limit={limit!r}: must be an int from 16384 to 67108864")
+        check_number("bandwidth", bandwidth, min=1000, max=1e9, unit="of bytes/s")
+        self.limit, self.bandwidth = limit, bandwidth
+        self.server: Server | None = None
+        self.proxy: Proxy | None = None
+        self.client: Any = None
+        self.subscriber: Subscriber | None = None
+        self._sub_client: Any = None
+
+    def start(self) -> SlowLink:
+        """Start the server, the proxy and the subscriber; then cap the link."""
+        config = {"client-output-buffer-limit": f"pubsub {self.limit} 0 0"}
+        try:
+            self.server = Server(config=config).start()
+            self.proxy = Proxy.to(self.server).start()
+            # A long socket timeout: behind the cap, reading one message may
+            # wait on a busy machine; only the server should cut it off.
+            self._sub_client = self.proxy.client(
+                socket_timeout=30, retry=no_retry(), client_name=SUBSCRIBER_NAME
+            )
+            self.client = self.server.client()
+            self.subscriber = Subscriber(
+                self._sub_client,
+                [self.channel],
+                health_check_interval=1.0,
+                dead_after=10.0,
+                # redis-py 8.1 reads a whole message within the poll timeout;
+                # on this narrow link one message may take longer.
+                poll_interval=2.0,
+                name=SUBSCRIBER_NAME,
+            ).start()
+            self.proxy.set_bandwidth(self.bandwidth, direction="down")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def disconnections(self) -> int | None:
+        """The server's ``client_output_buffer_limit_disconnections`` (None on 7.0)."""
+        found = self.client.info("stats").get(
+            "client_output_buffer_limit_disconnections"
+        )
+        return None if found is None else int(found)
+
+    def stop(self) -> None:
+        """Stop the subscriber, the proxy and the server."""
+        if self.subscriber is not None:
+            self.subscriber.stop(timeout=10)
+        for client in (self._sub_client, self.client):
+            if client is not None:
+                client.close()
+        if self.proxy is not None:
+            self.proxy.stop()
+        if self.server is not None:
+            self.server.stop()
+        self.subscriber = self.proxy = self.server = None
+        self._sub_client = self.client = None
+
+    def __enter__(self) -> SlowLink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def slow_consumer(
     *,
     limit: int = 256 * 1024,
@@ -77,13 +162,11 @@ def slow_consumer(
 ) -> SlowConsumerResult:
     """Publish to a subscriber behind a narrow link until the server drops it.
 
-    Starts its own server (``client-output-buffer-limit pubsub <limit> 0 0``)
-    and a :class:`~labkit.lab.proxy.Proxy` whose server-to-client direction
-    is capped at ``bandwidth`` bytes/s; the subscriber reads through it. Then
-    publishes ``batch`` messages of ``size`` bytes at a time, sampling the
-    subscriber's ``omem`` after each batch, until the server disconnects it.
-    Then heals the link, waits for the subscriber to reconnect, publishes one
-    more message and reads the gap the subscriber counted.
+    The whole experiment on a :class:`SlowLink` (the notebook runs the same
+    steps in its own cells): publish ``batch`` messages of ``size`` bytes at
+    a time, sampling the subscriber's ``omem`` after each batch, until the
+    server disconnects it; then heal the link, wait for the subscriber to
+    reconnect, publish one more message and read the gap it counted.
 
     Args:
         limit: The output buffer limit in bytes (16 kB to 64 MB).
@@ -93,80 +176,40 @@ def slow_consumer(
         max_bytes: Give up after publishing this many payload bytes.
         timeout: Seconds allowed for the reconnect and the last message.
     """
-    check_count("limit", limit, max=64 * 1024 * 1024)
-    if limit < 16 * 1024:
-        raise ValueError(f"limit={limit!r}: must be an int from 16384 to 67108864")
-    check_number("bandwidth", bandwidth, min=1000, max=1e9, unit="of bytes/s")
     check_count("size", size, max=1024 * 1024)
     check_count("batch", batch, max=10_000)
     check_count("max_bytes", max_bytes, max=1024**3)
     check_seconds("timeout", timeout, max=600)
-    config = {"client-output-buffer-limit": f"pubsub {limit} 0 0"}
-    channel, payload = "lab:slow", "x" * size
-    after = threading.Event()
-
-    def heard(msg: Received) -> None:
-        if msg.data == "after":
-            after.set()
-
-    with Server(config=config) as srv, Proxy.to(srv) as px:
-        # A long socket timeout: behind the cap, reading one message may wait
-        # on a machine busy with other work; only the server should cut it.
-        sub_client = px.client(
-            socket_timeout=30, retry=no_retry(), client_name=SUBSCRIBER_NAME
+    with SlowLink(limit=limit, bandwidth=bandwidth) as link:
+        assert link.subscriber is not None and link.proxy is not None
+        sub, channel = link.subscriber, link.channel
+        pub = Publisher(link.client)
+        published = queued_for = 0
+        samples: list[tuple[int, int]] = []
+        while published * size < max_bytes:
+            omem = omem_of(link.client)
+            if omem is None or link.disconnections():
+                break
+            samples.append((published, omem))
+            queued_for += sum(pub.publish_many(channel, ["x" * size] * batch))
+            published += batch
+        cut = omem_of(link.client) is None or bool(link.disconnections())
+        disconnections = link.disconnections()
+        link.proxy.heal()  # what the proxy still held flows on; then end of stream
+        back = wait_until(
+            lambda: (
+                sub.stats.reconnects >= 1
+                and link.client.pubsub_numsub(channel) == [(channel, 1)]
+            ),
+            timeout,
         )
-        pub_client = srv.client()
-        sub = Subscriber(
-            sub_client,
-            [channel],
-            on_message=heard,
-            health_check_interval=1.0,
-            dead_after=10.0,
-            # redis-py 8.1 reads a whole message within the poll timeout; on
-            # this narrow link one message may take longer (see Subscriber).
-            poll_interval=2.0,
-            name="slow-subscriber",
-        )
-        try:
-            sub.start()
-            px.set_bandwidth(bandwidth, direction="down")
-            pub = Publisher(pub_client)
-            published = queued_for = 0
-            samples: list[tuple[int, int]] = []
-
-            def drops() -> int | None:
-                stats = pub_client.info("stats")
-                found = stats.get("client_output_buffer_limit_disconnections")
-                return None if found is None else int(found)
-
-            cut = False
-            while published * size < max_bytes and not cut:
-                queued_for += sum(pub.publish_many(channel, [payload] * batch))
-                published += batch
-                omem = omem_of(pub_client)
-                cut = omem is None or bool(drops())
-                if not cut:
-                    samples.append((published, omem or 0))
-            disconnections = drops()
-            px.heal()  # what the proxy still held flows on; then end of stream
-            back = wait_until(
-                lambda: (
-                    sub.stats.reconnects >= 1
-                    and pub_client.pubsub_numsub(channel) == [(channel, 1)]
-                ),
-                timeout,
-            )
-            if not back:
-                raise TimeoutError(f"the subscriber did not come back in {timeout} s")
-            received = sub.stats.received
-            pub.publish(channel, "after")
-            if not after.wait(timeout):
-                raise TimeoutError("the subscriber never got the message after its cut")
-            stats = sub.stats
-        finally:
-            sub.stop(timeout=10)
-            sub_client.close()
-            pub_client.close()
+        if not back:
+            raise TimeoutError(f"the subscriber did not come back in {timeout} s")
+        received = sub.stats.received
+        pub.publish(channel, "after")
+        if not sub.wait_for(received + 1, timeout=timeout):
+            raise TimeoutError("the subscriber never got the message after its cut")
+        stats = sub.stats
     return SlowConsumerResult(
         limit,
         size,

@@ -16,7 +16,13 @@ from labkit.lab.queues.demo import (
     starts_key,
     try_queue,
 )
-from labkit.lab.queues.faults import ServerCrash, server_crash_run
+from labkit.lab.queues.faults import (
+    ServerCrash,
+    Traffic,
+    TrafficCount,
+    impatient_client,
+    server_crash_run,
+)
 from labkit.lab.queues.latency import LatencyRun, latency_run
 
 __all__ = [
@@ -24,10 +30,13 @@ __all__ = [
     "LatencyRun",
     "PoisonRun",
     "ServerCrash",
+    "Traffic",
+    "TrafficCount",
     "WorkerProcesses",
     "cpu_rates",
     "crash_run",
     "flaky_sleep",
+    "impatient_client",
     "latency_run",
     "noop",
     "poison",

@@ -25,7 +25,14 @@ from labkit.lab.proxy import Proxy
 from labkit.queues import Job, JobQueue, Worker
 from labkit.server import Server, no_retry
 
-__all__ = ["SETTINGS", "ServerCrash", "server_crash_run"]
+__all__ = [
+    "SETTINGS",
+    "ServerCrash",
+    "Traffic",
+    "TrafficCount",
+    "impatient_client",
+    "server_crash_run",
+]
 
 #: What :func:`server_crash_run` can try: a persistence policy and a restart,
 #: or a replica promoted when the primary dies.
@@ -150,8 +157,128 @@ def _servers(
         yield primary, replica, link
 
 
-def _client(server: Server) -> redis.Redis:
+def impatient_client(server: Server) -> redis.Redis:
+    """A client of ``server`` that fails fast when it dies (1 s timeouts, no retry)."""
     return server.client(retry=no_retry(), socket_timeout=1, socket_connect_timeout=1)
+
+
+_client = impatient_client
+
+
+@dataclass(frozen=True)
+class TrafficCount:
+    """What :meth:`Traffic.finish` counted on the ledger.
+
+    Attributes:
+        acknowledged: Enqueues the server acknowledged.
+        lost: Acknowledged enqueues whose job never ran.
+        ran_twice: Jobs that ran more than once.
+        refused: Enqueue attempts that failed (the producer tried again).
+    """
+
+    acknowledged: int
+    lost: int
+    ran_twice: int
+    refused: int
+
+
+class Traffic:
+    """A producer thread and worker threads on one queue, every run on a ledger.
+
+    The producer enqueues ``jobs`` jobs at ``rate`` per second, retrying each
+    until the server acknowledges it; ``workers`` worker threads run them
+    (``job_seconds`` each), and each run is counted in a hash on ``ledger``, a
+    server that does not crash (key ``lab:traffic:<token>:runs``, removed by
+    :meth:`finish`). The harness only moves jobs; what to break, and when,
+    is up to the caller.
+    """
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        ledger: redis.Redis,
+        *,
+        jobs: int = 300,
+        rate: float = 600.0,
+        job_seconds: float = 0.004,
+        workers: int = 1,
+        timeout: float = 120.0,
+    ) -> None:
+        check_count("jobs", jobs, max=100_000)
+        check_number("rate", rate, min=1, max=100_000)
+        check_seconds("job_seconds", job_seconds, max=10, min_open=False)
+        check_count("workers", workers, max=16)
+        check_seconds("timeout", timeout, max=DAY)
+        self.ledger, self.jobs, self.timeout = ledger, jobs, timeout
+        self.runs = f"lab:traffic:{secrets.token_hex(4)}:runs"
+        self.deadline = time.monotonic() + timeout
+        self._n = workers
+
+        def handler(job: Job) -> None:
+            ledger.hincrby(self.runs, job.id, 1)
+            time.sleep(job_seconds)
+
+        self._handler = handler
+        self.producer = _Producer(queue, jobs, rate, self.deadline)
+        self.crew = _Workers(queue, workers, handler)
+        self.producer.start()
+
+    @property
+    def acked(self) -> int:
+        """Enqueues acknowledged so far."""
+        return len(self.producer.acked)
+
+    def wait_acked(self, n: float) -> None:
+        """Block until at least ``n`` enqueues have been acknowledged."""
+        while self.acked < n:
+            if time.monotonic() > self.deadline:
+                self.stop()
+                raise TimeoutError("the producer stalled")
+            time.sleep(0.001)
+
+    def move_to(self, queue: JobQueue) -> None:
+        """Point the producer and fresh workers at ``queue`` (after a failover)."""
+        self.producer.queue = queue
+        self.crew.stop()
+        self.crew = _Workers(queue, self._n, self._handler)
+
+    def finish(self) -> TrafficCount:
+        """Wait until every job was enqueued and the queue drained; count.
+
+        Raises:
+            TimeoutError: Not drained in time (nothing is counted then: an
+                unfinished job is not a lost one).
+        """
+        queue = self.producer.queue
+        try:
+            self.producer.join(max(0.0, self.deadline - time.monotonic()))
+            drained = False
+            while not drained and time.monotonic() < self.deadline:
+                with contextlib.suppress(redis.RedisError):
+                    drained = not self.producer.is_alive() and queue.drained()
+                time.sleep(0.02)
+            if not drained:
+                raise TimeoutError(
+                    f"the queue was not drained within {self.timeout:g} s "
+                    "(a slow disk makes AOF always slow); raise timeout="
+                )
+        finally:
+            self.stop()
+        got: Any = self.ledger.hgetall(self.runs)
+        self.ledger.delete(self.runs)
+        counts = {k: int(v) for k, v in got.items()}
+        return TrafficCount(
+            len(self.producer.acked),
+            sum(1 for job_id in self.producer.acked if job_id not in counts),
+            sum(1 for n in counts.values() if n > 1),
+            self.producer.refused,
+        )
+
+    def stop(self) -> None:
+        """Stop the producer and the workers (idempotent)."""
+        self.crew.stop()
+        self.producer.deadline = 0
+        self.producer.join(5)
 
 
 def server_crash_run(
@@ -168,14 +295,13 @@ def server_crash_run(
 ) -> ServerCrash:
     """SIGKILL the queue's server mid-stream and count what the crash cost.
 
-    A producer enqueues ``jobs`` jobs at ``rate`` per second while ``workers``
-    worker threads run them (``job_seconds`` each, slower than the producer,
-    so a backlog builds); each run is counted in a hash on ``ledger``, a
-    server that does not crash. Once ``kill_after`` of the jobs are
-    acknowledged, the queue's server is SIGKILLed. Then either it restarts on
-    its data dir (persistence settings), or its replica is promoted
-    (``REPLICAOF NO ONE``) and producer and workers move to it; they go on
-    until every acknowledged job has had its chance to run.
+    The notebook (08a) runs these same steps on the page with :class:`Traffic`;
+    this function repeats them for tests and further exploration. Once
+    ``kill_after`` of the jobs are acknowledged, the queue's server is
+    SIGKILLed. Then either it restarts on its data dir (persistence settings),
+    or its replica is promoted (``REPLICAOF NO ONE``) and producer and
+    workers move to it; they go on until every acknowledged job has had its
+    chance to run.
 
     Args:
         ledger: Where runs are counted (the notebook's own server).
@@ -190,31 +316,21 @@ def server_crash_run(
             (nothing is counted then: an unfinished job is not a lost one).
     """
     check_choice("setting", setting, SETTINGS)
-    check_count("jobs", jobs, max=100_000)
-    check_number("rate", rate, min=1, max=100_000)
-    check_seconds("job_seconds", job_seconds, max=10, min_open=False)
-    check_count("workers", workers, max=16)
     check_number("kill_after", kill_after, min=0, max=1, min_open=True)
     check_number("replica_lag_ms", replica_lag_ms, min=0, max=10_000)
-    check_seconds("timeout", timeout, max=DAY)
-    runs = f"lab:server-crash:{setting.replace(' ', '-')}:runs"
-    ledger.delete(runs)
-
-    def handler(job: Job) -> None:
-        ledger.hincrby(runs, job.id, 1)
-        time.sleep(job_seconds)
-
-    deadline = time.monotonic() + timeout
     with _servers(setting, replica_lag_ms) as (primary, replica, link):
         queue = JobQueue(_client(primary), "crash", visibility_timeout=1)
-        producer = _Producer(queue, jobs, rate, deadline)
-        crew = _Workers(queue, workers, handler)
-        producer.start()
+        traffic = Traffic(
+            queue,
+            ledger,
+            jobs=jobs,
+            rate=rate,
+            job_seconds=job_seconds,
+            workers=workers,
+            timeout=timeout,
+        )
         try:
-            while len(producer.acked) < jobs * kill_after:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{setting}: the producer stalled")
-                time.sleep(0.001)
+            traffic.wait_acked(jobs * kill_after)
             c = queue.counts()
             if link is not None:
                 link.blackhole()  # the machine dies with what is still on the wire
@@ -226,9 +342,7 @@ def server_crash_run(
             else:
                 _client(replica).execute_command("REPLICAOF", "NO", "ONE")
                 survivor = JobQueue(_client(replica), "crash", visibility_timeout=1)
-                producer.queue = survivor
-                crew.stop()
-                crew = _Workers(survivor, workers, handler)
+                traffic.move_to(survivor)
             while True:
                 try:
                     survivor.counts()
@@ -236,31 +350,15 @@ def server_crash_run(
                 except redis.RedisError:
                     time.sleep(0.01)
             down = time.monotonic() - killed
-            producer.join(max(0.0, deadline - time.monotonic()))
-            drained = False
-            while not drained and time.monotonic() < deadline:
-                with contextlib.suppress(redis.RedisError):
-                    drained = not producer.is_alive() and survivor.drained()
-                time.sleep(0.02)
-            if not drained:
-                # Counting now would call "lost" what simply has not run yet.
-                raise TimeoutError(
-                    f"{setting}: the queue was not drained within {timeout:g} s "
-                    "(a slow disk makes AOF always slow); raise timeout="
-                )
+            got = traffic.finish()
         finally:
-            crew.stop()
-            producer.deadline = 0
-            producer.join(5)
-    got: Any = ledger.hgetall(runs)
-    ledger.delete(runs)
-    counts = {k: int(v) for k, v in got.items()}
+            traffic.stop()
     return ServerCrash(
         setting,
-        len(producer.acked),
+        got.acknowledged,
         c.waiting + c.running,
-        sum(1 for job_id in producer.acked if job_id not in counts),
-        sum(1 for n in counts.values() if n > 1),
-        producer.refused,
+        got.lost,
+        got.ran_twice,
+        got.refused,
         down,
     )
