@@ -20,13 +20,14 @@ from typing import Any
 import redis
 
 from labkit.core.args import (
+    Key,
     check_callable,
     check_key,
     check_name,
     check_number,
     check_seconds,
 )
-from labkit.core.clients import check_client
+from labkit.core.clients import check_client, client_like
 from labkit.core.keys import key_part
 from labkit.core.listen import Listener, ListenerStats, Message, as_text
 from labkit.core.scripts import Script
@@ -209,7 +210,7 @@ class FlagStore:
         return self._flags.get(name)
 
     def is_enabled(
-        self, name: str, actor: str | int | None = None, default: bool = False
+        self, name: str, actor: Key | None = None, default: bool = False
     ) -> bool:
         """True if flag ``name`` is on (for ``actor``, under a percentage rollout).
 
@@ -473,32 +474,18 @@ class FlagStore:
         self.close()
 
 
-#: What a redis-py 8 pool adds to its own ``connection_kwargs`` (maintenance
-#: notifications: a handler bound to that pool, the original address and
-#: timeouts to restore): a new pool makes its own, and must not be given them.
-_POOL_OWNED = ("maint_notifications", "oss_cluster_maint_notifications", "orig_")
-
-
 def _same_server(client: redis.Redis) -> tuple[redis.Redis, bool]:
     """A client of the same server, with the same options, and a pool of its own;
     and whether it is new (the caller of this function then closes it).
 
-    Copies ``ConnectionPool.connection_class`` and ``connection_kwargs`` minus
-    what the pool keeps there for itself (``_POOL_OWNED``): checked against
-    redis-py 8.1.0; ``tests/test_ratelimit_faults.py::
-    test_listener_survives_its_caller_closing_the_client`` fails loudly if they
-    change. A pool of another kind (Sentinel's, whose connections find the
-    primary themselves) cannot be copied this way: the caller's client is then
-    shared, as it was before.
+    See :func:`labkit.core.clients.client_like`. A pool of another kind
+    (Sentinel's, whose connections find the primary themselves) cannot be
+    copied: the caller's client is then shared, as it was before.
+    ``tests/test_ratelimit_faults.py::
+    test_listener_survives_its_caller_closing_the_client`` checks the copy.
     """
-    pool = client.connection_pool
-    if type(pool) not in (redis.ConnectionPool, redis.BlockingConnectionPool):
-        return client, False
-    kwargs = {
-        k: v for k, v in pool.connection_kwargs.items() if not k.startswith(_POOL_OWNED)
-    }
-    own = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    return redis.Redis(connection_pool=own), True
+    own = client_like(client)
+    return (client, False) if own is None else (own, True)
 
 
 def _short(value: Any) -> str:

@@ -306,3 +306,23 @@ def test_every_script_declares_its_flags() -> None:
         first, second = folder.joinpath(name).read_text().splitlines()[:2]
         assert first.startswith("#!lua"), f"{name}: first line {first!r}"
         assert second.startswith("--"), f"{name}: no header comment"
+
+
+def test_a_renamed_keyword_warns_at_the_caller() -> None:
+    """renamed(): the old name works with a DeprecationWarning naming the new one."""
+    import warnings
+
+    from labkit.core.args import renamed
+
+    def make(new: int | None = None, old: int | None = None) -> int | None:
+        return renamed("Thing", "old", old, "new", new)
+
+    assert make(new=1) == 1 and make() is None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert make(old=2) == 2
+    [w] = caught
+    assert w.category is DeprecationWarning and w.filename == __file__
+    assert "Thing(old=...) is deprecated; use new=..." in str(w.message)
+    with pytest.raises(TypeError, match="pass new= only"):
+        make(new=1, old=2)

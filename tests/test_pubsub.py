@@ -118,10 +118,29 @@ def test_no_message_lost_to_connected_subscriber(r: redis.Redis) -> None:
     assert all(m.latency is not None and m.latency >= 0 for m in got)
 
 
+def test_callback_is_the_deprecated_name_of_on_message(r: redis.Redis) -> None:
+    """callback= still works, with a (pending) deprecation warning; both names: a
+    TypeError."""
+    seen: list[Any] = []
+    with pytest.warns(PendingDeprecationWarning, match=r"callback=.*use on_message="):
+        sub = Subscriber(r, ["c"], callback=seen.append)
+    assert sub.on_message == sub.callback == seen.append
+    with sub:
+        Publisher(r).publish("c", "hi")
+        assert wait_until(lambda: [m.data for m in seen] == ["hi"])
+    with pytest.raises(TypeError, match="on_message= only"):
+        Subscriber(r, ["c"], on_message=print, callback=print)
+    with (
+        pytest.warns(PendingDeprecationWarning),
+        pytest.raises(TypeError, match="callback=3"),
+    ):
+        Subscriber(r, ["c"], callback=3)  # type: ignore[arg-type]
+
+
 def test_pattern_subscription_and_callback(r: redis.Redis) -> None:
-    """A pattern matches by glob; a callback replaces the queue."""
+    """A pattern matches by glob; an on_message callback replaces the queue."""
     seen = []
-    with Subscriber(r, patterns=["news.*"], callback=seen.append) as sub:
+    with Subscriber(r, patterns=["news.*"], on_message=seen.append) as sub:
         pub = Publisher(r)
         pub.publish("news.tech", "a")
         pub.publish("sports.tennis", "b")
@@ -187,7 +206,7 @@ def test_callback_errors_and_bad_envelopes_do_not_kill_it(
             raise RuntimeError("the user's callback failed")
         seen.append(data)
 
-    with Subscriber(r, ["c"], callback=callback) as sub:
+    with Subscriber(r, ["c"], on_message=callback) as sub:
         pub = Publisher(r)
         pub.publish("c", "one")
         pub.publish("c", "boom")
@@ -518,8 +537,8 @@ BAD_INPUT = [
      ["dead_after=-1", "seconds"]),
     ("sub-poll-huge", lambda r: Subscriber(r, ["a"], poll_interval=1e9), ValueError,
      ["poll_interval=1000000000.0", "to 5"]),
-    ("sub-callback", lambda r: Subscriber(r, ["a"], callback=3), TypeError,
-     ["callback=3", "callable"]),
+    ("sub-on-message", lambda r: Subscriber(r, ["a"], on_message=3), TypeError,
+     ["on_message=3", "callable"]),
     ("sub-on-subscribe", lambda r: Subscriber(r, ["a"], on_subscribe="reload"),
      TypeError, ["on_subscribe='reload'", "callable"]),
     ("sub-sharded-int", lambda r: Subscriber(r, ["a"], sharded=1), TypeError,

@@ -111,7 +111,7 @@ class Cache:
 
     def __init__(
         self,
-        client: Any,
+        client: redis.Redis | redis.RedisCluster,
         namespace: str,
         ttl: float,
         *,

@@ -21,6 +21,7 @@ from labkit.cache._base import (
 )
 from labkit.core.args import (
     YEAR,
+    Key,
     check_callable,
     check_key,
     check_number,
@@ -100,7 +101,7 @@ class GroupedCache:
 
     def __init__(
         self,
-        client: Any,
+        client: redis.Redis | redis.RedisCluster,
         namespace: str,
         ttl: float,
         *,
@@ -138,31 +139,31 @@ class GroupedCache:
         return f"GroupedCache(namespace={self.namespace!r}, ttl={self.ttl:g}, {mode})"
 
     # --- key names ----------------------------------------------------------
-    def owner_key(self, owner: str | int) -> str:
+    def owner_key(self, owner: Key) -> str:
         """The hash of ``owner``'s entries (per-field expiry mode)."""
         ns, owner = key_part(self.namespace), key_part(check_tag("owner", owner))
         return f"{PREFIX}:group:{{{ns}:{owner}}}"
 
-    def entry_key(self, owner: str | int, key: str | int) -> str:
+    def entry_key(self, owner: Key, key: Key) -> str:
         """The string key of one entry (key-per-entry mode)."""
         return f"{self.owner_key(owner)}:entry:{key_part(check_key('key', key))}"
 
-    def index_key(self, owner: str | int) -> str:
+    def index_key(self, owner: Key) -> str:
         """The sorted set listing ``owner``'s entry keys (key-per-entry mode)."""
         return f"{self.owner_key(owner)}:index"
 
-    def gen_key(self, owner: str | int) -> str:
+    def gen_key(self, owner: Key) -> str:
         """``owner``'s invalidation counter."""
         return f"{self.owner_key(owner)}:gen"
 
-    def group_key(self, owner: str | int) -> str:
+    def group_key(self, owner: Key) -> str:
         """The key that groups ``owner``'s entries: the hash, or the index."""
         if self.per_field_expiry:
             return self.owner_key(owner)
         return self.index_key(owner)
 
     # --- reading ------------------------------------------------------------
-    def entry_ttls(self, owner: str | int) -> dict[str, int]:
+    def entry_ttls(self, owner: Key) -> dict[str, int]:
         """Remaining TTL in ms of each of ``owner``'s cached entries, by key.
 
         The same answer in both modes (``HPTTL`` of the hash's fields, or
@@ -191,7 +192,7 @@ class GroupedCache:
         return "hash" if self.per_field_expiry else "zset"
 
     def get_or_load(
-        self, owner: str | int, key: str | int, loader: Callable[[], Any]
+        self, owner: Key, key: Key, loader: Callable[[], Any]
     ) -> Any:
         """Return ``owner``'s cached ``key``, calling ``loader()`` on a miss.
 
@@ -205,6 +206,7 @@ class GroupedCache:
         check_callable("loader", loader, signature="taking no arguments")
         key = check_key("key", key)
         start = time.perf_counter()
+        read: Callable[[], Any]
         if self.per_field_expiry:
             where, kind = self.owner_key(owner), "hash"
             read = lambda: self.client.hget(where, key)  # noqa: E731
@@ -237,10 +239,10 @@ class GroupedCache:
         self._store(owner, key, encode(key, value), _text(gen or ""))
         return value
 
-    def _store(self, owner: str | int, key: str, payload: str, gen: str) -> None:
+    def _store(self, owner: Key, key: str, payload: str, gen: str) -> None:
         ms = ttl_ms(self.ttl, self.jitter, self.rng)
         gen_key = self.gen_key(owner)
-        args: list[str | int]
+        args: list[Key]
         if self.per_field_expiry:
             keys = [self.owner_key(owner), gen_key]
             script, args = _STORE_FIELDS, [gen, key, payload, ms]
@@ -273,7 +275,7 @@ class GroupedCache:
         )
 
     # --- invalidating -------------------------------------------------------
-    def _bump(self, owner: str | int) -> None:
+    def _bump(self, owner: Key) -> None:
         """Count an invalidation: cancels every store of a load in flight."""
         group, gen = self.group_key(owner), self.gen_key(owner)
         reply = _BUMP(self.client, [group, gen], [self._group_type, self._gen_ms])
@@ -282,7 +284,7 @@ class GroupedCache:
         if reply == -2:
             raise_wrong_type(self.client, gen, "string", ValueError(gen))
 
-    def invalidate(self, owner: str | int, key: str | int) -> bool:
+    def invalidate(self, owner: Key, key: Key) -> bool:
         """Drop one of ``owner``'s entries; True if it existed.
 
         Also cancels the stores of every load of ``owner`` in flight (they
@@ -298,7 +300,7 @@ class GroupedCache:
         pipe.zrem(self.index_key(owner), entry)
         return bool(pipe.execute()[0])
 
-    def invalidate_owner(self, owner: str | int) -> int:
+    def invalidate_owner(self, owner: Key) -> int:
         """Drop every entry of ``owner`` in one call; returns how many there were.
 
         Raises:

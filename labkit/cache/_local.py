@@ -14,8 +14,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from labkit.cache._base import MAX_SAMPLES, CacheStats
-from labkit.core.args import check_count, check_key, check_seconds
-from labkit.core.clients import check_client
+from labkit.core.args import Key, check_count, check_key, check_seconds
+from labkit.core.clients import check_client, connection_settings
 from labkit.core.listen import Listener, ListenerStats, as_text
 from labkit.core.wait import wait_until
 from labkit.errors import CacheKeyTypeError, TrackingError
@@ -68,27 +68,6 @@ def _register_connect_callback(conn: Any, callback: Any) -> None:
     conn.register_connect_callback(callback)
 
 
-#: Settings a redis-py 8 pool adds to its own ``connection_kwargs`` (maintenance
-#: notifications, which need RESP3); a new pool must not be given them.
-_POOL_OWNED = ("maint_notifications", "orig_")
-
-
-def _kwargs_like(client: redis.Redis, **overrides: Any) -> dict[str, Any]:
-    """``client``'s connection settings (host, password, TLS...) for a new pool.
-
-    Copies ``connection_pool.connection_kwargs`` minus what the pool adds for
-    itself. Checked against redis-py 8.1.0 (``tests/test_cache_local.py``
-    makes a pool from them, so a change fails there first).
-    """
-    kwargs = {
-        k: v
-        for k, v in client.connection_pool.connection_kwargs.items()
-        if not k.startswith(_POOL_OWNED)
-    }
-    kwargs.update(overrides)
-    return kwargs
-
-
 class ClientSideCache:
     """A process-local copy of ``GET`` replies, kept fresh by ``CLIENT TRACKING``.
 
@@ -134,7 +113,7 @@ class ClientSideCache:
 
     def __init__(
         self,
-        client: Any,
+        client: redis.Redis,
         *,
         max_entries: int = 10_000,
         timeout: float = 5.0,
@@ -174,12 +153,14 @@ class ClientSideCache:
         cls = client.connection_pool.connection_class
         self._listen_pool = redis.ConnectionPool(
             connection_class=cls,
-            **_kwargs_like(client, **common, client_name=f"{name}-invalidations"),
+            **connection_settings(
+                client, **common, client_name=f"{name}-invalidations"
+            ),
         )
         self._data_pool = redis.ConnectionPool(
             connection_class=cls,
             max_connections=1,
-            **_kwargs_like(client, **common, client_name=f"{name}-reads"),
+            **connection_settings(client, **common, client_name=f"{name}-reads"),
         )
         self._listener = Listener(
             redis.Redis(connection_pool=self._listen_pool),
@@ -350,7 +331,7 @@ class ClientSideCache:
                     self.tracking.invalidations += 1
 
     # --- reading ----------------------------------------------------------
-    def get(self, key: str) -> Any:
+    def get(self, key: Key) -> Any:
         """``GET key``, answered locally when the server has not invalidated it.
 
         A local hit takes no lock: one dict lookup (the listener thread's
@@ -416,7 +397,7 @@ class ClientSideCache:
         self.stats.record("miss", time.perf_counter() - start)
         return value
 
-    def wait_invalidated(self, key: str, timeout: float = 1.0) -> bool:
+    def wait_invalidated(self, key: Key, timeout: float = 1.0) -> bool:
         """Wait (at most ``timeout`` s) until ``key`` is no longer held locally.
 
         The server sends an invalidation after another client's write; it is

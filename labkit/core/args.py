@@ -15,6 +15,7 @@ names; names and keys are non-empty.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ __all__ = [
     "DAY",
     "MAX_COUNT",
     "YEAR",
+    "Key",
     "check_callable",
     "check_choice",
     "check_count",
@@ -32,6 +34,7 @@ __all__ = [
     "check_number",
     "check_seconds",
     "check_tag",
+    "renamed",
 ]
 
 #: Seconds in a day and in a (365-day) year: handy upper bounds for durations.
@@ -41,7 +44,15 @@ YEAR = 365 * DAY
 #: below where Lua's doubles or Redis's 64-bit integers would misbehave.
 MAX_COUNT = 2**31 - 1
 
+#: What a pattern takes as an item key (a rate-limited client, a cached item,
+#: a fan-out part): a non-empty ``str``, or an ``int`` turned into one. Not
+#: ``bytes``: the key is a part of a name labkit builds (``prefix:key``), and
+#: ``f"{b'id'}"`` would write ``b'id'``. Whole Redis key names that are passed
+#: through unchanged (``ShardedClient``) are ``str | bytes`` instead.
+Key = str | int
+
 T = TypeVar("T")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _fmt(value: float) -> str:
@@ -132,7 +143,8 @@ def check_name(name: str, value: Any, *, max_len: int = 512) -> str:
 
 
 def check_key(name: str, value: Any) -> str:
-    """A request/item key: a non-empty ``str``, or an ``int`` (turned into str)."""
+    """A request/item key (:data:`Key`): a non-empty ``str``, or an ``int``
+    (turned into str)."""
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise TypeError(f"{name}={value!r}: must be a non-empty str (or an int)")
     text = str(value)
@@ -173,7 +185,7 @@ def check_names(name: str, value: Any, *, min_len: int = 1) -> list[str]:
     return items
 
 
-def check_callable(name: str, value: Any, *, signature: str = "") -> Callable[..., Any]:
+def check_callable(name: str, value: _F, *, signature: str = "") -> _F:
     """A callable; ``signature`` describes what it is called with, for the message."""
     if not callable(value):
         hint = f" ({signature})" if signature else ""
@@ -187,3 +199,38 @@ def check_choice(name: str, value: T, choices: Iterable[T]) -> T:
     if value not in options:
         raise ValueError(f"{name}={value!r}: must be one of {options!r}")
     return value
+
+
+def renamed(
+    owner: str,
+    old: str,
+    old_value: T | None,
+    new: str,
+    new_value: T | None,
+    *,
+    category: type[DeprecationWarning | PendingDeprecationWarning] = (
+        DeprecationWarning
+    ),
+) -> T | None:
+    """The value of a keyword renamed from ``old`` to ``new``.
+
+    Passing ``old`` still works, with a warning of ``category`` pointing at
+    the caller of ``owner`` (``stacklevel=3``); passing both is a
+    ``TypeError``. Returns whichever was given (None if neither).
+
+    ``PendingDeprecationWarning`` is the first step of a rename: Python and
+    Jupyter show it nowhere by default (pytest does), so code that still uses
+    the old name prints nothing new until the rename becomes a
+    ``DeprecationWarning`` (shown for code run as ``__main__``, as a
+    notebook cell is).
+    """
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise TypeError(f"{owner}: pass {new}= only ({old}= is its old name)")
+    warnings.warn(
+        f"{owner}({old}=...) is deprecated; use {new}=...",
+        category,
+        stacklevel=3,
+    )
+    return old_value

@@ -8,6 +8,10 @@ there with a clear ``TypeError`` instead of deep inside a later call:
 
 :func:`server_version` and :func:`supports` read the server's version once
 per client, for features newer than the lab's floor of Redis/Valkey 7.0.
+
+:func:`client_like` makes "a client like this one, with a pool of its own"
+(for a listener whose socket the caller must not close, or a worker whose
+calls need their own timeouts); :func:`connection_settings` is what it copies.
 """
 
 from __future__ import annotations
@@ -18,14 +22,21 @@ import weakref
 from typing import Any, NamedTuple
 
 import redis
+from redis.client import Pipeline
+from redis.cluster import ClusterPipeline
 
 from labkit.errors import ServerVersionError
 
 __all__ = [
     "FEATURES",
     "MIN_VERSION",
+    "POOL_OWNED",
     "ServerVersion",
     "check_client",
+    "client_like",
+    "connection_settings",
+    "decoded",
+    "execute",
     "require_version",
     "server_version",
     "supports",
@@ -43,6 +54,95 @@ FEATURES: dict[str, dict[str, tuple[int, int]]] = {
     "cluster-slot-stats": {"valkey": (8, 0)},
     "atomic-slot-migration": {"valkey": (9, 0)},  # CLUSTER MIGRATESLOTS
 }
+
+
+#: Prefixes of what a redis-py pool adds to its own ``connection_kwargs``:
+#: maintenance-notification state bound to that pool (its handler, the cluster
+#: handler of a ``RedisCluster`` node, the original address and timeouts to
+#: restore) and, from redis-py 8.2, the HIMPORT registry its connections share.
+#: A new pool makes its own, and must not be given them. Checked against
+#: redis-py 7.4 and 8.2 (``tests/test_clients.py`` fails loudly if a new one
+#: appears in a fresh pool's kwargs).
+POOL_OWNED = (
+    "maint_notifications",
+    "oss_cluster_maint_notifications",
+    "orig_",
+    "himport_registry",
+)
+
+#: The pools whose settings :func:`client_like` can copy. A Sentinel pool's
+#: connections find the primary themselves and cannot be copied this way.
+_COPYABLE = (redis.ConnectionPool, redis.BlockingConnectionPool)
+
+
+def connection_settings(client: redis.Redis, **overrides: Any) -> dict[str, Any]:
+    """``client``'s connection settings (host, port, password, TLS, db...).
+
+    Args:
+        client: A ``redis.Redis`` (for a cluster, one node's ``redis_connection``).
+        **overrides: Settings to change in the copy (``socket_timeout=...``).
+
+    Returns:
+        ``client.connection_pool.connection_kwargs`` minus what the pool keeps
+        there for itself (:data:`POOL_OWNED`), plus ``overrides``: what a new
+        ``ConnectionPool`` or ``Connection`` of the same class may be given.
+    """
+    kwargs = {
+        k: v
+        for k, v in client.connection_pool.connection_kwargs.items()
+        if not k.startswith(POOL_OWNED)
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+def client_like(
+    client: redis.Redis, *, max_connections: int | None = None, **overrides: Any
+) -> redis.Redis | None:
+    """A ``redis.Redis`` with ``client``'s settings and a connection pool of its own.
+
+    Closing ``client`` (which disconnects every connection of its pool, in
+    use or not) does not touch the copy's connections, and the copy's
+    timeouts or retries can differ (``overrides``). The caller closes the
+    copy (``.close()``, or ``.connection_pool.disconnect()``).
+
+    Args:
+        client: A ``redis.Redis`` (for a cluster, one node's ``redis_connection``).
+        max_connections: The new pool's limit (None: redis-py's default).
+        **overrides: Connection settings to change, see
+            :func:`connection_settings`.
+
+    Returns:
+        The new client, or None if ``client``'s pool is of a kind that cannot
+        be copied (Sentinel's, whose connections find the primary
+        themselves): the caller then decides whether to share ``client``.
+
+    Uses ``ConnectionPool.connection_class`` and ``connection_kwargs``,
+    checked against redis-py 7.4 and 8.2 (``tests/test_clients.py``).
+    """
+    pool = client.connection_pool
+    if type(pool) not in _COPYABLE:
+        return None
+    own = redis.ConnectionPool(
+        connection_class=pool.connection_class,
+        max_connections=max_connections,
+        **connection_settings(client, **overrides),
+    )
+    return redis.Redis(connection_pool=own)
+
+
+_Executes = redis.Redis | redis.RedisCluster | Pipeline | ClusterPipeline
+
+
+def execute(client: _Executes, *args: Any, **options: Any) -> Any:
+    """``client.execute_command(*args, **options)``, for the type checker.
+
+    redis-py leaves ``execute_command`` unannotated; the library calls it
+    through here so that mypy's ``disallow_untyped_calls`` stays on
+    everywhere else. ``client`` is a ``redis.Redis``, a ``RedisCluster`` or
+    a pipeline of either.
+    """
+    return client.execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
 
 class ServerVersion(NamedTuple):
@@ -113,6 +213,23 @@ def require_version(
             version=str(found),
         )
     return found
+
+
+def decoded(reply: Any) -> Any:
+    """``reply`` with every ``bytes`` in it decoded as UTF-8 (invalid bytes
+    replaced), in lists, tuples and dict keys and values.
+
+    What a pattern that parses replies calls on them, so that it works the
+    same with ``decode_responses=True`` or False (redis-py's default). A
+    reply from a decoding client comes back equal.
+    """
+    if isinstance(reply, bytes):
+        return reply.decode("utf-8", "replace")
+    if isinstance(reply, list | tuple):
+        return type(reply)(decoded(item) for item in reply)
+    if isinstance(reply, dict):
+        return {decoded(k): decoded(v) for k, v in reply.items()}
+    return reply
 
 
 def _decodes(client: Any) -> bool:

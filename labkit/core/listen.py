@@ -68,8 +68,8 @@ def is_pong(response: Any, token: str) -> bool:
     """
     if isinstance(response, list | tuple) and len(response) == 2:
         kind, payload = response
-        return as_text(kind) == "pong" and as_text(payload) == token
-    return as_text(response) == token
+        return bool(as_text(kind) == "pong" and as_text(payload) == token)
+    return bool(as_text(response) == token)
 
 
 @dataclass
@@ -131,7 +131,7 @@ class Listener:
 
     def __init__(
         self,
-        client: Any,
+        client: redis.Redis | redis.RedisCluster,
         channels: Iterable[str] = (),
         patterns: Iterable[str] = (),
         *,
@@ -319,9 +319,12 @@ class Listener:
     def _to_message(self, raw: Any) -> Message | None:
         if raw is None:
             return None
-        if self.sharded:
-            return raw  # get_sharded_message already handled it
-        return self._pubsub.handle_message(raw)
+        message: Message | None = (
+            raw  # get_sharded_message already handled it
+            if self.sharded
+            else self._pubsub.handle_message(raw)
+        )
+        return message
 
     def _await_confirmations(self, timeout: float) -> None:
         expected = len(set(self.channels)) + len(set(self.patterns))

@@ -31,6 +31,8 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
+from labkit.core.clients import execute
+
 __all__ = ["FAULTS", "Script", "name_fault", "run_batch", "server_of"]
 
 Arg = str | bytes | int | float
@@ -105,14 +107,10 @@ class Script:
         """
         try:
             try:
-                return client.execute_command(
-                    "EVALSHA", self.sha, len(keys), *keys, *args
-                )
+                return execute(client, "EVALSHA", self.sha, len(keys), *keys, *args)
             except NoScriptError:
                 self.load(client)
-                return client.execute_command(
-                    "EVALSHA", self.sha, len(keys), *keys, *args
-                )
+                return execute(client, "EVALSHA", self.sha, len(keys), *keys, *args)
         except FAULTS as exc:
             what = f"script {self.name}, keys {list(keys)!r:.200}"
             raise name_fault(exc, client, what) from exc

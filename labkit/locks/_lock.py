@@ -158,7 +158,7 @@ class Lock:
 
     def __init__(
         self,
-        client: Any,
+        client: redis.Redis | redis.RedisCluster,
         name: str,
         ttl: float,
         *,

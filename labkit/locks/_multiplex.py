@@ -12,6 +12,7 @@ from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
 from redis.retry import Retry
 
+from labkit.core.clients import connection_settings
 from labkit.core.scripts import Arg, Script
 
 __all__ = ["Multiplexed"]
@@ -90,7 +91,9 @@ class Multiplexed:
         conn = self._conns[i]
         if conn is None:
             pool = self.clients[i].connection_pool
-            kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+            kwargs = connection_settings(
+                self.clients[i], retry=Retry(NoBackoff(), 0)
+            )
             conn = self._conns[i] = pool.connection_class(**kwargs)
         # Used when (re)connecting: the TCP connect and the AUTH/HELLO reply.
         conn.socket_timeout = conn.socket_connect_timeout = left

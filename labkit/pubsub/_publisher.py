@@ -7,8 +7,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import redis
 
@@ -19,6 +19,8 @@ from labkit.core.scripts import Script, run_batch
 from labkit.errors import HistoryKeyError
 
 __all__ = ["MAX_HISTORY", "Publisher", "history_key"]
+
+_R = TypeVar("_R")
 
 #: Most entries a channel's history stream may keep.
 MAX_HISTORY = 1_000_000
@@ -83,7 +85,7 @@ class Publisher:
 
     def __init__(
         self,
-        client: Any,
+        client: redis.Redis | redis.RedisCluster,
         *,
         sharded: bool = False,
         source: str | None = None,
@@ -128,7 +130,9 @@ class Publisher:
         body = {"src": self.source, "seq": seq, "t": time.perf_counter(), "data": text}
         return json.dumps(body)
 
-    def _numbered(self, channel: str, texts: list[str], send: Any) -> Any:
+    def _numbered(
+        self, channel: str, texts: list[str], send: Callable[[list[str]], _R]
+    ) -> _R:
         """Number ``texts`` and ``send`` them under one lock: numbers go out in order.
 
         Taking a number and sending it must be one step, or a thread that takes

@@ -12,7 +12,13 @@ from typing import Any
 
 import redis
 
-from labkit.core.args import check_callable, check_count, check_names, check_seconds
+from labkit.core.args import (
+    check_callable,
+    check_count,
+    check_names,
+    check_seconds,
+    renamed,
+)
 from labkit.core.clients import check_client
 from labkit.core.listen import Listener, as_text
 from labkit.errors import ListenerError
@@ -34,10 +40,13 @@ class Subscriber:
         channels: Channels to subscribe to (``SSUBSCRIBE`` when sharded); a
             list, not a bare str.
         patterns: Glob patterns (``PSUBSCRIBE``); not with ``sharded``.
-        callback: Called in the listener thread with each :class:`Received`;
-            by default messages go to a queue read with :meth:`get`. An
-            exception from it is counted (``stats.callback_errors``), never
-            fatal.
+        on_message: Called in the listener thread with each
+            :class:`Received`; by default messages go to a queue read with
+            :meth:`get`. An exception from it is counted
+            (``stats.callback_errors``), never fatal. labkit names every
+            callback ``on_<event>``: ``on_message``, ``on_subscribe``
+            (here and in :class:`~labkit.core.listen.Listener`), ``on_change``
+            (:class:`~labkit.flags.FlagStore`).
         on_subscribe: Called with the channel name after every subscribe
             confirmation, the first and each renewal after a reconnect: reload
             there whatever state the messages keep up to date, since pub/sub
@@ -48,11 +57,14 @@ class Subscriber:
             :class:`~labkit.pubsub.Publisher` with ``history``), before any
             newer live message; duplicates are skipped by entry id.
         prefix: The history streams' key prefix (as the Publisher's).
-        queue_size: Most messages the local queue holds (when no callback);
+        queue_size: Most messages the local queue holds (when no
+            ``on_message``);
             beyond it messages are dropped and counted (``stats.dropped``).
         health_check_interval: Seconds between the watchdog's PINGs.
         dead_after: Seconds a PING may go unanswered before the connection
             is declared dead, closed and reopened (default: 3 intervals).
+        callback: The old name of ``on_message``: still accepted, with a
+            ``PendingDeprecationWarning`` (to be removed).
         poll_interval: Longest wait for a message before the listener checks
             whether to stop; :meth:`stop` returns within about this long. With
             redis-py 8.1 it also bounds each socket read *within* a message
@@ -83,11 +95,11 @@ class Subscriber:
 
     def __init__(
         self,
-        client: Any,
+        client: redis.Redis | redis.RedisCluster,
         channels: Iterable[str] = (),
         patterns: Iterable[str] = (),
         *,
-        callback: Callable[[Received], object] | None = None,
+        on_message: Callable[[Received], object] | None = None,
         on_subscribe: Callable[[str], object] | None = None,
         sharded: bool = False,
         catch_up: bool = False,
@@ -97,7 +109,19 @@ class Subscriber:
         dead_after: float | None = None,
         poll_interval: float = 0.05,
         name: str = "labkit-subscriber",
+        callback: Callable[[Received], object] | None = None,
     ) -> None:
+        # Pending for now: the course's notebooks still pass callback=, and a
+        # DeprecationWarning would print in them. Make it a DeprecationWarning
+        # once they use on_message=.
+        on_message = renamed(
+            "Subscriber",
+            "callback",
+            callback,
+            "on_message",
+            on_message,
+            category=PendingDeprecationWarning,
+        )
         if not isinstance(sharded, bool):
             raise TypeError(f"sharded={sharded!r}: must be True or False")
         if not isinstance(catch_up, bool):
@@ -116,8 +140,9 @@ class Subscriber:
                 cluster="classic pub/sub is read from one node; pass "
                 "sharded=True to use SSUBSCRIBE on a cluster",
             )
-        if callback is not None:
-            check_callable("callback", callback, signature="received message")
+        if on_message is not None:
+            given = "on_message" if callback is None else "callback"
+            check_callable(given, on_message, signature="received message")
         if on_subscribe is not None:
             check_callable("on_subscribe", on_subscribe, signature="channel")
         plain = check_names("channels", channels, min_len=0)
@@ -148,7 +173,7 @@ class Subscriber:
         self.patterns = self.listener.patterns
         self.sharded = sharded
         self.catch_up = catch_up
-        self.callback = callback
+        self.on_message = on_message
         self.on_subscribe = on_subscribe
         self.name = name
         #: Messages received per channel.
@@ -162,6 +187,11 @@ class Subscriber:
         self._n = Counter[str]()  # received, missed, recovered, duplicates...
         self._arrived = threading.Condition()
         self._final: SubscriberStats | None = None  # the counters at stop()
+
+    @property
+    def callback(self) -> Callable[[Received], object] | None:
+        """The old name of :attr:`on_message` (read only)."""
+        return self.on_message
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -180,8 +210,9 @@ class Subscriber:
         """
         check_seconds("timeout", timeout, max=3600)
         self._final = None
-        if self.sharded:
-            nodes = {self.client.get_node_from_key(c).name for c in self.channels}
+        if self.sharded and isinstance(self.client, redis.RedisCluster):
+            find = self.client.get_node_from_key
+            nodes = {find(c).name for c in self.channels}  # type: ignore[no-untyped-call]
             self._shards = len(nodes)
         try:
             self.listener.start(timeout)
@@ -267,7 +298,8 @@ class Subscriber:
         stop = "+" if until is None else f"({until}"
         while True:
             start = f"({self._resume[channel]}"
-            entries = self.client.xrange(key, start, stop, count=_XRANGE_PAGE)
+            # [(id, {field: value})]: redis-py declares a wider reply type.
+            entries: Any = self.client.xrange(key, start, stop, count=_XRANGE_PAGE)
             for entry_id, fields in entries:
                 text = as_text(fields.get("m", fields.get(b"m")))
                 kind = "smessage" if self.sharded else "message"
@@ -328,8 +360,8 @@ class Subscriber:
     def _deliver(self, item: Received) -> None:
         self.counts[item.channel] += 1
         try:
-            if self.callback is not None:
-                self.callback(item)
+            if self.on_message is not None:
+                self.on_message(item)
             else:
                 try:
                     self._queue.put_nowait(item)

@@ -18,13 +18,14 @@ import redis
 
 from labkit.core.args import (
     YEAR,
+    Key,
     check_callable,
     check_count,
     check_key,
     check_seconds,
     check_tag,
 )
-from labkit.core.clients import check_client
+from labkit.core.clients import check_client, decoded
 from labkit.core.keys import key_part
 from labkit.core.scripts import Script
 from labkit.errors import LabkitError
@@ -57,8 +58,8 @@ class FanOut:
     """Completion tracking for jobs split into parts.
 
     Args:
-        client: A ``redis.Redis`` or ``redis.RedisCluster`` made with
-            ``decode_responses=True``.
+        client: A ``redis.Redis`` or ``redis.RedisCluster``, with or without
+            ``decode_responses`` (replies are decoded here).
         prefix: Start of every key (no braces).
         ttl: Seconds to keep a job's completion record and part set (1 s to a
             year), counted from :meth:`create`.
@@ -73,9 +74,13 @@ class FanOut:
     """
 
     def __init__(
-        self, client: redis.Redis, *, prefix: str = "lab:fanout", ttl: float = 86400
+        self,
+        client: redis.Redis | redis.RedisCluster,
+        *,
+        prefix: str = "lab:fanout",
+        ttl: float = 86400,
     ) -> None:
-        self.client = check_client(client, owner="FanOut", decode=True)
+        self.client = check_client(client, owner="FanOut")
         self.prefix = check_tag("prefix", prefix)
         self.ttl = round(check_seconds("ttl", ttl, min=1, max=YEAR, min_open=False))
         #: The script :meth:`finish` runs (``print(fan.script.source)``).
@@ -107,7 +112,7 @@ class FanOut:
         pipe = self.client.pipeline(transaction=False)
         pipe.type(key)
         pipe.type(self.parts_key(job_id))
-        found = pipe.execute()
+        found = decoded(pipe.execute())
         if found != ["none", "none"]:
             if found[0] == "hash":
                 raise ValueError(
@@ -156,7 +161,7 @@ class FanOut:
             self.client.delete(self.record_key(job_id))
             raise
 
-    def finish(self, job_id: str, part: int | str) -> PartResult:
+    def finish(self, job_id: str, part: Key) -> PartResult:
         """Mark one part finished; ``done`` is True for the call that completes it.
 
         Raises:
@@ -178,7 +183,7 @@ class FanOut:
         pipe.scard(self.parts_key(job_id))
         pipe.hgetall(self.record_key(job_id))
         try:
-            finished, rec = pipe.execute()
+            finished, rec = decoded(pipe.execute())
         except redis.ResponseError as exc:
             raise_script_error(exc)
         return int(finished), int(rec.get("total", 0)), rec.get("done") == "1"

@@ -18,7 +18,7 @@ from labkit.core.args import (
     check_seconds,
     check_tag,
 )
-from labkit.core.clients import check_client
+from labkit.core.clients import check_client, decoded
 from labkit.core.keys import key_part
 from labkit.errors import QueueKeyError
 from labkit.queues._scripts import (
@@ -41,8 +41,8 @@ def read_counts(
 ) -> QueueCounts:
     """:meth:`JobQueue.counts` through a given client (a worker's own)."""
     try:
-        length, pending, delayed, flat = COUNTS(
-            client, [queue.stream, queue.delayed, queue.stats], [GROUP]
+        length, pending, delayed, flat = decoded(
+            COUNTS(client, [queue.stream, queue.delayed, queue.stats], [GROUP])
         )
     except redis.ResponseError as exc:
         raise_script_error(exc, queue=queue.name)
@@ -110,8 +110,8 @@ class JobQueue:
     """A reliable job queue on a Redis stream with a consumer group.
 
     Args:
-        client: A ``redis.Redis`` or ``redis.RedisCluster`` made with
-            ``decode_responses=True``.
+        client: A ``redis.Redis`` or ``redis.RedisCluster``, with or without
+            ``decode_responses`` (replies are decoded here).
         name: Queue name; it becomes the ``{hash tag}`` of every key, so it is
             non-empty and has no braces.
         max_attempts: Attempts per job before it goes to the dead-letter
@@ -171,7 +171,7 @@ class JobQueue:
         max_dead: int = 10_000,
         prefix: str = "lab:queue",
     ) -> None:
-        self.client = check_client(client, owner="JobQueue", decode=True)
+        self.client = check_client(client, owner="JobQueue")
         self.name = check_tag("name", check_name("name", name))
         self.prefix = check_tag("prefix", check_name("prefix", prefix))
         self.max_attempts = check_count("max_attempts", max_attempts, max=1000)
@@ -234,7 +234,7 @@ class JobQueue:
                 someone else's stream (nothing is written).
         """
         client = self.client if client is None else client
-        found = client.type(self.stream)
+        found = decoded(client.type(self.stream))
         if found not in ("stream", "none"):
             raise_script_error(
                 redis.ResponseError(f"BADTYPE {self.stream} {found!s} stream"),
@@ -259,9 +259,10 @@ class JobQueue:
     def _ours(self, client: redis.Redis | redis.RedisCluster) -> bool:
         """True if the existing stream is this queue's: it has the group, or
         its newest entry has the fields enqueue writes (or it is empty)."""
-        if any(g["name"] == GROUP for g in client.xinfo_groups(self.stream)):
+        groups = decoded(client.xinfo_groups(self.stream))
+        if any(g["name"] == GROUP for g in groups):
             return True
-        newest = client.xrevrange(self.stream, count=1)
+        newest = decoded(client.xrevrange(self.stream, count=1))
         return not newest or sorted(newest[0][1] or {}) == ["job", "payload"]
 
     def enqueue(self, payload: Any, delay: float = 0) -> str:
@@ -347,7 +348,7 @@ class JobQueue:
         """
         key = self.job_key(check_name("job_id", job_id))
         try:
-            rec: Any = self.client.hgetall(key)
+            rec: Any = decoded(self.client.hgetall(key))
         except redis.ResponseError as exc:
             raise_script_error(exc, queue=self.name, key=key)
         if not rec:
@@ -380,7 +381,7 @@ class JobQueue:
         error."""
         check_count("count", count, max=10_000)
         try:
-            entries: Any = self.client.xrange(self.dead, count=count)
+            entries: Any = decoded(self.client.xrange(self.dead, count=count))
         except redis.ResponseError as exc:
             raise_script_error(exc, queue=self.name, key=self.dead)
         out = []

@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from labkit.core.args import DAY, check_callable, check_count, check_name, check_seconds
+from labkit.core.clients import client_like, decoded
 from labkit.core.scripts import Arg, Script, run_batch
 from labkit.errors import WorkerError
 from labkit.queues._queue import GROUP, Job, JobQueue, read_counts
@@ -39,7 +40,6 @@ TRANSIENT = (
 )
 
 Call = tuple[Script, list[str], list[Arg]]
-_OWN_KEYS = ("maint_notifications", "oss_cluster_maint_notifications", "orig_")
 
 
 def bounded_client(
@@ -54,34 +54,25 @@ def bounded_client(
     that the application may have sized for other work. On a cluster every
     key of a queue shares one slot, so the worker talks to that slot's node.
 
-    Uses ``ConnectionPool.connection_class`` and ``connection_kwargs`` to copy
-    the caller's connection settings (host, port, password, TLS, db...):
-    checked against redis-py 8.1 (``tests/test_queues.py`` fails loudly if they
-    change). A pool of another kind (Sentinel's, whose connections find the
-    primary themselves) cannot be copied this way: the caller's client is then
-    used as it is, and its own socket timeout is what bounds a call.
+    Copies the caller's connection settings (host, port, password, TLS,
+    db...) with :func:`labkit.core.clients.client_like`
+    (``tests/test_queues.py`` checks the copy). A pool of another kind
+    (Sentinel's, whose connections find the primary themselves) cannot be
+    copied this way: the caller's client is then used as it is, and its own
+    socket timeout is what bounds a call.
     """
     node: redis.Redis = (
-        client.get_node_from_key(key).redis_connection
+        client.get_node_from_key(key).redis_connection  # type: ignore[no-untyped-call]
         if isinstance(client, redis.RedisCluster)
         else client
     )
-    pool = node.connection_pool
-    if type(pool) not in (redis.ConnectionPool, redis.BlockingConnectionPool):
-        return node
-    # redis-py 8 also keeps its maintenance-notification state in the kwargs
-    # (a handler bound to the caller's pool, the original timeouts to restore):
-    # the new pool makes its own.
-    kwargs = {
-        k: v for k, v in pool.connection_kwargs.items() if not k.startswith(_OWN_KEYS)
-    }
-    kwargs |= {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "retry": Retry(NoBackoff(), 0),
-    }
-    own = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    return redis.Redis(connection_pool=own)
+    own = client_like(
+        node,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return node if own is None else own
 
 
 class Worker:
@@ -208,7 +199,7 @@ class Worker:
         """
         q = self.queue
         limit_ms = self.REAP_AFTER * q.visibility_timeout * 1000
-        for info in conn.xinfo_consumers(q.stream, GROUP):
+        for info in decoded(conn.xinfo_consumers(q.stream, GROUP)):
             name = str(info["name"])
             if name == self.name or info["pending"] or info["idle"] < limit_ms:
                 continue
@@ -288,7 +279,7 @@ class Worker:
             return []
         if not reply and polling and start == ">":
             self._stop.wait(wait_ms / 1000)
-        return list(reply[0][1]) if reply else []
+        return list(decoded(reply[0][1])) if reply else []
 
     def _drop_deleted(
         self, conn: redis.Redis, entries: list[tuple[str, Any]]
@@ -309,13 +300,15 @@ class Worker:
         if now - self._last_claim < q.visibility_timeout / 4:
             return []
         self._last_claim = now
-        cursor, entries, *rest = conn.xautoclaim(
-            q.stream,
-            GROUP,
-            self.name,
-            min_idle_time=round(q.visibility_timeout * 1000),
-            start_id=self._claim_cursor,
-            count=count,
+        cursor, entries, *rest = decoded(
+            conn.xautoclaim(
+                q.stream,
+                GROUP,
+                self.name,
+                min_idle_time=round(q.visibility_timeout * 1000),
+                start_id=self._claim_cursor,
+                count=count,
+            )
         )
         self._claim_cursor = cursor
         deleted = rest[0] if rest else []
@@ -362,9 +355,10 @@ class Worker:
 
     def _batch(self, conn: redis.Redis, calls: list[Call]) -> list[Any]:
         try:
-            return run_batch(conn, calls)
+            replies: list[Any] = decoded(run_batch(conn, calls))
         except redis.ResponseError as exc:
             raise_script_error(exc, queue=self.queue.name)
+        return replies
 
     def _run_entries(
         self,

@@ -10,6 +10,7 @@ import redis
 from labkit.core.args import (
     MAX_COUNT,
     YEAR,
+    Key,
     check_callable,
     check_count,
     check_key,
@@ -180,7 +181,7 @@ class Limiter:
             f"{burst}, prefix={self.prefix!r})"
         )
 
-    def key(self, key: str) -> str:
+    def key(self, key: Key) -> str:
         """The Redis key holding the state of request key ``key``."""
         if type(key) is not str or not key:
             key = check_key("key", key)
@@ -263,7 +264,7 @@ class Limiter:
             expected=self._state,
         )
 
-    def allow(self, key: str, cost: int = 1) -> Decision:
+    def allow(self, key: Key, cost: int = 1) -> Decision:
         """Decide one request for ``key``, taking ``cost`` units if allowed.
 
         One round trip (``EVALSHA``); the decision and the update are atomic
@@ -296,7 +297,7 @@ class Limiter:
             raise self._key_error(full, exc) from exc
         return _decision(reply)
 
-    def allow_many(self, keys: Iterable[str], cost: int = 1) -> list[Decision]:
+    def allow_many(self, keys: Iterable[Key], cost: int = 1) -> list[Decision]:
         """Decide one request for each of ``keys`` in a single round trip.
 
         Each decision is atomic on its own (the batch as a whole is not: it
@@ -324,7 +325,7 @@ class Limiter:
 
     def _culprit(self, calls: list[Any], exc: redis.ResponseError) -> str:
         """Which key of a batch the error is about (it names no key)."""
-        keys = [c[1][0] for c in calls]
+        keys: list[str] = [c[1][0] for c in calls]
         for key in keys:
             if key in str(exc):  # BADSTATE names it
                 return key

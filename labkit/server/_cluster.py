@@ -10,6 +10,7 @@ from typing import Any
 
 from redis.cluster import RedisCluster
 
+from labkit.core.clients import execute
 from labkit.errors import ClusterStateError
 from labkit.server._process import ConfigValue, Server, free_port
 from labkit.sharding import SLOTS, cluster_nodes
@@ -99,17 +100,14 @@ class Cluster:
                 self.new_node()
             masters = self.nodes[: self.masters_count]
             for node, (lo, hi) in zip(masters, slot_ranges(len(masters)), strict=True):
-                node.client().execute_command("CLUSTER ADDSLOTSRANGE", lo, hi)
+                execute(node.client(), "CLUSTER ADDSLOTSRANGE", lo, hi)
             for node in self.nodes[1:]:
                 self.meet(node)
             self._wait(lambda: all(self._knows_all(n) for n in self.nodes), "join")
             for i, node in enumerate(self.nodes[self.masters_count :]):
-                master_id = (
-                    masters[i % self.masters_count]
-                    .client()
-                    .execute_command("CLUSTER MYID")
-                )
-                node.client().execute_command("CLUSTER REPLICATE", master_id)
+                master = masters[i % self.masters_count]
+                master_id = execute(master.client(), "CLUSTER MYID")
+                execute(node.client(), "CLUSTER REPLICATE", master_id)
                 self.replicas.append(node)
             self._wait(self.is_ok, "cluster_state:ok")
         except BaseException:

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from labkit.core.clients import require_version
+from labkit.core.clients import client_like, require_version
 from labkit.errors import ServerUnreachableError, ServerVersionError
 from labkit.server._clients import client_options, mask_url, no_retry
 from labkit.server._process import Server, _live_servers
@@ -54,13 +54,13 @@ def fresh_client(
     connection per request) without touching the caller's pool or its
     ``max_connections``. Call ``.connection_pool.disconnect()`` when done.
     """
-    base = client.connection_pool
-    pool = redis.ConnectionPool(
-        connection_class=base.connection_class,
-        max_connections=max_connections,
-        **base.connection_kwargs,
-    )
-    return redis.Redis(connection_pool=pool)
+    own = client_like(client, max_connections=max_connections)
+    if own is None:
+        raise TypeError(
+            f"client={client!r}: its pool ({type(client.connection_pool).__name__})"
+            " cannot be copied; pass a client on a redis.ConnectionPool"
+        )
+    return own
 
 
 def connect(url: str | None = None, **kwargs: Any) -> redis.Redis:

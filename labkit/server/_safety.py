@@ -31,7 +31,8 @@ _CONF_STEM = CONFIG_NAME.split(".", 1)[0]  # "labkit-server"
 
 def _nodes(client: redis.Redis | redis.RedisCluster) -> list[redis.Redis]:
     if isinstance(client, redis.RedisCluster):
-        return [client.get_redis_connection(n) for n in client.get_primaries()]
+        primaries = client.get_primaries()  # type: ignore[no-untyped-call]
+        return [client.get_redis_connection(n) for n in primaries]
     return [client]
 
 

@@ -8,6 +8,7 @@ import redis
 import redis.sentinel
 
 from labkit.core.args import check_int, check_name
+from labkit.core.clients import execute
 from labkit.server._process import Server, _binary_major_version
 
 __all__ = ["Sentinel"]
@@ -110,9 +111,7 @@ class Sentinel(Server):
 
     def master_address(self) -> tuple[str, int] | None:
         """The (host, port) Sentinel currently names as primary, or None."""
-        addr = self.client().execute_command(
-            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name
-        )
+        addr = execute(self.client(), "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
         return (addr[0], int(addr[1])) if addr else None
 
     def sentinel_client(self, **kwargs: Any) -> redis.sentinel.Sentinel:
@@ -127,7 +126,8 @@ class Sentinel(Server):
 
     def master_for(self, **kwargs: Any) -> redis.Redis:
         """A client for whichever server is primary now (re-resolved on failure)."""
-        return self.sentinel_client(**kwargs).master_for(self.name)
+        client: redis.Redis = self.sentinel_client(**kwargs).master_for(self.name)
+        return client
 
 
 def replica_config(primary: Server) -> dict[str, str]:

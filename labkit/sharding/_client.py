@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import redis
 
 from labkit.core.args import check_count, check_name, check_seconds
-from labkit.core.clients import check_client
+from labkit.core.clients import check_client, execute
 from labkit.errors import MoveError, ShardUnavailableError
 from labkit.sharding._routers import Router
 
@@ -104,26 +104,26 @@ class ShardedClient:
         )
 
     # --- routing ----------------------------------------------------------
-    def node_for(self, key: str) -> str:
+    def node_for(self, key: str | bytes) -> str:
         """Name of the server that owns ``key``."""
         _check_shard_key(key)
         return self.router.node_for(key)
 
-    def client_for(self, key: str) -> redis.Redis:
+    def client_for(self, key: str | bytes) -> redis.Redis:
         """The client of the server that owns ``key`` (for pipelines, scripts)."""
         return self.clients[self.node_for(key)]
 
-    def execute(self, command: str, key: str, *args: Any) -> Any:
+    def execute(self, command: str, key: str | bytes, *args: Any) -> Any:
         """Run any single-key command, e.g. ``execute("HINCRBY", key, "f", 1)``."""
         check_name("command", command, max_len=64)
         node = self.node_for(key)
         try:
-            return self.clients[node].execute_command(command, key, *args)
+            return execute(self.clients[node], command, key, *args)
         except _DOWN as exc:
             raise self._down(node, command, key, exc) from exc
 
     # --- common single-key commands ---------------------------------------
-    def get(self, key: str) -> Any:
+    def get(self, key: str | bytes) -> Any:
         """``GET`` on the owning server."""
         node = self.node_for(key)
         try:
@@ -131,7 +131,7 @@ class ShardedClient:
         except _DOWN as exc:
             raise self._down(node, "GET", key, exc) from exc
 
-    def set(self, key: str, value: Any, **kwargs: Any) -> Any:
+    def set(self, key: str | bytes, value: Any, **kwargs: Any) -> Any:
         """``SET`` on the owning server; ``ex``, ``nx`` ... as in redis-py."""
         node = self.node_for(key)
         try:
@@ -139,7 +139,7 @@ class ShardedClient:
         except _DOWN as exc:
             raise self._down(node, "SET", key, exc) from exc
 
-    def incr(self, key: str, amount: int = 1) -> int:
+    def incr(self, key: str | bytes, amount: int = 1) -> int:
         """``INCRBY`` on the owning server."""
         node = self.node_for(key)
         try:
@@ -147,7 +147,7 @@ class ShardedClient:
         except _DOWN as exc:
             raise self._down(node, "INCRBY", key, exc) from exc
 
-    def ttl(self, key: str) -> int:
+    def ttl(self, key: str | bytes) -> int:
         """``TTL`` on the owning server (-1 no expiry, -2 missing)."""
         node = self.node_for(key)
         try:
@@ -202,7 +202,7 @@ class ShardedClient:
             encoder = self.clients[node].get_encoder()
             for k in keys:
                 try:
-                    encoder.encode(mapping[k])
+                    encoder.encode(mapping[k])  # type: ignore[no-untyped-call]
                 except redis.DataError as exc:
                     raise TypeError(
                         f"mapping[{k!r}]={mapping[k]!r:.60}: must be a str, bytes, "
@@ -350,7 +350,8 @@ def move_keys(
             for i in range(0, len(group), batch):
                 chunk = group[i : i + batch]
                 try:
-                    old.clients[name].execute_command(
+                    execute(
+                        old.clients[name],
                         "MIGRATE", host, port, "", db, int(timeout * 1000),
                         "REPLACE", *auth, "KEYS", *chunk,
                     )  # fmt: skip

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import redis
 
+from labkit.core.clients import execute
 from labkit.sharding._hash import SLOTS
 
 __all__ = ["NodeInfo", "cluster_nodes", "parse_cluster_nodes"]
@@ -167,9 +168,10 @@ def cluster_nodes(client: Any) -> list[NodeInfo]:
         redis.ResponseError: The server is not in cluster mode.
     """
     if isinstance(client, redis.RedisCluster):
-        client = client.get_redis_connection(client.get_default_node())
+        node = client.get_default_node()  # type: ignore[no-untyped-call]
+        client = client.get_redis_connection(node)
     if not isinstance(client, redis.Redis):
         raise TypeError(
             f"client={client!r}: expected a redis.Redis or redis.RedisCluster"
         )
-    return parse_cluster_nodes(client.execute_command("CLUSTER", "NODES"))
+    return parse_cluster_nodes(execute(client, "CLUSTER", "NODES"))
