@@ -119,10 +119,10 @@ def test_no_message_lost_to_connected_subscriber(r: redis.Redis) -> None:
 
 
 def test_callback_is_the_deprecated_name_of_on_message(r: redis.Redis) -> None:
-    """callback= still works, with a (pending) deprecation warning; both names: a
+    """callback= still works, with a deprecation warning; both names: a
     TypeError."""
     seen: list[Any] = []
-    with pytest.warns(PendingDeprecationWarning, match=r"callback=.*use on_message="):
+    with pytest.warns(DeprecationWarning, match=r"callback=.*use on_message="):
         sub = Subscriber(r, ["c"], callback=seen.append)
     assert sub.on_message == sub.callback == seen.append
     with sub:
@@ -131,7 +131,7 @@ def test_callback_is_the_deprecated_name_of_on_message(r: redis.Redis) -> None:
     with pytest.raises(TypeError, match="on_message= only"):
         Subscriber(r, ["c"], on_message=print, callback=print)
     with (
-        pytest.warns(PendingDeprecationWarning),
+        pytest.warns(DeprecationWarning),
         pytest.raises(TypeError, match="callback=3"),
     ):
         Subscriber(r, ["c"], callback=3)  # type: ignore[arg-type]

@@ -64,7 +64,7 @@ class Subscriber:
         dead_after: Seconds a PING may go unanswered before the connection
             is declared dead, closed and reopened (default: 3 intervals).
         callback: The old name of ``on_message``: still accepted, with a
-            ``PendingDeprecationWarning`` (to be removed).
+            ``DeprecationWarning`` (to be removed).
         poll_interval: Longest wait for a message before the listener checks
             whether to stop; :meth:`stop` returns within about this long. With
             redis-py 8.1 it also bounds each socket read *within* a message
@@ -120,7 +120,7 @@ class Subscriber:
             callback,
             "on_message",
             on_message,
-            category=PendingDeprecationWarning,
+            category=DeprecationWarning,
         )
         if not isinstance(sharded, bool):
             raise TypeError(f"sharded={sharded!r}: must be True or False")
