@@ -12,7 +12,6 @@ from labkit.cache import ClientSideCache
 from labkit.lab.caching import (
     App,
     belady_hit_ratio,
-    busy_factor,
     commands_run,
     drive,
     lru_hit_ratio,
@@ -99,7 +98,3 @@ def test_stale_reads_see_the_new_value(r: redis.Redis) -> None:
     assert len(ms) == len(stale) > 10 and not stale[-1]
     assert np.all(np.diff(ms) >= 0)
 
-
-def test_busy_factor_is_at_least_one() -> None:
-    """The load factor used to scale latency bounds never shrinks them."""
-    assert busy_factor() >= 1.0
