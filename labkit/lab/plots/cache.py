@@ -65,6 +65,7 @@ def hit_cost_by_size(
     *,
     claim_ms: float | None = None,
     mark_kb: float | None = None,
+    picked: tuple[float, float, float] | None = None,
     title: str = "",
 ) -> Figure:
     """Hit latency (p50, p99) against the size of the cached value.
@@ -74,6 +75,8 @@ def hit_cost_by_size(
         p50_ms, p99_ms: Measured percentiles, one per size.
         claim_ms: A claimed upper bound to draw as a line.
         mark_kb: A size to mark (the tutorial's own payload).
+        picked: ``(kb, p50_ms, p99_ms)`` of one more size, measured apart
+            (a widget's choice), drawn as stars over the curves.
         title: Figure title.
     """
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -83,6 +86,10 @@ def hit_cost_by_size(
         ax.axhline(claim_ms, color="tab:gray", linestyle="--", label="claimed")
     if mark_kb is not None:
         ax.axvline(mark_kb, color="tab:red", linestyle=":", label="tutorial's payload")
+    if picked is not None:
+        pkb, p50, p99 = picked
+        ax.plot([pkb, pkb], [p50, p99], "*", color="tab:orange", markersize=14,
+                label=f"your pick: {pkb:,.0f} KB")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("cached value (KB of JSON, log scale)")
