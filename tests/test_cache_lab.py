@@ -12,9 +12,10 @@ from labkit.cache import ClientSideCache
 from labkit.lab.caching import (
     App,
     belady_hit_ratio,
-    busy_factor,
     commands_run,
     drive,
+    eviction_trial,
+    lfu_hit_ratio,
     lru_hit_ratio,
     stale_reads,
     stampede_trial,
@@ -29,12 +30,22 @@ def test_belady_beats_lru_on_a_cycle() -> None:
     assert belady_hit_ratio(cycle, 2) == pytest.approx(0.5)
 
 
+def test_exact_lfu_keeps_the_frequent_key() -> None:
+    """Room for two: a key read three times survives two one-offs under LFU, not LRU."""
+    trace = np.array([0, 0, 0, 1, 2, 0])
+    assert lru_hit_ratio(trace, 2) == 0.0
+    assert lfu_hit_ratio(trace, 2) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="capacity=0"):
+        lfu_hit_ratio(trace, 0)
+
+
 def test_offline_references_agree_when_everything_fits() -> None:
     """With room for every key, both miss only first requests; otherwise MIN >= LRU."""
     trace = zipf_keys(200, 2000, seed=3)
     assert lru_hit_ratio(trace, 200) == belady_hit_ratio(trace, 200) > 0.9
     for capacity in (5, 20, 50):
         assert 0 < lru_hit_ratio(trace, capacity) <= belady_hit_ratio(trace, capacity)
+        assert 0 < lfu_hit_ratio(trace, capacity) <= belady_hit_ratio(trace, capacity)
     with pytest.raises(ValueError, match="capacity=0"):
         belady_hit_ratio(trace, 0)
 
@@ -100,6 +111,10 @@ def test_stale_reads_see_the_new_value(r: redis.Redis) -> None:
     assert np.all(np.diff(ms) >= 0)
 
 
-def test_busy_factor_is_at_least_one() -> None:
-    """The load factor used to scale latency bounds never shrinks them."""
-    assert busy_factor() >= 1.0
+def test_eviction_trial_holds_what_the_budget_allows(r: redis.Redis) -> None:
+    """Under a 100 KB budget LRU evicts and refuses nothing; noeviction refuses."""
+    trace = zipf_keys(5000, 5000, seed=1)  # about 2.5 MB of distinct 1 KB values
+    lru = eviction_trial(r, "allkeys-lru", trace, budget_bytes=100_000, batch=20)
+    assert lru.evicted > 0 and lru.write_errors == 0 and 20 < lru.resident < 2000
+    full = eviction_trial(r, "noeviction", trace, budget_bytes=100_000, batch=20)
+    assert full.evicted == 0 and full.write_errors > 0 and r.dbsize() == 0

@@ -7,7 +7,6 @@ numbers; the notebooks and the benchmark call them in loops and plot them.
 from __future__ import annotations
 
 import heapq
-import os
 import random
 import threading
 import time
@@ -27,12 +26,12 @@ __all__ = [
     "StampedeCost",
     "WindowResult",
     "belady_hit_ratio",
-    "busy_factor",
     "command_counts",
     "commands_run",
     "eviction_trial",
     "get_on_new_connection",
     "herd_trial",
+    "lfu_hit_ratio",
     "lru_hit_ratio",
     "miss_hit",
     "stale_reads",
@@ -40,18 +39,6 @@ __all__ = [
     "ttl_trace",
     "zipf_keys",
 ]
-
-
-def busy_factor() -> float:
-    """How many runnable processes share each core now (at least 1).
-
-    The 1-minute load average divided by the number of cores. On a machine
-    busy with other work every latency grows about this much, so a check of
-    a latency against a fixed bound multiplies the bound by it: on a quiet
-    machine the factor is 1 and the bound is exactly the claim.
-    """
-    cores = os.cpu_count() or 1
-    return max(1.0, os.getloadavg()[0] / cores)
 
 
 def stale_reads(
@@ -435,7 +422,11 @@ def eviction_trial(
     ``samples`` sets ``maxmemory-samples`` (keys looked at per eviction).
     The config is restored afterwards.
     """
-    flushdb(client)
+    flushdb(client)  # refuses a database labkit did not start
+    # Valkey frees a flushed database in the background by default
+    # (lazyfree-lazy-user-flush): a SYNC flush keeps the old keys out of the
+    # baseline below, which would otherwise make the budget too generous.
+    client.execute_command("FLUSHDB", "SYNC")
     limits: dict[str, str | int] = {
         "maxmemory-policy": policy,
         "maxmemory": int(client.info("memory")["used_memory"]) + budget_bytes,
@@ -495,6 +486,38 @@ def lru_hit_ratio(requests: np.ndarray, capacity: int) -> float:
         held[key] = None
         if len(held) > capacity:
             held.popitem(last=False)
+    return hits / (len(requests) - half)
+
+
+def lfu_hit_ratio(requests: np.ndarray, capacity: int) -> float:
+    """Hit ratio of an exact LFU cache of ``capacity`` keys, second half only.
+
+    Every request is a read; a miss inserts the key with a count of 1, and a
+    full cache first evicts the resident key with the lowest count (the least
+    recently used of those on a tie). Counts belong to resident keys and are
+    forgotten on eviction, as the server's LFU counters are; unlike the
+    server's, they are exact, never decay and compare every key, not a sample.
+    """
+    if capacity < 1:
+        raise ValueError(f"capacity={capacity!r}: expected an int >= 1")
+    held: dict[int, tuple[int, int]] = {}  # key -> (count, last use)
+    heap: list[tuple[int, int, int]] = []  # (count, last use, key); stale skipped
+    half = _warm_half(requests)
+    hits = 0
+    for i, key in enumerate(requests.tolist()):
+        if key in held:
+            hits += i >= half
+            count = held[key][0] + 1
+        else:
+            count = 1
+            if len(held) >= capacity:
+                while True:
+                    n, used, victim = heapq.heappop(heap)
+                    if held.get(victim) == (n, used):
+                        del held[victim]
+                        break
+        held[key] = (count, i)
+        heapq.heappush(heap, (count, i, key))
     return hits / (len(requests) - half)
 
 

@@ -53,6 +53,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: with 50 clients connecting
+    # at once the kernel drops the surplus SYNs, and each dropped client waits
+    # for TCP's retransmission (1 s, then 2 s more) before its first request.
+    request_queue_size = 128
     routes: Mapping[str, Callable[[], Any]]
     errors: list[BaseException]
 
@@ -66,8 +70,12 @@ class App:
             exception answers 500 and is kept in :attr:`errors`.
 
     Use as a context manager (or :meth:`start` / :meth:`close`); the server
-    thread is a daemon and :meth:`close` stops it.
+    thread is a daemon and :meth:`close` stops it. :attr:`handler` is the
+    request handler class, for printing what one request does.
     """
+
+    #: The request handler: ``do_GET`` looks up the route, calls it, answers JSON.
+    handler = _Handler
 
     def __init__(self, routes: Mapping[str, Callable[[], Any]]) -> None:
         if not routes or not all(callable(fn) for fn in routes.values()):

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 __all__ = [
+    "eviction_at_capacity",
     "eviction_bars",
     "eviction_vs_optimum",
     "hit_claims",
@@ -65,6 +66,7 @@ def hit_cost_by_size(
     *,
     claim_ms: float | None = None,
     mark_kb: float | None = None,
+    picked: tuple[float, float, float] | None = None,
     title: str = "",
 ) -> Figure:
     """Hit latency (p50, p99) against the size of the cached value.
@@ -74,6 +76,8 @@ def hit_cost_by_size(
         p50_ms, p99_ms: Measured percentiles, one per size.
         claim_ms: A claimed upper bound to draw as a line.
         mark_kb: A size to mark (the tutorial's own payload).
+        picked: ``(kb, p50_ms, p99_ms)`` of one more size, measured apart
+            (a widget's choice), drawn as stars over the curves.
         title: Figure title.
     """
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -83,6 +87,16 @@ def hit_cost_by_size(
         ax.axhline(claim_ms, color="tab:gray", linestyle="--", label="claimed")
     if mark_kb is not None:
         ax.axvline(mark_kb, color="tab:red", linestyle=":", label="tutorial's payload")
+    if picked is not None:
+        pkb, p50, p99 = picked
+        ax.plot(
+            [pkb, pkb],
+            [p50, p99],
+            "*",
+            color="tab:orange",
+            markersize=14,
+            label=f"your pick: {pkb:,.0f} KB",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("cached value (KB of JSON, log scale)")
@@ -118,6 +132,52 @@ def eviction_vs_optimum(
     ax.set_xlim(0, 1.12)
     ax.set_xlabel("hit ratio (warm half of the same Zipf trace)")
     ax.set_title(title or "Eviction policies against the offline optimum")
+    fig.tight_layout()
+    return fig
+
+
+def eviction_at_capacity(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    points: Mapping[str, tuple[float, float]],
+    *,
+    title: str = "",
+) -> Figure:
+    """Hit ratio against the number of resident keys: references and server runs.
+
+    Args:
+        curves: ``{label: (capacities, hit ratios)}`` of offline references
+            (exact LRU, exact LFU, Belady), drawn as lines.
+        points: ``{label: (resident keys, hit ratio)}`` of server runs, drawn as
+            markers at the number of keys each run held, so that every run sits
+            beside the references at its own size.
+        title: Figure title.
+    """
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    styles = {"LRU": "tab:blue", "LFU": "tab:orange", "Belady": "tab:green"}
+    for label, (xs, ys) in curves.items():
+        color = next((c for k, c in styles.items() if k in label), None)
+        ax.plot(xs, ys, linestyle="--", color=color, label=label)
+    markers = ["o", "s", "^", "D", "v", "P"]
+    for i, (label, (x, y)) in enumerate(points.items()):
+        color = next(
+            (c for k, c in styles.items() if k.lower() in label.lower()), "black"
+        )
+        ax.plot(
+            [x],
+            [y],
+            marker=markers[i % len(markers)],
+            color=color,
+            linestyle="none",
+            markersize=9,
+            markeredgecolor="black",
+            label=label,
+        )
+    ax.set_xlabel("keys resident in the cache")
+    ax.set_ylabel("hit ratio (warm half of the trace)")
+    ax.set_title(
+        title or "Every policy beside the references at the same number of keys"
+    )
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
     return fig
 
