@@ -1,6 +1,6 @@
 """Execute notebooks in place, the way they are committed.
 
-Usage: python tools/execute_notebooks.py notebooks/00-redis-basics.ipynb [...]
+Usage: python tools/execute_notebooks.py notebooks/00a-data-types-and-expiry.ipynb [...]
 
 Runs each notebook top to bottom in a fresh kernel of the current environment
 (with REDIS_URL removed, so the embedded server is used) and writes the outputs
