@@ -20,7 +20,6 @@ NOT_YET: dict[str, str] = {
     "00-redis-basics.ipynb": "issue #27: cut into 00a and 00b",
     "01-caching.ipynb": "issue #28: within the caps",
     "02-caching-at-scale.ipynb": "issue #28: within the caps",
-    "03-rate-limiting.ipynb": "issue #29: cut into 03a, 03b and 03c",
 }
 
 
