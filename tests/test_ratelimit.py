@@ -522,6 +522,18 @@ def test_worst_case_search(r: redis.Redis) -> None:
         worst_case(r, GCRA, limit=3, period=10, chains=0)
 
 
+def test_worst_case_search_from_a_given_start(r: redis.Redis) -> None:
+    """From a paced start below every bound, with no stop, it climbs to the bound."""
+    paced = np.arange(0, 30, 2.5)  # at most 4 in any 10 s
+    found = worst_case(r, FixedWindow, limit=3, period=10, start=paced, steps=300)
+    assert found.history[0] == 3 and found.steps == 300
+    assert found.peak == max(found.history) == 5  # 2 * limit - 1, and no more
+    with pytest.raises(ValueError, match="start"):
+        worst_case(r, GCRA, limit=3, period=10, start=[-1.0, 2.0])
+    with pytest.raises(ValueError, match="start"):
+        worst_case(r, GCRA, limit=3, period=10, start=[])
+
+
 def test_expire_nx_fix_is_a_window(r: redis.Redis) -> None:
     """EXPIRE NX in the same MULTI: the expiry is set once, not re-armed."""
     assert [incr_expire_nx(r, "ip:3", ttl=60) for _ in range(16)][-1] == "rate-limited"

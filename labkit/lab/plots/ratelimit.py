@@ -1,4 +1,4 @@
-"""Lab: plots for notebook 03: what a rate limiter lets through, over time."""
+"""Lab: plots for notebooks 03a and 03b: what a rate limiter lets through, over time."""
 
 from __future__ import annotations
 
@@ -29,8 +29,18 @@ def trailing_admitted(
         period: Seconds, for the axis label.
     """
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    for label, (t, counts) in series.items():
-        ax.step(t, counts, where="post", label=f"{label} (max {max(counts)})")
+    # Where two series agree their lines coincide: each later one is drawn
+    # thinner and dashed on top of the earlier, so both stay visible.
+    for i, (label, (t, counts)) in enumerate(series.items()):
+        ax.step(
+            t,
+            counts,
+            where="post",
+            linewidth=max(1.0, 5.0 - 2.0 * i),
+            linestyle="-" if i == 0 else "--",
+            alpha=0.6 if i == 0 else 1.0,
+            label=f"{label} (max {max(counts)})",
+        )
     ax.axhline(limit, color="grey", linestyle="--", linewidth=1)
     ax.axhline(2 * limit, color="grey", linestyle=":", linewidth=1)
     right = ax.get_xlim()[1]

@@ -1,6 +1,6 @@
 """Lab: many processes hammering one key: does a limiter admit exactly its limit?
 
-Used by the tests and notebook 03. Workers are real processes (``spawn``), each
+Used by the tests and notebook 03a. Workers are real processes (``spawn``), each
 with its own client made from the server URL, released together by a barrier so
 that their requests interleave on the server. Every wait is bounded: the URL is
 probed before any process starts, a worker that fails breaks the barrier so the
@@ -22,7 +22,7 @@ from labkit.lab.ratelimit.naive import get_then_incr
 from labkit.ratelimit import ALGORITHMS, MAX_PERIOD
 from labkit.server import mask_url
 
-__all__ = ["NAIVE", "Contention"]
+__all__ = ["NAIVE", "Contention", "hammer"]
 
 NAIVE = "get_then_incr"
 #: Seconds a worker's socket may stay silent before its call fails.
@@ -44,7 +44,7 @@ def _client(url: str) -> Any:
     return _clients[url]
 
 
-def _hammer(
+def hammer(
     url: str, algorithm: str, key: str, attempts: int, limit: int, period: float
 ) -> int:
     """One worker's share: ``attempts`` requests on ``key``; how many got through."""
@@ -128,7 +128,7 @@ class Contention:
         job = (self.url, algorithm, key, attempts, limit, period)
         with self._lock:
             pending = self._pool.starmap_async(
-                _hammer, [job] * self.processes, chunksize=1
+                hammer, [job] * self.processes, chunksize=1
             )
             try:
                 return sum(pending.get(timeout))

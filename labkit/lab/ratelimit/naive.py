@@ -1,6 +1,6 @@
 """Lab: the tutorials' limiters, reproduced to measure what goes wrong with them.
 
-Do not use these: they are here so that notebook 03 and the tests can run them
+Do not use these: they are here so that notebook 03a and the tests can run them
 into their failures (the notebook writes its own copies inline, to show them;
 the contention workers import these). Each takes the client first and the
 caller's key as is.

@@ -13,6 +13,7 @@ on the true worst case, reached by a real trace that can be replayed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -73,6 +74,7 @@ def worst_case(
     chains: int = 16,
     steps: int = 300,
     stop_at: int | None = None,
+    start: Sequence[float] | np.ndarray | None = None,
     seed: int = 0,
 ) -> WorstCase:
     """Hill-climb arrival times towards the most ``algorithm`` admits in a period.
@@ -84,22 +86,30 @@ def worst_case(
         chains: Independent traces improved side by side (one round trip per
             step for all of them).
         steps: The most steps to take.
-        stop_at: Stop as soon as a chain reaches this peak (e.g. a proven
-            bound, which no trace can pass: there is nothing left to find).
+        stop_at: Stop as soon as a chain reaches this peak (None: take every
+            step, so a trace past a claimed bound would be found and kept).
+        start: Arrival times every chain starts from (seconds in
+            ``[0, 3 * period]``; it sets ``requests``), e.g. a paced trace far
+            from any worst case; default: a random trace per chain.
         seed: Seeds the start and every mutation: same arguments, same result.
     """
     check_count("limit", limit)
     check_seconds("period", period, min=0.001, max=MAX_PERIOD, min_open=False)
     capacity = burst if burst is not None else limit
-    n = check_count(
-        "requests",
-        requests if requests is not None else 2 * (limit + capacity),
-        max=10_000,
-    )
+    span = 3 * period
+    first = None if start is None else np.sort(np.asarray(start, dtype=float))
+    if first is not None and (first.size == 0 or first[0] < 0 or first[-1] > span):
+        raise ValueError(f"start: want arrival times in [0, {span:g}] s, got {start!r}")
+    if first is not None:
+        wanted = first.size
+    elif requests is not None:
+        wanted = requests
+    else:
+        wanted = 2 * (limit + capacity)
+    n = check_count("requests", wanted, max=10_000)
     check_int("chains", chains, min=1, max=256)
     check_int("steps", steps, min=0, max=100_000)
     rng = np.random.default_rng(seed)
-    span = 3 * period
 
     def score(traces: list[np.ndarray]) -> tuple[list[int], list[np.ndarray]]:
         ok = simulate_many(
@@ -107,7 +117,10 @@ def worst_case(
         )
         return [peak(t, a, period) for t, a in zip(traces, ok, strict=True)], ok
 
-    current = [np.sort(rng.uniform(0, span, n)) for _ in range(chains)]
+    if first is not None:
+        current = [first.copy() for _ in range(chains)]
+    else:
+        current = [np.sort(rng.uniform(0, span, n)) for _ in range(chains)]
     scores, allowed = score(current)
     history = [max(scores)]
     step = 0
