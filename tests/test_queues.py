@@ -529,11 +529,18 @@ def test_run_threads_threads_are_daemon_and_stop_on_interrupt(
         daemons.append(threading.current_thread().daemon)
         time.sleep(0.02)
 
+    # Ctrl-C must reach us as KeyboardInterrupt whatever handler an earlier
+    # test or library left installed (the full suite once ran this with one
+    # that swallowed it: "DID NOT RAISE").
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, _thread.interrupt_main)
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        run_threads(q, slow, 3, timeout=30)
-    timer.join()
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            run_threads(q, slow, 3, timeout=30)
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, previous)
     assert daemons and all(daemons)
     assert not labkit_threads()
     assert q.counts().completed < 200  # it did stop early
