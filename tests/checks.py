@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,9 +27,10 @@ def assert_refused(
     call: Callable[[], Any],
     error: type[BaseException] | tuple[type[BaseException], ...],
     *words: str,
-    within: float = 5.0,
 ) -> BaseException:
-    """``call()`` raises ``error`` naming ``words``, quickly, having written nothing.
+    """``call()`` raises ``error`` naming ``words``, having written nothing.
+
+    No timing is asserted: a refusal that hangs is caught by pytest-timeout.
 
     Args:
         client: The database to watch; its keys and their types must be the
@@ -40,20 +40,16 @@ def assert_refused(
             labkit error.
         words: Fragments the message must contain: the argument's name and
             value (``"ttl=nan"``) and what is allowed.
-        within: Seconds the refusal may take at most.
 
     Returns:
         The exception, for further checks.
     """
     before = snapshot(client)
-    started = time.monotonic()
     with pytest.raises(error) as info:
         call()
-    took = time.monotonic() - started
     message = str(info.value)
     missing = [w for w in words if w not in message]
     assert not missing, f"message {message!r} does not mention {missing!r}"
-    assert took < within, f"refusal took {took:.1f} s (limit {within} s)"
     assert snapshot(client) == before, "the refused call wrote to the database"
     return info.value
 

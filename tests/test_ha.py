@@ -4,7 +4,6 @@ failover, Sentinel's event stream, split brain through proxies; bad input."""
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import pytest
@@ -24,13 +23,13 @@ from labkit.server import Server, running_servers
 pytestmark = pytest.mark.embedded
 
 
+@pytest.mark.timeout(180)
 def test_sentinel_failover_client_writes_and_reads_within_bounded_time() -> None:
-    """After the primary is killed, a Sentinel client writes and reads within 15 s."""
+    """After the primary is killed, a Sentinel client writes and reads again, or
+    failover_test raises ExperimentTimeoutError at its timeout."""
     with ReplicatedGroup(sentinel=True) as group:
         replica_port = group.replicas[0].port
-        start = time.monotonic()
-        result = failover_test(group, writes_before=100, writes_after=20, timeout=15)
-        assert time.monotonic() - start < 15
+        result = failover_test(group, writes_before=100, writes_after=20, timeout=60)
         assert result.new_port == replica_port != result.old_port
         # The replica had every write but the last one or two (timing); only
         # those can be lost, so the bound is exact, "lost == 0" only likely.
@@ -70,9 +69,11 @@ def test_wait_counts_replicas_but_does_not_undo_the_write() -> None:
         assert primary.wait(1, 5000) == 1 and replica.get("b") == "2"
 
 
+@pytest.mark.timeout(120)
 def test_wait_covers_only_the_writes_of_its_own_connection() -> None:
     """Replica frozen: WAIT on the writer's connection times out with 0, while a
-    fresh connection, which wrote nothing, gets 1 at once."""
+    fresh connection, which wrote nothing, gets 1 at once (WAIT 0 = no timeout:
+    had it anything to wait for, it would block until pytest-timeout)."""
     with ReplicatedGroup() as group:
         writer = group.primary.client(single_connection_client=True)
         fresh = group.primary.client(single_connection_client=True)
@@ -80,26 +81,22 @@ def test_wait_covers_only_the_writes_of_its_own_connection() -> None:
         assert writer.wait(1, 5000) == 1
         with frozen(group.replicas[0]):
             writer.set("y", "2")
-            started = time.monotonic()
-            assert fresh.wait(1, 1000) == 1  # nothing of its own to wait for
-            fresh_s = time.monotonic() - started
+            assert fresh.wait(1, 0) == 1  # nothing of its own to wait for
             assert writer.wait(1, 300) == 0  # its write is not on the replica
-        assert fresh_s < 0.9  # answered before its 1 s timeout, not by it
         writer.close()
         fresh.close()
 
 
 @pytest.mark.needs("waitaof")
+@pytest.mark.timeout(120)
 def test_waitaof_covers_only_the_writes_of_its_own_connection() -> None:
     """appendfsync no: WAITAOF on the writer times out with [0, 0]; a fresh
-    connection gets [1, 0] at once."""
+    connection gets [1, 0] at once (timeout 0 = none: it would block)."""
     with Server(config={"appendonly": "yes", "appendfsync": "no"}) as srv:
         writer = srv.client(single_connection_client=True)
         fresh = srv.client(single_connection_client=True)
         writer.set("k", "v")
-        started = time.monotonic()
-        assert fresh.execute_command("WAITAOF", 1, 0, 1000) == [1, 0]
-        assert time.monotonic() - started < 0.9
+        assert fresh.execute_command("WAITAOF", 1, 0, 0) == [1, 0]
         assert writer.execute_command("WAITAOF", 1, 0, 200) == [0, 0]
         writer.close()
         fresh.close()
@@ -168,10 +165,8 @@ def test_split_brain_counts_what_each_mode_loses_and_costs(mode: str) -> None:
 
 def _bad(call: Any, error: type, words: str) -> None:
     before = {id(s) for s in running_servers(include_default=False)}
-    started = time.monotonic()
     with pytest.raises(error, match=words):
         call()
-    assert time.monotonic() - started < 5
     assert {id(s) for s in running_servers(include_default=False)} == before
 
 
@@ -228,13 +223,15 @@ def test_bad_failover_arguments_need_a_sentinel_and_sane_counts() -> None:
         assert group.primary.running  # nothing was killed
 
 
+@pytest.mark.timeout(120)
 def test_failover_that_never_comes_is_a_clear_error_within_its_timeout() -> None:
     """With the only replica frozen, no promotion comes: a clear error in time."""
-    with ReplicatedGroup(sentinel=True) as group, frozen(group.replicas[0]):
-        started = time.monotonic()
-        with pytest.raises(ExperimentTimeoutError, match="no primary accepted writes"):
-            failover_test(group, writes_before=5, writes_after=1, timeout=4)
-        assert time.monotonic() - started < 12
+    with (
+        ReplicatedGroup(sentinel=True) as group,
+        frozen(group.replicas[0]),
+        pytest.raises(ExperimentTimeoutError, match="accepted writes within 4 s"),
+    ):
+        failover_test(group, writes_before=5, writes_after=1, timeout=4)
     assert not group.primary.running and not group.sentinel.running
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import stat
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -553,11 +552,9 @@ def test_bad_harness_input_is_refused_before_any_server_starts(
 ) -> None:
     """Each bad argument raises naming it and what is allowed; nothing starts."""
     before = set(running_servers(include_default=False))
-    started = time.monotonic()
     with pytest.raises(error) as info:
         call()
     assert words in str(info.value) and "must" in str(info.value)
-    assert time.monotonic() - started < 5
     assert set(running_servers(include_default=False)) == before
 
 

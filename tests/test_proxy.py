@@ -100,39 +100,37 @@ def test_forwards_both_ways_and_counts(proxy: Proxy, clients: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("knob", "low", "high"),
+    ("knob", "low"),
     [
-        (lambda px: px.set_rtt(20), 15, 60),
-        (lambda px: px.set_latency(10, direction="up"), 7, 40),
+        (lambda px: px.set_rtt(20), 20),
+        (lambda px: px.set_latency(10, direction="up"), 10),
     ],
     ids=["rtt-20ms", "up-only-10ms"],
 )
 def test_added_latency_within_tolerance(
-    server: Server, proxy: Proxy, clients: Any, knob: Any, low: float, high: float
+    server: Server, proxy: Proxy, clients: Any, knob: Any, low: float
 ) -> None:
-    """Median PING through the proxy minus the direct median is the injected delay."""
-    direct = _median_ping_ms(clients(server.client()))
+    """Every PING through the proxy waits at least the injected delay (no upper
+    bound: how much more it takes depends on the machine's load)."""
     knob(proxy)
-    added = _median_ping_ms(clients(proxy.client())) - direct
-    assert low <= added <= high, f"added {added:.2f} ms, expected {low}..{high}"
+    proxied = _median_ping_ms(clients(proxy.client()))
+    assert proxied >= low, f"median {proxied:.2f} ms, injected {low} ms"
 
 
+@pytest.mark.timeout(60)
 def test_latency_keeps_order_and_does_not_limit_throughput(
     proxy: Proxy, clients: Any
 ) -> None:
     """With jittered delay, a 1000-command pipeline returns in order, in far
-    less time than 1000 round trips."""
+    less time than 1000 round trips (>= 100 s here: past the test's timeout)."""
     r = clients(proxy.client())
-    proxy.set_rtt(10, jitter_ms=8)
+    proxy.set_rtt(200, jitter_ms=100)
     pipe = r.pipeline(transaction=False)
     for i in range(500):
         pipe.set(f"proxy:p{i}", i)
         pipe.get(f"proxy:p{i}")
-    start = time.perf_counter()
     replies = pipe.execute()
-    elapsed = time.perf_counter() - start
     assert replies[1::2] == [str(i) for i in range(500)]
-    assert elapsed < 2.0, f"{elapsed:.2f} s: latency throttled the pipeline"
 
 
 @pytest.mark.parametrize(
@@ -200,6 +198,7 @@ def test_slow_subscriber_is_cut_by_the_output_buffer_limit(clients: Any) -> None
         pubsub.close()
 
 
+@pytest.mark.timeout(60)
 def test_bandwidth_cap_paces_a_large_reply(proxy: Proxy, clients: Any) -> None:
     """A 50 kB reply behind a 100 kB/s cap takes about half a second."""
     r = clients(proxy.client(socket_timeout=10, retry=no_retry()))
@@ -208,20 +207,19 @@ def test_bandwidth_cap_paces_a_large_reply(proxy: Proxy, clients: Any) -> None:
     start = time.perf_counter()
     assert len(r.get("proxy:big")) == 50_000
     elapsed = time.perf_counter() - start
-    assert 0.35 <= elapsed <= 5, f"{elapsed:.2f} s for 50 kB at 100 kB/s"
+    assert elapsed >= 0.35, f"{elapsed:.2f} s for 50 kB at 100 kB/s"
     proxy.set_bandwidth(None)
     assert r.ping()
 
 
+@pytest.mark.timeout(60)
 def test_blackhole_times_out_then_heal_restores(proxy: Proxy, clients: Any) -> None:
     """A black hole makes the client time out by its socket timeout; heal restores."""
     r = clients(proxy.client(socket_timeout=0.3, retry=no_retry()))
     assert r.ping()
     proxy.blackhole()
-    start = time.perf_counter()
     with pytest.raises(redis.exceptions.TimeoutError):
         r.ping()
-    assert time.perf_counter() - start < 2
     assert proxy.stats.open_connections == 1  # the connection itself stays open
     proxy.heal()
     assert r.ping()  # a new connection, nothing restarted
@@ -275,19 +273,19 @@ def test_refuse_resets_new_connections_only(proxy: Proxy, clients: Any) -> None:
     assert new.ping()
 
 
+@pytest.mark.timeout(60)
 def test_unreachable_upstream_resets_the_client(clients: Any) -> None:
     """An upstream that refuses gives the client a connection error, not a hang."""
     port = free_port()  # nothing listens there
     with Proxy("127.0.0.1", port) as px:
         r = clients(px.client(socket_timeout=5, retry=no_retry()))
-        start = time.perf_counter()
         with pytest.raises(redis.exceptions.ConnectionError):
-            r.ping()
-        assert time.perf_counter() - start < 2
+            r.ping()  # a reset: redis.TimeoutError is not a ConnectionError
         assert px.stats.upstream_failures == 1
         assert str(port) in px.last_upstream_error
 
 
+@pytest.mark.timeout(60)
 def test_upstream_that_never_answers_is_bounded(clients: Any) -> None:
     """An upstream whose accept queue is full is given up after connect_timeout."""
     with socket.socket() as listener:
@@ -303,7 +301,7 @@ def test_upstream_that_never_answers_is_bounded(clients: Any) -> None:
             with pytest.raises(redis.exceptions.ConnectionError):
                 r.ping()
             elapsed = time.perf_counter() - start
-            assert 0.2 <= elapsed < 3, f"{elapsed:.2f} s"
+            assert elapsed >= 0.2, f"{elapsed:.2f} s"
             assert "0.3 s" in px.last_upstream_error
 
 
