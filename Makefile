@@ -10,6 +10,12 @@ STAMP  := $(VENV)/.installed-stamp
 LOCK   := requirements/lock.txt
 EXTRAS := lab,test,ui,bench,dev
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
+# make test runs test files and notebooks on this many pytest-xdist workers, each
+# file (and each notebook, in its order) on one worker; most of the suite waits on
+# servers, sleeps and kernels, so two workers nearly halve it on 2 cores.
+# WORKERS=0 runs everything in one process.
+WORKERS ?= auto
+XDIST  := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
 
 .PHONY: help setup lab test test-ui test-redis7 test-fast test-latest test-oldest \
 	test-pace lock bench bench-instructions ensure-faketime \
@@ -62,16 +68,18 @@ ensure-faketime:
 # orphan check afterwards looks at this run's servers only.
 test: export LABKIT_RUN_TAG := test$(shell date +%s)
 test: $(STAMP) ensure-faketime
-	$(BIN)/python -m pytest tests notebooks $(NBVAL) --durations=25
+	$(BIN)/python -m pytest tests notebooks $(NBVAL) $(XDIST) --durations=25
 	$(BIN)/python -m labkit.server --orphans
 
-# Run All in a real JupyterLab in headless Chromium, one test per notebook; the
-# screenshots' folder is printed at the end. Debian's chromium is installed with
+# Run All in a real JupyterLab in headless Chromium, one test per notebook (each
+# xdist worker has a JupyterLab and a Chromium of its own); the screenshots'
+# folders are printed at the end. Debian's chromium is installed with
 # apt-get when missing and we are root (Playwright never downloads a browser).
 test-ui: export LABKIT_RUN_TAG := ui$(shell date +%s)
 test-ui: $(STAMP) ensure-faketime
 	@sh tools/ensure_apt.sh /usr/bin/chromium chromium LABKIT_CHROMIUM
-	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -p no:cacheprovider tests_ui -v
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -p no:cacheprovider tests_ui -v \
+	  $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist load)
 	$(BIN)/python -m labkit.server --orphans
 
 # The same suite against Debian's redis-server 7.0 (REDIS_URL points at it; the

@@ -9,10 +9,16 @@ this run's tag, is listed, ended, and fails the run. So does a change to the
 checkout, as ``git status`` sees it (ignored files included).
 
 Settings come from the environment: see ``ui_settings``.
+
+With pytest-xdist (``make test-ui`` runs two workers), each worker has its own
+JupyterLab, Chromium and screenshot folder and ends its own leftovers; the
+controller checks the checkout and this run's servers once every worker has
+finished, and prints every worker's per-notebook lines.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lab_server import LabServer, become_subreaper, children, descendants, end_processes
@@ -72,6 +79,11 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def is_worker(config: pytest.Config) -> bool:
+    """This process is a pytest-xdist worker (it runs tests for a controller)."""
+    return hasattr(config, "workerinput")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Become a subreaper, tag this run's servers, make the screenshot folder."""
     become_subreaper()
@@ -99,13 +111,37 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Record the checkout's state, to prove the run did not change it."""
-    session.config.stash[RUN].git_before = git_status(checkout(session.config))
+    if not is_worker(session.config):  # the controller checks, once for all
+        session.config.stash[RUN].git_before = git_status(checkout(session.config))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist controller: take a finished worker's results and problems."""
+    run = node.config.stash[RUN]
+    output = json.loads(node.workeroutput.get("labkit_ui", "{}") or "{}")
+    run.results.extend(output.get("results", []))
+    run.problems.extend(output.get("problems", []))
+    if output.get("shots"):
+        run.worker_shots.append(Path(output["shots"]))
+    if error:
+        run.problems.append(f"worker {node.gateway.id} crashed: {error}")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest has torn the fixtures down
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if it changed the checkout or left a process running."""
     run = session.config.stash[RUN]
+    if is_worker(session.config):
+        # Only this worker's own processes: the other worker is still running
+        # under the same tag; the controller checks servers and the checkout.
+        ended = end_processes(descendants(os.getpid()), grace=15)
+        if ended:
+            run.problems.append(f"processes of this run were still running: {ended}")
+        session.config.workeroutput["labkit_ui"] = json.dumps(  # type: ignore[attr-defined]
+            {"results": run.results, "problems": run.problems, "shots": str(run.shots)}
+        )
+        return
     after = git_status(checkout(session.config))
     if run.git_before is not None and after is not None and after != run.git_before:
         changed = sorted(set(after) ^ set(run.git_before))
@@ -125,9 +161,11 @@ def pytest_terminal_summary(
 ) -> None:
     """Print one line per notebook, any leftovers, and where the screenshots are."""
     run = config.stash[RUN]
-    if not (run.results or run.problems or any(run.shots.iterdir())):
-        run.shots.rmdir()  # e.g. --collect-only: nothing was run
-        return
+    if not any(run.shots.iterdir()):
+        run.shots.rmdir()  # e.g. --collect-only, or the workers took the screenshots
+        if not (run.results or run.problems):
+            return
+    run.results.sort(key=lambda r: str(r["notebook"]))
     write = terminalreporter.write_line
     terminalreporter.section("labkit browser test")
     for r in run.results:
@@ -145,7 +183,9 @@ def pytest_terminal_summary(
         write(f"FAIL: {problem}", red=True)
     if not run.problems:
         write(f"no process of this run is left running (LABKIT_RUN_TAG={run.tag})")
-    write(f"screenshots and JupyterLab's log: {run.shots}")
+    for shots in [run.shots, *run.worker_shots]:
+        if shots.exists():
+            write(f"screenshots and JupyterLab's log: {shots}")
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,7 @@ class RunState:
         git_before: ``git status`` of the checkout at the start (None outside git).
         results: one summary dict per notebook run.
         problems: what makes the session fail after the tests (leftovers...).
+        worker_shots: under pytest-xdist, the workers' screenshot folders.
     """
 
     shots: Path
@@ -57,3 +58,4 @@ class RunState:
     git_before: list[str] | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    worker_shots: list[Path] = field(default_factory=list)
