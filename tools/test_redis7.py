@@ -68,7 +68,7 @@ def _start(binary: str) -> tuple[subprocess.Popen[bytes], str, str]:
     )
     client = redis.Redis(port=port, password=password, socket_timeout=2)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while True:
             try:
                 client.ping()
