@@ -18,7 +18,7 @@ from checks import assert_refused, audit_keys
 import labkit
 from labkit.core.listen import Listener
 from labkit.core.wait import wait_until
-from labkit.errors import HistoryKeyError, ListenerError, MalformedMessageError
+from labkit.errors import ListenerError, MalformedMessageError, WrongTypeError
 from labkit.lab.proxy import Proxy
 from labkit.lab.pubsub import (
     FanoutSubscribers,
@@ -603,7 +603,7 @@ BAD_INPUT = [
      TypeError, ["data=None"]),
     ("pub-history-empty-tag", lambda r: Publisher(r, history=5).publish("}", "x"),
      ValueError, ["channel='}'", "'{'"]),
-    ("pub-history-wrong-type", lambda r: _wrong_type_history(r), HistoryKeyError,
+    ("pub-history-wrong-type", lambda r: _wrong_type_history(r), WrongTypeError,
      ["lab:pubsub:{feed}", "holds a string", "nothing was published"]),
     ("pub-unreachable", lambda r: Publisher(_unreachable()).publish("c", "x"),
      redis.ConnectionError, ["127.0.0.1"]),

@@ -23,14 +23,9 @@ from checks import assert_refused, audit_keys
 
 import labkit
 from labkit.core.scripts import Script
-from labkit.errors import (
-    ContentionError,
-    FlagStoreError,
-    LimiterKeyError,
-    MalformedMessageError,
-    ServerUnreachableError,
-)
+from labkit.errors import FlagStoreError, MalformedMessageError, WrongTypeError
 from labkit.flags import Flag, FlagStore
+from labkit.lab.errors import ContentionError
 from labkit.lab.measure import wait_until
 from labkit.lab.ratelimit.contention import Contention
 from labkit.lab.ratelimit.flags import propagation_ms
@@ -45,6 +40,7 @@ from labkit.ratelimit import (
     TokenBucket,
 )
 from labkit.server import Server, free_port, no_retry
+from labkit.server.errors import ServerUnreachableError
 
 ALL = list(ALGORITHMS.values())
 NAN, INF = math.nan, math.inf
@@ -218,7 +214,7 @@ def test_clock_answer_refused(r: redis.Redis, now: object) -> None:
 @pytest.mark.parametrize("cls", ALL, ids=ids)
 @pytest.mark.parametrize("kind", ["string", "list", "foreign hash"])
 def test_wrong_type_key_refused(r: redis.Redis, cls: type, kind: str) -> None:
-    """A key already holding something else: LimiterKeyError, nothing written."""
+    """A key already holding something else: WrongTypeError, nothing written."""
     lim = cls(r, limit=5, period=10)
     key = lim.key("u")
     if kind == "string":
@@ -228,17 +224,17 @@ def test_wrong_type_key_refused(r: redis.Redis, cls: type, kind: str) -> None:
     else:
         r.hset(key, "someone", "else")
     err = assert_refused(
-        r, lambda: lim.allow("u"), LimiterKeyError, repr(key), "nothing was written"
+        r, lambda: lim.allow("u"), WrongTypeError, repr(key), "nothing was written"
     )
     assert err.key == key and err.found in ("string", "list", "hash")  # type: ignore[attr-defined]
-    assert_refused(r, lambda: lim.allow_many(["u"]), LimiterKeyError, repr(key))
+    assert_refused(r, lambda: lim.allow_many(["u"]), WrongTypeError, repr(key))
 
 
 def test_other_algorithm_state_refused(r: redis.Redis) -> None:
     """Two algorithms given one prefix: the second refuses the first's state."""
     TokenBucket(r, 5, 10, prefix="shared").allow("u")
     fixed = FixedWindow(r, 5, 10, prefix="shared")
-    assert_refused(r, lambda: fixed.allow("u"), LimiterKeyError, "shared:u")
+    assert_refused(r, lambda: fixed.allow("u"), WrongTypeError, "shared:u")
 
 
 @pytest.mark.parametrize("cls", ALL, ids=ids)

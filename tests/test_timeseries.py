@@ -16,7 +16,7 @@ import redis
 from checks import assert_refused, audit_keys
 
 from labkit.core.scripts import Script
-from labkit.errors import SeriesKeyError
+from labkit.errors import WrongTypeError
 from labkit.server import Cluster, Server, free_port, no_retry
 from labkit.timeseries import SeriesStore, to_epoch
 
@@ -211,12 +211,12 @@ def test_bad_input_is_refused_before_anything_is_written(
 def test_a_key_of_another_type_is_a_clear_error_and_stays_untouched(
     r: redis.Redis, method: str
 ) -> None:
-    """A series key holding a string raises SeriesKeyError naming key and type."""
+    """A series key holding a string raises WrongTypeError naming key and type."""
     r.set("lab:ts:s", "not a series")
     store = SeriesStore(r)
     args = {"add": ("s", T0, 1.0)}.get(method, ("s",))
     err = assert_refused(
-        r, lambda: getattr(store, method)(*args), SeriesKeyError, "'lab:ts:s'", "string"
+        r, lambda: getattr(store, method)(*args), WrongTypeError, "'lab:ts:s'", "string"
     )
     assert err.key == "lab:ts:s" and err.found == "string"
     assert r.get("lab:ts:s") == "not a series"
@@ -226,7 +226,7 @@ def test_foreign_members_in_a_sorted_set_are_a_clear_error(r: redis.Redis) -> No
     """A sorted set written by someone else is named, not a raw JSON error."""
     r.zadd("lab:ts:s", {"leaderboard-entry": 10})
     err = assert_refused(
-        r, lambda: SeriesStore(r).recent("s"), SeriesKeyError, "lab:ts:s"
+        r, lambda: SeriesStore(r).recent("s"), WrongTypeError, "lab:ts:s"
     )
     assert "not a SeriesStore point" in str(err)
 

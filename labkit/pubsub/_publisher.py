@@ -16,7 +16,7 @@ from labkit.core.args import DAY, check_int, check_name, check_seconds, check_ta
 from labkit.core.clients import check_client
 from labkit.core.keys import key_part
 from labkit.core.scripts import Script, run_batch
-from labkit.errors import HistoryKeyError
+from labkit.errors import WrongTypeError
 
 __all__ = ["MAX_HISTORY", "Publisher", "history_key"]
 
@@ -147,7 +147,7 @@ class Publisher:
             messages = [self._body(first + i + 1, t) for i, t in enumerate(texts)]
             try:
                 result = send(messages)
-            except (HistoryKeyError, redis.ResponseError):
+            except (WrongTypeError, redis.ResponseError):
                 raise
             except BaseException:
                 self._seq[channel] = first + len(texts)
@@ -171,7 +171,7 @@ class Publisher:
         receivers, second = int(reply[0]), reply[1]
         if receivers < 0:
             key = self.history_key(channel)
-            raise HistoryKeyError(
+            raise WrongTypeError(
                 f"key {key!r} holds a {second}, not the stream this publisher "
                 f"keeps as channel {channel!r}'s history; nothing was published",
                 key=key,
@@ -190,7 +190,7 @@ class Publisher:
         means nobody was listening; without history, the message is gone.
 
         Raises:
-            HistoryKeyError: With history, the stream key holds another type.
+            WrongTypeError: With history, the stream key holds another type.
         """
         channel = self._channel(channel)
         return self._numbered(
