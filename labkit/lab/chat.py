@@ -51,8 +51,8 @@ Model = Callable[[Sequence[Mapping[str, str]]], str]
 
 GROUP = "chat-workers"
 CONTEXT = 4  # messages of history the prompt is built from
-SEND = Script("queues_chat_send")
-ANSWER = Script("queues_chat_answer")
+SEND = Script("queues_chat_send", package="labkit.lab")
+ANSWER = Script("queues_chat_answer", package="labkit.lab")
 _NO_CLUSTER = (
     "a request's answer is one script over the shared request stream and the "
     "session's keys, which cannot share a cluster slot"

@@ -22,8 +22,8 @@ from labkit.lab.games._base import ChannelServer, GameState, MoveResult, check_m
 __all__ = ["MAX_LOG", "MOVE", "RESTART", "CustomMoveServer", "GameServer"]
 
 #: The scripts, printable: ``print(MOVE.source)``.
-MOVE = Script("games_move")
-RESTART = Script("games_restart")
+MOVE = Script("games_move", package="labkit.lab")
+RESTART = Script("games_restart", package="labkit.lab")
 #: Most entries a move log may be given (``max_log``).
 MAX_LOG = 1_000_000
 

@@ -133,7 +133,7 @@ class Shortener:
     """
 
     #: Looks a code up and counts the lookup, types checked first.
-    RESOLVE = Script("shortener_resolve")
+    RESOLVE = Script("shortener_resolve", package="labkit.lab")
 
     def __init__(
         self,
