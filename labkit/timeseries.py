@@ -154,7 +154,7 @@ class SeriesStore:
         client: A ``redis.Redis`` or ``redis.RedisCluster``
             (``decode_responses`` either way). Each call touches one key, so a
             cluster routes it by the series' key.
-        prefix: Key namespace (a non-empty name).
+        prefix: Key namespace (a non-empty name; default ``labkit:ts``).
         max_points: Keep at most this many newest points per series (default
             10,000; at most 10,000,000). There is no unbounded setting: a
             series that nobody trims grows until the server runs out of memory.
@@ -185,7 +185,7 @@ class SeriesStore:
         self,
         client: redis.Redis | redis.RedisCluster,
         *,
-        prefix: str = "lab:ts",
+        prefix: str = "labkit:ts",
         max_points: int = DEFAULT_MAX_POINTS,
         max_age: float | None = None,
         window: int = 100,

@@ -155,8 +155,8 @@ def test_ordinary_parts_keep_their_keys(r: redis.Redis) -> None:
     assert g.entry_key("u1", "k") == "lab:cache:group:{brief:u1}:entry:k"
     assert FixedWindow(r, 5, 60).key("ip-1.2.3.4") == "lab:ratelimit:fixed:ip-1.2.3.4"
     assert GCRA(r, 5, 60, prefix="ex1:batch").key("u") == "ex1:batch:u"
-    assert SeriesStore(r).key("cpu") == "lab:ts:cpu"
-    assert history_key("feed") == "lab:pubsub:{feed}"
+    assert SeriesStore(r).key("cpu") == "labkit:ts:cpu"
+    assert history_key("feed") == "labkit:pubsub:{feed}"
     assert Lock(r, "counter", 1).fence_key == "lab:lock:{counter}:fence"
     assert Redlock([r], "nightly", 1).key == "lab:redlock:nightly"
     assert FanOut(r).record_key("big") == "lab:fanout:{big}:record"
@@ -178,7 +178,7 @@ def test_sliding_log_leaves_a_leaderboard_alone(r: redis.Redis) -> None:
 
 def test_series_store_leaves_a_leaderboard_alone(r: redis.Redis) -> None:
     """Defect 2: a 5-player sorted set at a series key is refused, unchanged."""
-    key = "lab:ts:board"
+    key = "labkit:ts:board"
     r.zadd(key, {f"p{i}": i for i in range(5)})
     before = dumps(r, key)
     with pytest.raises(WrongTypeError, match="not a SeriesStore point"):

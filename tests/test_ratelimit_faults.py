@@ -337,6 +337,7 @@ def test_flag_call_refused(
         ({"on_change": 5}, TypeError, "on_change=5", "must be callable"),
         ({"timeout": NAN}, ValueError, "timeout=nan", "finite number of seconds"),
         ({"timeout": 0}, ValueError, "timeout=0", "finite number of seconds"),
+        ({"prefix": ""}, ValueError, "prefix=''", "non-empty str"),
     ],
 )
 def test_flagstore_construction_refused(
@@ -352,9 +353,9 @@ def test_flagstore_construction_refused(
 @pytest.mark.parametrize(
     "setup",
     [
-        lambda r: r.set("lab:flags:bad", "not a hash"),
-        lambda r: r.set("lab:flags:bad:version", "seven"),
-        lambda r: r.rpush("lab:flags:bad:version", 1),
+        lambda r: r.set("labkit:flags:bad", "not a hash"),
+        lambda r: r.set("labkit:flags:bad:version", "seven"),
+        lambda r: r.rpush("labkit:flags:bad:version", 1),
     ],
     ids=["flags string", "version text", "version list"],
 )
@@ -365,7 +366,11 @@ def test_flagstore_wrong_type_keys(
     setup(r)
     threads = threading.active_count()
     assert_refused(
-        r, lambda: FlagStore(r, "bad"), FlagStoreError, "lab:flags:bad", "nothing"
+        r,
+        lambda: FlagStore(r, "bad").start(),
+        FlagStoreError,
+        "labkit:flags:bad",
+        "nothing",
     )
     assert threading.active_count() == threads
 
@@ -386,7 +391,9 @@ def test_flag_change_validates_before_writing(r: redis.Redis, flags: FlagStore) 
 def test_flagstore_unreachable(r: redis.Redis) -> None:
     """No server: a ConnectionError within seconds, no listener thread left."""
     threads = threading.active_count()
-    assert_refused(r, lambda: FlagStore(unreachable()), redis.ConnectionError, "")
+    assert_refused(
+        r, lambda: FlagStore(unreachable()).start(), redis.ConnectionError, ""
+    )
     assert threading.active_count() == threads
 
 
@@ -523,7 +530,7 @@ def test_malformed_announcement_is_counted(r: redis.Redis, flags: FlagStore) -> 
     """Garbage on the channel: counted as a bad message; the listener goes on."""
     for junk in ("garbage", "7 [1, 2]", '3 ["x", "{not json"]', "x " + json.dumps([])):
         r.publish(flags.channel, junk)
-    flags_writer = FlagStore(r, "t")
+    flags_writer = FlagStore(r, "t").start()
     flags_writer.set("after", on=True)
     flags_writer.close()
     assert wait_until(lambda: flags.get("after") is not None)
@@ -623,7 +630,7 @@ def test_listener_survives_its_caller_closing_the_client(
     silently); close() leaves no connection of the store's behind."""
     baseline = len(r.client_list())
     client = labkit.connect(redis_url)
-    store = FlagStore(client)
+    store = FlagStore(client).start()
     # redis-py 8.1: a pool copied from connection_class and connection_kwargs
     # (minus the pool's own maintenance state) is a pool of its own.
     own = store._listen_client.connection_pool
@@ -632,7 +639,7 @@ def test_listener_survives_its_caller_closing_the_client(
     handler = own.connection_kwargs.get("maint_notifications_pool_handler")
     assert handler is None or handler.pool is own
     client.close()  # disconnects every connection of its pool
-    admin = FlagStore(r)
+    admin = FlagStore(r).start()
     admin.set("x", value=1)
     assert wait_until(lambda: store.value("x") == 1)
     assert store.running and store.stats.callback_errors == 0
@@ -645,7 +652,7 @@ def test_flagstore_under_a_frozen_server() -> None:
     """SIGSTOP: reads stay local and instant, set() times out within seconds, the
     watchdog reports the silence; after SIGCONT it reconnects and reloads."""
     with Server() as srv:
-        store = FlagStore(fast_client(srv), health_check_interval=0.5)
+        store = FlagStore(fast_client(srv), health_check_interval=0.5).start()
         try:
             store.set("beta", on=True)
             os.kill(srv.pid, signal.SIGSTOP)  # type: ignore[arg-type]
@@ -681,8 +688,8 @@ def test_flagstore_survives_a_restart_that_forgot_everything() -> None:
     """SIGKILL, restart without persistence: the version counter starts over, and
     the store still takes the new, lower-numbered changes."""
     with Server() as srv:
-        reader = FlagStore(fast_client(srv))
-        writer = FlagStore(fast_client(srv))
+        reader = FlagStore(fast_client(srv)).start()
+        writer = FlagStore(fast_client(srv)).start()
         try:
             for i in range(5):
                 writer.set("beta", value=i)
