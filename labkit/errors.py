@@ -8,8 +8,9 @@ takes ``(message, *, context...)`` and keeps its context as attributes.
 A key holding the wrong type is one error for every pattern,
 :class:`WrongTypeError` (``key``, ``found``, ``expected``). Its old per-pattern
 names (``CacheKeyTypeError``, ``QueueKeyError``, ``HistoryKeyError``,
-``LimiterKeyError``, ``SeriesKeyError``) still resolve to it, with a
-``DeprecationWarning``, so ``except`` clauses written for them keep working.
+``LimiterKeyError``, ``SeriesKeyError``, and ``CacheError``, whose only
+subclass it was) still resolve to it, with a ``DeprecationWarning``, so
+``except`` clauses written for them keep working.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
 
 #: Old names of :class:`WrongTypeError`, kept (deprecated) for ``except`` clauses.
 _DEPRECATED = {
+    "CacheError": "WrongTypeError",  # raised only as CacheKeyTypeError
     "CacheKeyTypeError": "WrongTypeError",
     "HistoryKeyError": "WrongTypeError",
     "LimiterKeyError": "WrongTypeError",

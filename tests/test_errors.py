@@ -94,6 +94,7 @@ def test_wrong_type_error_carries_key_found_expected() -> None:
 @pytest.mark.parametrize(
     "old",
     [
+        "CacheError",
         "CacheKeyTypeError",
         "HistoryKeyError",
         "LimiterKeyError",
