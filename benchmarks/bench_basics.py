@@ -14,7 +14,8 @@ import labkit
 from labkit.core.scripts import Script
 from labkit.lab.measure import compare_rates
 
-SET_GET = Script("basics_set_get")  # SET then GET of one key: the smallest script
+# SET then GET of one key: the smallest script
+SET_GET = Script("basics_set_get", package="labkit.lab")
 
 
 def main(seconds: float = 2.0) -> dict[str, float]:

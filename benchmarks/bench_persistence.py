@@ -25,7 +25,7 @@ import time
 
 from tqdm import tqdm
 
-from labkit.errors import PowerCutUnavailableError
+from labkit.lab.errors import PowerCutUnavailableError
 from labkit.lab.persistence import (
     POLICIES,
     PowerCutShim,

@@ -1,45 +1,63 @@
-"""Library: labkit's exceptions: one base class, subclasses that carry context."""
+"""Library: labkit's exceptions: one base class, subclasses that carry context.
+
+Only the errors the library (the pattern packages and :mod:`labkit.core`) raises
+live here. The server manager's are in :mod:`labkit.server.errors`, the lab's
+in :mod:`labkit.lab.errors`; all derive from :class:`LabkitError`. Every error
+takes ``(message, *, context...)`` and keeps its context as attributes.
+
+A key holding the wrong type is one error for every pattern,
+:class:`WrongTypeError` (``key``, ``found``, ``expected``). Its old per-pattern
+names (``CacheKeyTypeError``, ``QueueKeyError``, ``HistoryKeyError``,
+``LimiterKeyError``, ``SeriesKeyError``, and ``CacheError``, whose only
+subclass it was) still resolve to it, with a ``DeprecationWarning``, so
+``except`` clauses written for them keep working.
+"""
 
 from __future__ import annotations
 
+import warnings
+
 __all__ = [
-    "CacheError",
-    "CacheKeyTypeError",
-    "ClusterStateError",
-    "ContentionError",
     "CrossSlotError",
-    "ExperimentTimeoutError",
-    "FlagPropagationError",
     "FlagStoreError",
-    "GameStateError",
-    "HistoryKeyError",
     "LabkitError",
-    "LimiterKeyError",
     "ListenerError",
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
     "MalformedMessageError",
     "MoveError",
-    "PowerCutUnavailableError",
-    "ProxyError",
     "QueueFullError",
-    "QueueKeyError",
-    "SeriesKeyError",
-    "ServerBinaryNotFoundError",
-    "ServerStartError",
-    "ServerUnreachableError",
     "ServerVersionError",
-    "SessionExpiredError",
     "ShardUnavailableError",
-    "ShortenerKeyError",
     "TrackingError",
     "UnknownFanOutError",
-    "UnsafeServerError",
-    "WireError",
     "WorkerError",
-    "WorkerProcessError",
+    "WrongTypeError",
 ]
+
+#: Old names of :class:`WrongTypeError`, kept (deprecated) for ``except`` clauses.
+_DEPRECATED = {
+    "CacheError": "WrongTypeError",  # raised only as CacheKeyTypeError
+    "CacheKeyTypeError": "WrongTypeError",
+    "HistoryKeyError": "WrongTypeError",
+    "LimiterKeyError": "WrongTypeError",
+    "QueueKeyError": "WrongTypeError",
+    "SeriesKeyError": "WrongTypeError",
+}
+
+
+def __getattr__(name: str) -> object:
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"labkit.errors.{name} is deprecated: catch labkit.errors.{new} (it has "
+        "key, found and expected)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return globals()[new]
 
 
 class LabkitError(Exception):
@@ -69,51 +87,28 @@ def _rebuild(
     return err
 
 
-class ServerBinaryNotFoundError(LabkitError):
-    """No ``valkey-server`` / ``redis-server`` binary could be found."""
+class WrongTypeError(LabkitError):
+    """A key the library owns holds another Redis type, or a value it did not write.
 
+    Another program uses the name (or a stale value is left there). Every
+    pattern checks before it writes, so nothing was written or run: pick
+    another prefix or name, or delete the key if it is stale.
 
-class ServerStartError(LabkitError):
-    """An embedded server process did not come up.
-
-    Attributes:
-        binary: Path of the server binary that was run.
-        port: TCP port it was asked to listen on.
-        log: The last lines of its log file (may be empty).
-    """
-
-    def __init__(self, message: str, *, binary: str, port: int, log: str) -> None:
-        super().__init__(message)
-        self.binary = binary
-        self.port = port
-        self.log = log
-
-
-class ServerUnreachableError(LabkitError):
-    """A server given by URL (argument or ``REDIS_URL``) did not answer.
+    One class for every pattern (cache, rate limiter, queue, fan-out,
+    publisher history, time series...); the message names the pattern.
 
     Attributes:
-        url: The URL that was tried, with any password masked.
+        key: The Redis key.
+        found: What is there: a Redis type (``"string"``, ``"hash"``...) or a
+            short description of a record the pattern cannot read.
+        expected: What the pattern keeps there (``"stream"``, ``"zset"``...).
     """
 
-    def __init__(self, message: str, *, url: str) -> None:
+    def __init__(self, message: str, *, key: str, found: str, expected: str) -> None:
         super().__init__(message)
-        self.url = url
-
-
-class UnsafeServerError(LabkitError):
-    """A destructive command (FLUSHDB, CONFIG SET) was refused on a server that
-    labkit did not start, in database 0, without the user's opt-in.
-
-    Attributes:
-        url: The server, password masked.
-        keys: How many keys its database held.
-    """
-
-    def __init__(self, message: str, *, url: str, keys: int) -> None:
-        super().__init__(message)
-        self.url = url
-        self.keys = keys
+        self.key = key
+        self.found = found
+        self.expected = expected
 
 
 class ServerVersionError(LabkitError):
@@ -128,6 +123,9 @@ class ServerVersionError(LabkitError):
         super().__init__(message)
         self.url = url
         self.version = version
+
+
+# --- labkit.core and labkit.pubsub -------------------------------------------
 
 
 class ListenerError(LabkitError):
@@ -156,36 +154,7 @@ class MalformedMessageError(LabkitError):
         self.data = data
 
 
-class ProxyError(LabkitError):
-    """A fault-injecting proxy (``labkit.lab.proxy``) could not start or stop.
-
-    Attributes:
-        upstream: The ``host:port`` the proxy forwards to.
-        port: The port it listens (or tried to listen) on, if known.
-    """
-
-    def __init__(self, message: str, *, upstream: str, port: int | None) -> None:
-        super().__init__(message)
-        self.upstream = upstream
-        self.port = port
-
-
-class SessionExpiredError(LabkitError):
-    """A chat session (:mod:`labkit.lab.chat`) is unknown or its hour is over.
-
-    Attributes:
-        token: The token that was given.
-    """
-
-    def __init__(self, token: str) -> None:
-        super().__init__(
-            f"session {token!r} does not exist or has expired; start a new one "
-            "with ChatService.new_session()"
-        )
-        self.token = token
-
-
-# --- labkit.locks -------------------------------------------------------------
+# --- labkit.locks ------------------------------------------------------------
 
 
 class LockError(LabkitError):
@@ -230,56 +199,7 @@ class LockTimeoutError(LockError):
         self.timeout = timeout
 
 
-# --- basics (labkit.lab.basics) ---------------------------------------------
-
-
-class WireError(LabkitError):
-    """A raw RESP socket (:class:`labkit.lab.basics.Wire`) failed.
-
-    Attributes:
-        address: The ``host:port`` it talks to.
-    """
-
-    def __init__(self, message: str, *, address: str) -> None:
-        super().__init__(message)
-        self.address = address
-
-
-# --- labkit.cache --------------------------------------------------------------
-
-
-class CacheError(LabkitError):
-    """A cache could not read or store an entry.
-
-    Attributes:
-        key: The Redis key involved.
-    """
-
-    def __init__(self, message: str, *, key: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-class CacheKeyTypeError(CacheError):
-    """A key the cache owns holds another Redis type (someone else's data).
-
-    Nothing was written: the cache checks the type before it stores.
-
-    Attributes:
-        key: The Redis key.
-        expected: The type the cache uses there (``"string"``, ``"hash"``...).
-        found: The type the key holds.
-    """
-
-    def __init__(self, key: str, *, expected: str, found: str) -> None:
-        super().__init__(
-            f"key {key!r} holds a {found}, but the cache keeps a {expected} there: "
-            "another program uses this name. Nothing was written; choose another "
-            "namespace, or delete the key if it is stale.",
-            key=key,
-        )
-        self.expected = expected
-        self.found = found
+# --- labkit.cache ------------------------------------------------------------
 
 
 class TrackingError(LabkitError):
@@ -296,25 +216,7 @@ class TrackingError(LabkitError):
         self.reason = reason
 
 
-# --- labkit.queues, labkit.lab.queues and labkit.lab.chat ----------------------
-
-
-class QueueKeyError(LabkitError):
-    """A key of a queue, fan-out or chat holds another type of value (or a
-    record labkit cannot read), so nothing was done and nothing written.
-
-    Attributes:
-        key: The Redis key.
-        found: What is there (a Redis type such as ``"string"``, or a short
-            description of the bad record).
-        expected: What labkit keeps there.
-    """
-
-    def __init__(self, message: str, *, key: str, found: str, expected: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.found = found
-        self.expected = expected
+# --- labkit.queues -----------------------------------------------------------
 
 
 class QueueFullError(LabkitError):
@@ -366,129 +268,7 @@ class WorkerError(LabkitError):
         self.queue = queue
 
 
-class WorkerProcessError(LabkitError):
-    """A worker process (``python -m labkit.lab.queues worker``) exited with an
-    error or did not start in time.
-
-    Attributes:
-        worker: Its consumer name.
-        returncode: Its exit status (None if it was still running).
-        output: The last lines it wrote to stderr.
-    """
-
-    def __init__(
-        self, message: str, *, worker: str, returncode: int | None, output: str
-    ) -> None:
-        super().__init__(message)
-        self.worker = worker
-        self.returncode = returncode
-        self.output = output
-
-
-# --- labkit.pubsub and labkit.lab.games ----------------------------------------
-
-
-class HistoryKeyError(LabkitError):
-    """A channel's history stream key holds another type; nothing was published.
-
-    Attributes:
-        key: The Redis key (``<prefix>:{<channel>}``).
-        found: The Redis type found there (``"string"``, ``"hash"``...).
-        expected: What the publisher keeps there (``"stream"``).
-    """
-
-    def __init__(self, message: str, *, key: str, found: str, expected: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.found = found
-        self.expected = expected
-
-
-class GameStateError(LabkitError):
-    """A stored tic-tac-toe game (:mod:`labkit.lab.games`) is unusable: one of
-    its keys holds another type, or its fields are corrupt. Nothing was written.
-
-    Attributes:
-        key: The Redis key.
-        found: What was found (a Redis type, or the corrupt value).
-        expected: What the game keeps there.
-    """
-
-    def __init__(self, message: str, *, key: str, found: str, expected: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.found = found
-        self.expected = expected
-
-
-# --- labkit.timeseries and labkit.lab.persistence ---------------------------
-
-
-class SeriesKeyError(LabkitError):
-    """A series key holds something a :class:`labkit.timeseries.SeriesStore`
-    did not write (another Redis type, or members that are not its points);
-    nothing was written.
-
-    Attributes:
-        key: The Redis key (``<prefix>:<series>``).
-        found: What is there (a Redis type such as ``"string"``, or
-            ``"zset of foreign members"``).
-    """
-
-    def __init__(self, message: str, *, key: str, found: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.found = found
-
-
-class PowerCutUnavailableError(LabkitError):
-    """The power-cut shim (``labkit.lab.persistence.PowerCutShim``) cannot run here.
-
-    Attributes:
-        reason: Why, in words (not Linux, no C compiler, a static binary...).
-        binary: The server binary it was meant for ("" if none was found).
-    """
-
-    def __init__(self, message: str, *, reason: str, binary: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.binary = binary
-
-
-class ExperimentTimeoutError(LabkitError):
-    """A durability or failover experiment (``labkit.lab.persistence``) waited
-    for a server state (a replica in sync, a promotion, a rewrite finished...)
-    that did not come within its timeout.
-
-    Attributes:
-        server: ``host:port`` of the server (or Sentinel) it was waiting on.
-        waited: What it waited for, in words.
-    """
-
-    def __init__(self, message: str, *, server: str, waited: str) -> None:
-        super().__init__(message)
-        self.server = server
-        self.waited = waited
-
-
-# --- labkit.ratelimit and labkit.flags ----------------------------------------
-
-
-class LimiterKeyError(LabkitError):
-    """A limiter's key already holds a value of another type (or another
-    algorithm's state), so no decision can be made; nothing was written.
-
-    Attributes:
-        key: The Redis key (``<prefix>:<request key>``).
-        found: The Redis type found there (``"string"``, ``"hash"``...).
-        expected: What the limiter keeps there.
-    """
-
-    def __init__(self, message: str, *, key: str, found: str, expected: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.found = found
-        self.expected = expected
+# --- labkit.flags ------------------------------------------------------------
 
 
 class FlagStoreError(LabkitError):
@@ -505,38 +285,7 @@ class FlagStoreError(LabkitError):
         self.key = key
 
 
-class FlagPropagationError(FlagStoreError):
-    """A flag change did not reach another store's local copy in time.
-
-    Attributes:
-        flag: The flag that was changed.
-        timeout: Seconds waited.
-    """
-
-    def __init__(
-        self, message: str, *, namespace: str, key: str, flag: str, timeout: float
-    ) -> None:
-        super().__init__(message, namespace=namespace, key=key)
-        self.flag = flag
-        self.timeout = timeout
-
-
-class ContentionError(LabkitError):
-    """A contention trial (``labkit.lab.ratelimit.Contention``) failed or ran out
-    of time; its worker processes were released.
-
-    Attributes:
-        url: The server the workers used (password masked if it had one).
-        algorithm: The limiter under test.
-    """
-
-    def __init__(self, message: str, *, url: str, algorithm: str) -> None:
-        super().__init__(message)
-        self.url = url
-        self.algorithm = algorithm
-
-
-# --- labkit.sharding and labkit.lab.sharding -----------------------------------
+# --- labkit.sharding ---------------------------------------------------------
 
 
 class CrossSlotError(LabkitError):
@@ -592,37 +341,3 @@ class MoveError(LabkitError):
         self.source = source
         self.target = target
         self.moved = moved
-
-
-class ShortenerKeyError(LabkitError):
-    """A URL shortener's key holds a value of another type; nothing was written.
-
-    Attributes:
-        key: The Redis key.
-        found: The Redis type found there.
-        expected: What the shortener keeps there.
-    """
-
-    def __init__(self, message: str, *, key: str, found: str, expected: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.found = found
-        self.expected = expected
-
-
-class ClusterStateError(LabkitError):
-    """A cluster did not reach a state in time (formed, joined, migrated).
-
-    Attributes:
-        what: The state waited for, e.g. ``"cluster_state:ok"``.
-        nodes: ``host:port`` of the nodes involved.
-        timeout: Seconds waited.
-    """
-
-    def __init__(
-        self, message: str, *, what: str, nodes: list[str], timeout: float
-    ) -> None:
-        super().__init__(message)
-        self.what = what
-        self.nodes = nodes
-        self.timeout = timeout

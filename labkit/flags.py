@@ -34,7 +34,10 @@ from labkit.core.scripts import Script
 from labkit.core.wait import wait_until
 from labkit.errors import FlagStoreError, MalformedMessageError
 
-__all__ = ["MAX_DOCUMENT", "Flag", "FlagStore", "rollout_bucket"]
+__all__ = ["MAX_DOCUMENT", "PREFIX", "Flag", "FlagStore", "rollout_bucket"]
+
+#: Default key prefix of flag sets: ``<prefix>:<namespace>``.
+PREFIX = "labkit:flags"
 
 #: Largest JSON document one flag may hold (bytes): flags are configuration.
 MAX_DOCUMENT = 64 * 1024
@@ -94,6 +97,11 @@ class FlagStore:
     newer change its listener applied meanwhile, and an old announcement
     arriving late is ignored.
 
+    The constructor only checks its arguments: no I/O, no thread.
+    :meth:`start` (or ``with``) checks the keys, starts the listener and waits
+    for the first load; :meth:`close` stops it. Reading a store that was never
+    started raises a RuntimeError rather than answer from an empty copy.
+
     The listener (:class:`labkit.core.listen.Listener`) subscribes first and
     then loads the whole set, after the first subscription and after every
     renewal that follows a lost connection: whatever changed while it could
@@ -109,32 +117,34 @@ class FlagStore:
             closing ``client`` does not stop it; a Sentinel-managed pool is
             shared instead).
         namespace: Names the flag set; several sets can live side by side.
-        on_change: Optional callback ``(name, flag or None)`` run on the
+        on_change: Optional callback ``(name, flag or None)`` (labkit names
+            callbacks ``on_<event>``: the event here is a flag's change) run on the
             listener thread when a change reaches the local copy (None:
             deleted), in the order the changes were made; for this store's
             own changes, when their announcement comes back. After a reload
             that found differences, it runs once per flag that differs.
-        timeout: Seconds to wait for the subscription and the first load.
+        timeout: Seconds :meth:`start` waits for the subscription and the
+            first load.
         health_check_interval: Seconds between the listener's PINGs; a
             silent connection is reopened after three of them.
+        prefix: Key prefix of the flag sets (default ``labkit:flags``).
 
     Raises:
-        FlagStoreError: The flag set's keys hold something else, or the first
-            load failed.
-        ListenerError: No subscription within ``timeout``.
-        redis.ConnectionError: The server cannot be reached.
+        TypeError, ValueError: An argument is not allowed (checked here,
+            before any I/O).
 
-    Channel ``lab:flags:<namespace>:changed`` carries ``"<version> [name,
+    Channel ``<prefix>:<namespace>:changed`` carries ``"<version> [name,
     document or null]"`` for every change.
 
     Keys:
-        ``lab:flags:<namespace>`` (hash): one field per flag, a JSON document
+        ``<prefix>:<namespace>`` (hash): one field per flag, a JSON document
         {on, value, percent} of at most MAX_DOCUMENT bytes; no TTL (it is
         configuration: one field per flag, removed by delete).
-        ``lab:flags:<namespace>:version`` (string): the number of changes
+        ``<prefix>:<namespace>:version`` (string): the number of changes
         ever made to the set; no TTL (one integer per flag set).
 
-    Use as a context manager, or call :meth:`close` to stop the listener.
+    Use as a context manager (``with FlagStore(r, "app") as flags:``), or call
+    :meth:`start` and then :meth:`close`.
     """
 
     _CLUSTER = (
@@ -152,14 +162,19 @@ class FlagStore:
         on_change: OnChange | None = None,
         timeout: float = 10.0,
         health_check_interval: float = 1.0,
+        prefix: str = PREFIX,
     ) -> None:
         self.client = check_client(client, owner="FlagStore", cluster=self._CLUSTER)
         self.namespace = check_name("namespace", namespace)
         if on_change is not None:
             check_callable("on_change", on_change, signature="name, flag or None")
         self.on_change = on_change
-        check_seconds("timeout", timeout, max=3600)
-        self.key = f"lab:flags:{key_part(namespace)}"
+        self.timeout = check_seconds("timeout", timeout, max=3600)
+        self.health_check_interval = check_seconds(
+            "health_check_interval", health_check_interval, max=3600
+        )
+        self.prefix = check_name("prefix", prefix, max_len=200)
+        self.key = f"{self.prefix}:{key_part(namespace)}"
         self.version_key = f"{self.key}:version"
         self.channel = f"{self.key}:changed"
         #: Full loads of the flag set so far (the first, then one per renewal).
@@ -171,42 +186,111 @@ class FlagStore:
         self._own: set[int] = set()  # own changes applied before their echo
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
+        self._listener: Listener | None = None  # made by start()
+        self._listen_client: redis.Redis | None = None
+        self._owns_listen_client = False
+        self._closed = False
+        self._idle_stats = ListenerStats()  # the stats before start()
+
+    def __repr__(self) -> str:
+        if self._listener is None:
+            return f"<FlagStore {self.namespace!r}: not started>"
+        return f"<FlagStore {self.namespace!r}: {len(self._flags)} flags>"
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> FlagStore:
+        """Check the keys, subscribe, load the flag set; return the store.
+
+        Returns once the subscription is active and the first load is in the
+        local copy. A second call on a running store does nothing.
+
+        Raises:
+            FlagStoreError: The flag set's keys hold something else, or the
+                first load failed.
+            ListenerError: No subscription within ``timeout``.
+            RuntimeError: The store was closed (make a new one).
+            redis.ConnectionError: The server cannot be reached.
+        """
+        if self._closed:
+            raise RuntimeError(
+                f"FlagStore({self.namespace!r}) was closed; make a new FlagStore"
+            )
+        if self._listener is not None:
+            return self
         self._check_keys()  # a clear error before anything starts
         # The subscription gets a pool of its own: closing the caller's client
         # (which disconnects every connection of its pool, in use or not)
         # must not pull the socket from under the listener's read.
-        self._listen_client, self._owns_listen_client = _same_server(client)
+        self._listen_client, self._owns_listen_client = _same_server(self.client)
         self._listener = Listener(
             self._listen_client,
             [self.channel],
             on_message=self._on_message,
             on_subscribe=self._on_subscribe,
-            health_check_interval=health_check_interval,
-            name=f"FlagStore({namespace})",
+            health_check_interval=self.health_check_interval,
+            name=f"FlagStore({self.namespace})",
         )
         try:
-            self._listener.start(timeout)
+            self._listener.start(self.timeout)
         except BaseException:
-            self._close_listen_client()
+            self.close()
             raise
         if self.loads == 0:
             error = self._listener.stats.last_error
             self.close()
             raise FlagStoreError(
-                f"FlagStore({namespace!r}): the first load of {self.key} failed: "
-                f"{error!r}",
-                namespace=namespace,
+                f"FlagStore({self.namespace!r}): the first load of {self.key} "
+                f"failed: {error!r}",
+                namespace=self.namespace,
                 key=self.key,
             ) from error
+        return self
 
-    def __repr__(self) -> str:
-        return f"<FlagStore {self.namespace!r}: {len(self._flags)} flags>"
+    def close(self) -> None:
+        """Stop the listener thread and release its connection (idempotent).
+
+        The local copy stays readable, frozen at its last state.
+        """
+        self._closed = True
+        try:
+            if self._listener is not None:
+                self._listener.stop()
+        finally:
+            self._close_listen_client()
+
+    def _close_listen_client(self) -> None:
+        if self._owns_listen_client and self._listen_client is not None:
+            self._listen_client.close()
+            self._owns_listen_client = False
+
+    def __enter__(self) -> FlagStore:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _not_started(self) -> RuntimeError:
+        return RuntimeError(
+            f"FlagStore({self.namespace!r}) is not started: call start() (or use "
+            "it in a with block) before reading flags"
+        )
 
     # -- reading: local, no round trip ------------------------------------
     def get(self, name: str) -> Flag | None:
-        """The local copy of flag ``name``, or None if there is no such flag."""
+        """The local copy of flag ``name``, or None if there is no such flag.
+
+        Raises:
+            RuntimeError: The store was never started.
+        """
         if type(name) is not str or not name:
             check_name("name", name)
+        if not self.loads:
+            raise self._not_started()
         return self._flags.get(name)
 
     def is_enabled(
@@ -243,6 +327,8 @@ class FlagStore:
 
     def all(self) -> dict[str, Flag]:
         """A snapshot of every flag, by name."""
+        if not self.loads:
+            raise self._not_started()
         return dict(self._flags)
 
     def wait_until(
@@ -259,18 +345,21 @@ class FlagStore:
     @property
     def stats(self) -> ListenerStats:
         """The listener's counters: reconnects, downtime, callback_errors,
-        bad_messages, last_error..."""
+        bad_messages, last_error... (all zero before :meth:`start`)."""
+        if self._listener is None:
+            return self._idle_stats
         return self._listener.stats
 
     @property
     def running(self) -> bool:
-        """True while the listener thread is alive (until :meth:`close`)."""
-        return self._listener.running
+        """True while the listener thread is alive (from :meth:`start` to
+        :meth:`close`)."""
+        return self._listener is not None and self._listener.running
 
     @property
     def connected(self) -> bool:
         """True while the listener is subscribed (changes are being heard)."""
-        return self._listener.connected
+        return self._listener is not None and self._listener.connected
 
     # -- writing: one round trip, seen by every store ------------------------
     def set(
@@ -449,29 +538,6 @@ class FlagStore:
                 data=data[:200],
             ) from exc
         self._apply(version, name, flag, own=False)
-
-    # -- lifecycle -------------------------------------------------------------
-    def close(self) -> None:
-        """Stop the listener thread and release its connection (idempotent)."""
-        try:
-            self._listener.stop()
-        finally:
-            self._close_listen_client()
-
-    def _close_listen_client(self) -> None:
-        if self._owns_listen_client:
-            self._listen_client.close()
-
-    def __enter__(self) -> FlagStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _same_server(client: redis.Redis) -> tuple[redis.Redis, bool]:

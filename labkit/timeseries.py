@@ -21,7 +21,7 @@ from labkit.core.args import YEAR, check_count, check_int, check_name, check_num
 from labkit.core.clients import check_client
 from labkit.core.keys import key_part
 from labkit.core.scripts import Script
-from labkit.errors import SeriesKeyError
+from labkit.errors import WrongTypeError
 
 __all__ = ["Forecast", "Health", "Point", "SeriesStore", "to_epoch"]
 
@@ -154,7 +154,7 @@ class SeriesStore:
         client: A ``redis.Redis`` or ``redis.RedisCluster``
             (``decode_responses`` either way). Each call touches one key, so a
             cluster routes it by the series' key.
-        prefix: Key namespace (a non-empty name).
+        prefix: Key namespace (a non-empty name; default ``labkit:ts``).
         max_points: Keep at most this many newest points per series (default
             10,000; at most 10,000,000). There is no unbounded setting: a
             series that nobody trims grows until the server runs out of memory.
@@ -185,7 +185,7 @@ class SeriesStore:
         self,
         client: redis.Redis | redis.RedisCluster,
         *,
-        prefix: str = "lab:ts",
+        prefix: str = "labkit:ts",
         max_points: int = DEFAULT_MAX_POINTS,
         max_age: float | None = None,
         window: int = 100,
@@ -229,7 +229,7 @@ class SeriesStore:
         Raises:
             ValueError: Unparseable timestamp, or a number out of range.
             TypeError: A timestamp or value of the wrong type.
-            SeriesKeyError: The key holds another Redis type, or a sorted set
+            WrongTypeError: The key holds another Redis type, or a sorted set
                 whose members are not this store's points (nothing written).
         """
         key = self.key(series)
@@ -248,22 +248,24 @@ class SeriesStore:
                 raise self._wrong_type(key, str(exc).split()[-1]) from exc
             if str(exc).startswith("SERIESMEMBER"):
                 member = str(exc).split(" ", 1)[1]
-                raise SeriesKeyError(
+                raise WrongTypeError(
                     f"key {key!r} holds a sorted set whose member {member} is not a "
                     'SeriesStore point ({"t": <epoch s>, "v": <number>}); nothing '
                     "was written. Pick another prefix or series name, or delete "
                     "the key",
                     key=key,
                     found="zset of foreign members",
+                    expected="zset of SeriesStore points",
                 ) from exc
             raise
 
-    def _wrong_type(self, key: str, found: str) -> SeriesKeyError:
-        return SeriesKeyError(
+    def _wrong_type(self, key: str, found: str) -> WrongTypeError:
+        return WrongTypeError(
             f"key {key!r} holds a {found}, not a series (a sorted set written by "
             "SeriesStore); pick another prefix or series name, or delete the key",
             key=key,
             found=found,
+            expected="zset",
         )
 
     def _read(self, key: str, call: Any) -> Any:
@@ -280,7 +282,7 @@ class SeriesStore:
         """The ``n`` newest points, oldest first (``n`` from 1 to 10,000,000).
 
         Raises:
-            SeriesKeyError: The key holds another type, or members that are
+            WrongTypeError: The key holds another type, or members that are
                 not this store's points.
         """
         key = self.key(series)
@@ -292,11 +294,12 @@ class SeriesStore:
                 data = json.loads(member)
                 points.append(Point(float(data["t"]), data["v"]))
             except (ValueError, TypeError, KeyError) as exc:
-                raise SeriesKeyError(
+                raise WrongTypeError(
                     f"key {key!r} holds a sorted set whose member {member!r} is "
                     "not a SeriesStore point (JSON with t and v)",
                     key=key,
                     found="zset of foreign members",
+                    expected="zset of SeriesStore points",
                 ) from exc
         return points
 

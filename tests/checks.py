@@ -62,7 +62,7 @@ def documented_keys(owner: type | Any) -> list[tuple[re.Pattern[str], str]]:
 
     Convention: the class docstring has a ``Keys:`` section; each key is a
     double-backticked template in which ``<placeholder>`` stands for any
-    text, e.g. ````lab:flags:<namespace>`` (hash): the flags; no TTL
+    text, e.g. ````labkit:flags:<namespace>`` (hash): the flags; no TTL
     (configuration)``. A key's description runs to the next template. A key
     that is never given an expiry says ``no TTL`` in its description, with the
     reason or the bound that keeps it small (MAXLEN, max points...).

@@ -16,7 +16,6 @@ import redis
 from checks import assert_refused
 
 from labkit.core.wait import wait_until
-from labkit.errors import WireError
 from labkit.lab.basics import (
     Wire,
     client_via,
@@ -28,6 +27,7 @@ from labkit.lab.basics import (
     sample,
     server_usec_per_call,
 )
+from labkit.lab.errors import WireError
 from labkit.lab.plots.basics import (
     batch_bars,
     expiry_timeline,

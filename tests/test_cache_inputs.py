@@ -18,7 +18,7 @@ from checks import assert_refused, audit_keys
 
 from labkit.cache import Cache, CacheStats, ClientSideCache, GroupedCache
 from labkit.core.clients import supports
-from labkit.errors import CacheKeyTypeError
+from labkit.errors import WrongTypeError
 from labkit.server import free_port, no_retry
 
 OK: dict[str, Any] = {"namespace": "ok", "ttl": 60}
@@ -217,7 +217,7 @@ def test_local_cache_refuses_an_unbounded_wait(
 
 # --- keys holding another type --------------------------------------------------
 def test_cache_entry_holding_a_hash(r: redis.Redis) -> None:
-    """A hash where an entry belongs: a CacheKeyTypeError, nothing written or run."""
+    """A hash where an entry belongs: a WrongTypeError, nothing written or run."""
     c = cache(r, namespace="users")
     r.hset(c.key(7), "name", "someone else's")
     calls: list[int] = []
@@ -226,53 +226,53 @@ def test_cache_entry_holding_a_hash(r: redis.Redis) -> None:
         err = assert_refused(
             r,
             lambda c=c: c.get_or_load(7, lambda: calls.append(1)),
-            CacheKeyTypeError,
+            WrongTypeError,
             "lab:cache:{users:7}",
             "holds a hash",
         )
         assert err.found == "hash" and err.expected == "string"  # type: ignore[attr-defined]
-        assert_refused(r, lambda c=c: c.set(7, {"n": 1}), CacheKeyTypeError, "hash")
+        assert_refused(r, lambda c=c: c.set(7, {"n": 1}), WrongTypeError, "hash")
     assert calls == []
 
 
 def test_cache_lease_holding_a_hash(r: redis.Redis) -> None:
-    """A hash where the lease belongs: CacheKeyTypeError naming it (issue 35: it
+    """A hash where the lease belongs: WrongTypeError naming it (issue 35: it
     used to stall every miss for lease_ttl), nothing stored, the hash stays."""
     c = cache(r, namespace="users", lease_ttl=0.2)
     r.hset(c.lease_key(7), "x", 1)
     assert_refused(
-        r, lambda: c.get_or_load(7, lambda: {"n": 1}), CacheKeyTypeError, ":lease"
+        r, lambda: c.get_or_load(7, lambda: {"n": 1}), WrongTypeError, ":lease"
     )
     assert r.type(c.lease_key(7)) == "hash" and not r.exists(c.key(7))
 
 
 @pytest.mark.parametrize("per_field", [None, False])
 def test_grouped_keys_holding_other_types(r: redis.Redis, per_field: Any) -> None:
-    """An owner's key holding another type: CacheKeyTypeError, nothing written."""
+    """An owner's key holding another type: WrongTypeError, nothing written."""
     g = grouped(r, namespace="posts", per_field_expiry=per_field)
     r.set(g.gen_key(7), "x")
     r.hset(g.gen_key(7) + "x", "x", 1)
     r.rename(g.gen_key(7) + "x", g.gen_key(7))  # the counter is now a hash
-    assert_refused(r, lambda: g.invalidate_owner(7), CacheKeyTypeError, ":gen", "hash")
+    assert_refused(r, lambda: g.invalidate_owner(7), WrongTypeError, ":gen", "hash")
     assert_refused(
-        r, lambda: g.get_or_load(7, "q", lambda: 1), CacheKeyTypeError, ":gen"
+        r, lambda: g.get_or_load(7, "q", lambda: 1), WrongTypeError, ":gen"
     )
     r.delete(g.gen_key(7))
     r.set(g.group_key(7), "a string")
     assert_refused(
         r,
         lambda: g.get_or_load(7, "q", lambda: 1),
-        CacheKeyTypeError,
+        WrongTypeError,
         g.group_key(7),
         "holds a string",
     )
-    assert_refused(r, lambda: g.invalidate_owner(7), CacheKeyTypeError, "string")
+    assert_refused(r, lambda: g.invalidate_owner(7), WrongTypeError, "string")
 
 
 def test_local_cache_key_holding_a_hash(r: redis.Redis, local: ClientSideCache) -> None:
-    """GET through the local cache of a hash: CacheKeyTypeError naming the key."""
+    """GET through the local cache of a hash: WrongTypeError naming the key."""
     r.hset("city", "name", "Lima")
-    assert_refused(r, lambda: local.get("city"), CacheKeyTypeError, "'city'", "hash")
+    assert_refused(r, lambda: local.get("city"), WrongTypeError, "'city'", "hash")
 
 
 # --- an unreachable server --------------------------------------------------------

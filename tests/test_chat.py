@@ -11,8 +11,9 @@ import redis
 from checks import assert_refused, audit_keys
 
 from labkit.core.wait import wait_until
-from labkit.errors import QueueFullError, QueueKeyError, SessionExpiredError
+from labkit.errors import QueueFullError, WrongTypeError
 from labkit.lab.chat import ChatClient, ChatService, ChatWorker, echo_model
+from labkit.lab.errors import SessionExpiredError
 from labkit.server import Cluster
 
 
@@ -254,13 +255,13 @@ def test_bad_input_is_refused(
 
 
 def test_wrong_type_chat_keys_are_refused(r: redis.Redis) -> None:
-    """A session or request key of another type: QueueKeyError, nothing written."""
+    """A session or request key of another type: WrongTypeError, nothing written."""
     r.set("lab:chat:requests", "x")
-    assert_refused(r, lambda: ChatService(r), QueueKeyError, "lab:chat:requests")
+    assert_refused(r, lambda: ChatService(r), WrongTypeError, "lab:chat:requests")
     r.delete("lab:chat:requests")
     svc = ChatService(r)
     r.set(svc.session_key("t1"), "x")
     assert_refused(
-        r, lambda: svc.send("t1", "hi"), QueueKeyError, svc.session_key("t1")
+        r, lambda: svc.send("t1", "hi"), WrongTypeError, svc.session_key("t1")
     )
-    assert_refused(r, lambda: svc.history("t1"), QueueKeyError, svc.session_key("t1"))
+    assert_refused(r, lambda: svc.history("t1"), WrongTypeError, svc.session_key("t1"))

@@ -299,13 +299,29 @@ def test_every_script_declares_its_flags() -> None:
     """Each script starts with a ``#!lua`` shebang, then a comment header."""
     from importlib import resources
 
-    folder = resources.files("labkit").joinpath("lua")
-    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".lua"))
-    assert names
-    for name in names:
-        first, second = folder.joinpath(name).read_text().splitlines()[:2]
-        assert first.startswith("#!lua"), f"{name}: first line {first!r}"
-        assert second.startswith("--"), f"{name}: no header comment"
+    for package in ("labkit", "labkit.lab"):
+        folder = resources.files(package).joinpath("lua")
+        names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".lua"))
+        assert names
+        for name in names:
+            first, second = folder.joinpath(name).read_text().splitlines()[:2]
+            assert first.startswith("#!lua"), f"{name}: first line {first!r}"
+            assert second.startswith("--"), f"{name}: no header comment"
+
+
+def test_library_scripts_serve_the_library_and_lab_scripts_load() -> None:
+    """labkit/lua holds the library's scripts; the lab's load from labkit/lab/lua."""
+    from importlib import resources
+
+    from labkit.core.scripts import Script
+
+    lab = resources.files("labkit.lab").joinpath("lua")
+    lab_names = {p.name.removesuffix(".lua") for p in lab.iterdir()}
+    assert "games_move" in lab_names
+    assert not resources.files("labkit").joinpath("lua", "games_move.lua").is_file()
+    script = Script("games_move", package="labkit.lab")
+    assert script.source.startswith("#!lua") and len(script.sha) == 40
+    assert "package='labkit.lab'" in repr(script)
 
 
 def test_a_renamed_keyword_warns_at_the_caller() -> None:

@@ -16,7 +16,7 @@ from labkit.flags import Flag, FlagStore, rollout_bucket
 from labkit.lab.measure import wait_until
 from labkit.lab.ratelimit.flags import propagation_ms
 from labkit.ratelimit import GCRA
-from labkit.server import Server
+from labkit.server import Server, free_port
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_set_and_read_locally(r: redis.Redis) -> None:
         assert flags.get("rate_limit") == Flag("rate_limit", True, 20, 100.0)
         assert flags.is_enabled("missing", default=True)
         assert set(flags.all()) == {"beta", "rate_limit"}
-        assert r.hget("lab:flags:default", "beta") is not None
+        assert r.hget("labkit:flags:default", "beta") is not None
 
 
 def test_change_reaches_another_store(r: redis.Redis, other: redis.Redis) -> None:
@@ -133,7 +133,7 @@ def test_percentage_rollout(r: redis.Redis) -> None:
 
 def test_flags_scenario(r: redis.Redis, other: redis.Redis) -> None:
     """The Go flag service: /ping limited by flag rate_limit (20, then 10); /beta."""
-    admin = FlagStore(other)
+    admin = FlagStore(other).start()
     admin.set("rate_limit", value=20)
     admin.set("beta", on=False)
     with FlagStore(r) as flags:
@@ -168,7 +168,7 @@ def test_listener_recovers_after_server_restart() -> None:
         FlagStore(server.client()) as flags,
     ):
         writer = server.client()
-        writer.hset("lab:flags:default", "beta", '{"on": true}')
+        writer.hset("labkit:flags:default", "beta", '{"on": true}')
         assert not flags.is_enabled("beta")  # no publish: the store missed it
         writer.close()
         server.restart()
@@ -178,11 +178,38 @@ def test_listener_recovers_after_server_restart() -> None:
 
 def test_close_stops_the_listener(r: redis.Redis) -> None:
     """close() ends the thread; calling it twice is harmless."""
-    flags = FlagStore(r)
+    flags = FlagStore(r).start()
     assert flags.running
     flags.close()
     assert not flags.running
     flags.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        flags.start()
+
+
+def test_constructor_does_no_io_and_starts_no_thread() -> None:
+    """FlagStore() only checks arguments: start() (or with) does the I/O."""
+    threads = threading.active_count()
+    nobody = redis.Redis(port=free_port())  # nothing listens there
+    flags = FlagStore(nobody, "idle", prefix="app:flags")
+    assert threading.active_count() == threads and not flags.running
+    assert flags.key == "app:flags:idle" and flags.channel == "app:flags:idle:changed"
+    assert flags.stats.reconnects == 0 and "not started" in repr(flags)
+    with pytest.raises(RuntimeError, match=r"not started: call start\(\)"):
+        flags.is_enabled("beta")
+    flags.close()  # harmless before start
+
+
+def test_start_returns_the_store_and_is_idempotent(r: redis.Redis) -> None:
+    """start() returns the store; a second start() on a running one does nothing."""
+    flags = FlagStore(r, "twice")
+    try:
+        assert flags.start() is flags and flags.running
+        listener = flags._listener
+        assert flags.start() is flags and flags._listener is listener
+        assert flags.key == "labkit:flags:twice"
+    finally:
+        flags.close()
 
 
 @pytest.mark.parametrize(

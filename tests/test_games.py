@@ -11,7 +11,7 @@ import redis
 from checks import assert_refused, audit_keys
 
 from labkit.core.wait import wait_until
-from labkit.errors import GameStateError
+from labkit.errors import WrongTypeError
 from labkit.lab.games import MOVE, GameServer, GameState, NaiveGameServer, winner_of
 from labkit.lab.games import scenarios as sc
 from labkit.server import free_port, no_retry
@@ -372,15 +372,15 @@ BAD_INPUT = [
     ("client-bytes", lambda r: GameServer(_bytes_client(r), "A"), TypeError,
      ["decode_responses=True"]),
     ("wrong-type-game", lambda r: GameServer(r, "A", game="str").move("X", 0),
-     GameStateError, ["lab:ttt:{str}", "wrong-type: string", "Nothing was written"]),
+     WrongTypeError, ["lab:ttt:{str}", "wrong-type: string", "Nothing was written"]),
     ("wrong-type-log", lambda r: GameServer(r, "A", game="lg").move("X", 0),
-     GameStateError, ["lab:ttt:{lg}:log", "wrong-type: hash"]),
+     WrongTypeError, ["lab:ttt:{lg}:log", "wrong-type: hash"]),
     ("wrong-type-restart", lambda r: GameServer(r, "A", game="str").restart(),
-     GameStateError, ["lab:ttt:{str}", "wrong-type"]),
+     WrongTypeError, ["lab:ttt:{str}", "wrong-type"]),
     ("wrong-type-refresh", lambda r: GameServer(r, "A", game="str").refresh(),
-     GameStateError, ["lab:ttt:{str}", "holds a string"]),
+     WrongTypeError, ["lab:ttt:{str}", "holds a string"]),
     ("corrupt-board", lambda r: GameServer(r, "A", game="bad").move("X", 0),
-     GameStateError, ["lab:ttt:{bad}", "corrupt: XX"]),
+     WrongTypeError, ["lab:ttt:{bad}", "corrupt: XX"]),
     ("naive-channel", lambda r: NaiveGameServer(r, "A", channel=""), ValueError,
      ["channel=''"]),
     ("naive-player", lambda r: NaiveGameServer(r, "A").move("Y", 1), ValueError,

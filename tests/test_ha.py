@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from labkit.errors import ExperimentTimeoutError
+from labkit.lab.errors import ExperimentTimeoutError
 from labkit.lab.persistence.ha import (
     ReplicatedGroup,
     SentinelEvents,

@@ -26,15 +26,7 @@ import labkit
 from labkit.cache import Cache, GroupedCache
 from labkit.core.args import check_int, check_number, check_seconds
 from labkit.core.keys import from_key_part, key_part
-from labkit.errors import (
-    CacheKeyTypeError,
-    HistoryKeyError,
-    LimiterKeyError,
-    LockError,
-    QueueFullError,
-    QueueKeyError,
-    SeriesKeyError,
-)
+from labkit.errors import LockError, QueueFullError, WrongTypeError
 from labkit.flags import FlagStore
 from labkit.locks import Lock, Redlock
 from labkit.pubsub import Publisher, Subscriber, history_key
@@ -163,8 +155,8 @@ def test_ordinary_parts_keep_their_keys(r: redis.Redis) -> None:
     assert g.entry_key("u1", "k") == "lab:cache:group:{brief:u1}:entry:k"
     assert FixedWindow(r, 5, 60).key("ip-1.2.3.4") == "lab:ratelimit:fixed:ip-1.2.3.4"
     assert GCRA(r, 5, 60, prefix="ex1:batch").key("u") == "ex1:batch:u"
-    assert SeriesStore(r).key("cpu") == "lab:ts:cpu"
-    assert history_key("feed") == "lab:pubsub:{feed}"
+    assert SeriesStore(r).key("cpu") == "labkit:ts:cpu"
+    assert history_key("feed") == "labkit:pubsub:{feed}"
     assert Lock(r, "counter", 1).fence_key == "lab:lock:{counter}:fence"
     assert Redlock([r], "nightly", 1).key == "lab:redlock:nightly"
     assert FanOut(r).record_key("big") == "lab:fanout:{big}:record"
@@ -179,17 +171,17 @@ def test_sliding_log_leaves_a_leaderboard_alone(r: redis.Redis) -> None:
     key = "lab:ratelimit:log:board"
     r.zadd(key, {"alice": 10, "bob": 20})
     before = dumps(r, key)
-    with pytest.raises(LimiterKeyError, match=r"board.*'alice'|alice"):
+    with pytest.raises(WrongTypeError, match=r"board.*'alice'|alice"):
         SlidingLog(r, 10, 60).allow("board")
     assert dumps(r, key) == before
 
 
 def test_series_store_leaves_a_leaderboard_alone(r: redis.Redis) -> None:
     """Defect 2: a 5-player sorted set at a series key is refused, unchanged."""
-    key = "lab:ts:board"
+    key = "labkit:ts:board"
     r.zadd(key, {f"p{i}": i for i in range(5)})
     before = dumps(r, key)
-    with pytest.raises(SeriesKeyError, match="not a SeriesStore point"):
+    with pytest.raises(WrongTypeError, match="not a SeriesStore point"):
         SeriesStore(r, max_points=3).add("board", 1_700_000_001, 42)
     assert dumps(r, key) == before
     store = SeriesStore(r, max_points=3)  # its own points are still accepted
@@ -228,7 +220,7 @@ def test_corrupt_limiter_state_is_refused_by_name(
     else:
         r.hset(key, mapping=state)
     before = dumps(r, key)
-    with pytest.raises(LimiterKeyError) as info:
+    with pytest.raises(WrongTypeError) as info:
         lim.allow("k")
     assert key in str(info.value) and info.value.key == key
     assert dumps(r, key) == before
@@ -270,15 +262,15 @@ def test_eight_threads_one_publisher_nothing_counted_missed(r: redis.Redis) -> N
 
 
 def test_a_refused_publish_uses_no_number(r: redis.Redis) -> None:
-    """Defect 3: a publish refused with HistoryKeyError leaves no gap."""
+    """Defect 3: a publish refused with WrongTypeError leaves no gap."""
     pub = Publisher(r, history=10)
     with Subscriber(r, ["news"]) as sub:
         pub.publish("news", "one")
         r.delete(pub.history_key("news"))
         r.set(pub.history_key("news"), "not a stream")
-        with pytest.raises(HistoryKeyError):
+        with pytest.raises(WrongTypeError):
             pub.publish("news", "refused")
-        with pytest.raises(HistoryKeyError):
+        with pytest.raises(WrongTypeError):
             pub.publish_many("news", ["refused", "too"])
         r.delete(pub.history_key("news"))
         pub.publish("news", "two")
@@ -291,12 +283,12 @@ def test_a_refused_publish_uses_no_number(r: redis.Redis) -> None:
 
 
 def test_a_lease_key_of_another_type_is_an_error(r: redis.Redis) -> None:
-    """Defect 4: a hash at the lease key: CacheKeyTypeError, not a silent stall."""
+    """Defect 4: a hash at the lease key: WrongTypeError, not a silent stall."""
     c = Cache(r, "users", 60, lease_ttl=3600)  # a stall would last an hour
     r.hset(c.lease_key("k"), "f", 1)
     before = dumps(r, c.lease_key("k"))
     loads = []
-    with pytest.raises(CacheKeyTypeError, match="lease"):
+    with pytest.raises(WrongTypeError, match="lease"):
         c.get_or_load("k", lambda: loads.append(1) or 1)
     assert loads == [] and dumps(r, c.lease_key("k")) == before
 
@@ -526,7 +518,7 @@ def test_publisher_leaves_a_foreign_stream_alone(r: redis.Redis) -> None:
     r.xadd(key, {"order": "1", "qty": "2"})
     r.xadd(key, {"order": "2", "qty": "5"})
     before = dumps(r, key)
-    with pytest.raises(HistoryKeyError, match=r"not \{m: <envelope>\}"):
+    with pytest.raises(WrongTypeError, match=r"not \{m: <envelope>\}"):
         pub.publish("orders", "x")
     assert dumps(r, key) == before
 
@@ -559,7 +551,7 @@ def test_job_queue_leaves_a_foreign_stream_alone(r: redis.Redis) -> None:
     key = "lab:queue:{orders}:stream"
     r.xadd(key, {"order": "1", "qty": "2"})
     before = dumps(r, key)
-    with pytest.raises(QueueKeyError, match="not a JobQueue's"):
+    with pytest.raises(WrongTypeError, match="not a JobQueue's"):
         JobQueue(r, "orders")
     assert dumps(r, key) == before and r.xinfo_groups(key) == []
     JobQueue(r, "fresh").enqueue({"n": 1})
@@ -574,8 +566,8 @@ def test_grouped_cache_leaves_a_foreign_index_alone(r: redis.Redis) -> None:
     r.set("precious", "data")
     r.zadd(index, {"precious": 1, "alice": 2})
     before = dumps(r, index, "precious")
-    with pytest.raises(CacheKeyTypeError, match="other members"):
+    with pytest.raises(WrongTypeError, match="other members"):
         g.get_or_load(7, "q", lambda: 1)
-    with pytest.raises(CacheKeyTypeError, match="other members"):
+    with pytest.raises(WrongTypeError, match="other members"):
         g.invalidate_owner(7)
     assert dumps(r, index, "precious") == before

@@ -52,6 +52,19 @@ def _smoke(python: Path, redis_url: str) -> str:
     return _run(python, SMOKE, env=env)
 
 
+def test_wheel_ships_the_library_and_lab_scripts(wheel: Path) -> None:
+    """Every Lua script of the checkout (library and lab) is in the wheel."""
+    import zipfile
+
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    scripts = sorted(ROOT.glob("labkit/lua/*.lua")) + sorted(
+        ROOT.glob("labkit/lab/lua/*.lua")
+    )
+    assert len(scripts) > 30
+    missing = [str(p.relative_to(ROOT)) for p in scripts]
+    assert [m for m in missing if m not in shipped] == []
+
+
 def test_wheel_alone_pulls_only_redis_py_and_every_pattern_works(
     wheel: Path, tmp_path: Path, redis_url: str
 ) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from labkit.errors import PowerCutUnavailableError
+from labkit.lab.errors import PowerCutUnavailableError
 from labkit.lab.persistence import (
     POLICIES,
     PowerCutShim,

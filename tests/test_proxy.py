@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from labkit.core.wait import wait_until
-from labkit.errors import ProxyError
+from labkit.lab.errors import ProxyError
 from labkit.lab.proxy import (
     Partition,
     Proxy,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -18,7 +19,7 @@ from checks import assert_refused, audit_keys
 import labkit
 from labkit.core.listen import Listener
 from labkit.core.wait import wait_until
-from labkit.errors import HistoryKeyError, ListenerError, MalformedMessageError
+from labkit.errors import ListenerError, MalformedMessageError, WrongTypeError
 from labkit.lab.proxy import Proxy
 from labkit.lab.pubsub import (
     FanoutSubscribers,
@@ -107,7 +108,7 @@ def test_no_message_lost_to_connected_subscriber(r: redis.Redis) -> None:
     """10,000 messages to a connected subscriber all arrive, in order."""
     n = 10_000
     with Subscriber(r, ["bulk"]) as sub:
-        pub = Publisher(r)
+        pub = Publisher(r, clock=time.perf_counter)
         for start in range(0, n, 1000):
             assert pub.publish_many("bulk", range(start, start + 1000)) == [1] * 1000
         assert sub.wait_for(n, timeout=30)
@@ -116,6 +117,21 @@ def test_no_message_lost_to_connected_subscriber(r: redis.Redis) -> None:
     assert [m.data for m in got[:3]] == ["0", "1", "2"]
     assert sub.stats.received == n and sub.stats.missed == 0
     assert all(m.latency is not None and m.latency >= 0 for m in got)
+
+
+def test_envelope_carries_no_time_unless_a_clock_is_given(r: redis.Redis) -> None:
+    """The default envelope has no t (no latency); clock= adds it as sent_at."""
+    assert '"t"' not in Publisher(r, source="p").wrap("c", "x")
+    assert json.loads(Publisher(r, clock=lambda: 12.5).wrap("c", "x"))["t"] == 12.5
+    with Subscriber(r, ["c"], clock=lambda: 20.0) as sub:
+        Publisher(r).publish("c", "plain")
+        Publisher(r, clock=lambda: 12.5).publish("c", "timed")
+        assert sub.wait_for(2, timeout=10)
+        plain, timed = sub.drain()
+    assert plain.sent_at is None and plain.latency is None and plain.seq == 1
+    assert timed.sent_at == 12.5 and timed.latency == 7.5
+    with pytest.raises(TypeError, match=r"clock=.*must be callable"):
+        Publisher(r, clock=5)  # type: ignore[arg-type]
 
 
 def test_callback_is_the_deprecated_name_of_on_message(r: redis.Redis) -> None:
@@ -308,8 +324,8 @@ def test_history_keys_are_bounded(r: redis.Redis) -> None:
     for channel in ("a", "b"):
         pub.publish_many(channel, range(20))
     audit = audit_keys(r, Publisher)
-    assert sorted(audit) == ["lab:pubsub:{a}", "lab:pubsub:{b}"]
-    assert r.xlen("lab:pubsub:{a}") == 5 and 0 < r.ttl("lab:pubsub:{a}") <= 60
+    assert sorted(audit) == ["labkit:pubsub:{a}", "labkit:pubsub:{b}"]
+    assert r.xlen("labkit:pubsub:{a}") == 5 and 0 < r.ttl("labkit:pubsub:{a}") <= 60
 
 
 # --- faults on real servers (issue 13) ----------------------------------------
@@ -607,8 +623,8 @@ BAD_INPUT = [
      TypeError, ["data=None"]),
     ("pub-history-empty-tag", lambda r: Publisher(r, history=5).publish("}", "x"),
      ValueError, ["channel='}'", "'{'"]),
-    ("pub-history-wrong-type", lambda r: _wrong_type_history(r), HistoryKeyError,
-     ["lab:pubsub:{feed}", "holds a string", "nothing was published"]),
+    ("pub-history-wrong-type", lambda r: _wrong_type_history(r), WrongTypeError,
+     ["labkit:pubsub:{feed}", "holds a string", "nothing was published"]),
     ("pub-unreachable", lambda r: Publisher(_unreachable()).publish("c", "x"),
      redis.ConnectionError, ["127.0.0.1"]),
     ("fanout-zero", lambda r: measure_fanout(r, 0, 1), ValueError,
@@ -639,6 +655,6 @@ def test_bad_input_refused(
     r: redis.Redis, call: Any, error: type[Exception], words: list[str]
 ) -> None:
     """Refused at once with a message naming the argument; nothing written."""
-    r.set("lab:pubsub:{feed}", "a string, not a stream")
+    r.set("labkit:pubsub:{feed}", "a string, not a stream")
     assert_refused(r, lambda: call(r), error, *words)
-    assert r.get("lab:pubsub:{feed}") == "a string, not a stream"
+    assert r.get("labkit:pubsub:{feed}") == "a string, not a stream"

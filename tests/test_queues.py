@@ -15,9 +15,9 @@ from checks import assert_refused, audit_keys
 from labkit.core.wait import wait_until
 from labkit.errors import (
     QueueFullError,
-    QueueKeyError,
     UnknownFanOutError,
     WorkerError,
+    WrongTypeError,
 )
 from labkit.lab.persistence import policy_config
 from labkit.lab.queues import (
@@ -483,7 +483,7 @@ def test_client_kill_of_a_worker_connection_is_survived(r: redis.Redis) -> None:
 @pytest.mark.timeout(120)
 def test_worker_process_with_an_unreachable_url_fails_fast(r: redis.Redis) -> None:
     """A worker process that cannot connect: WorkerProcessError with its error."""
-    from labkit.errors import WorkerProcessError
+    from labkit.lab.errors import WorkerProcessError
 
     q = JobQueue(r, "unreachable")
     with Server() as dead:
@@ -509,9 +509,9 @@ def test_run_threads_reports_a_worker_error_not_a_rate(r: redis.Redis) -> None:
             if other != job.id:
                 job.queue.client.set(job.queue.job_key(other), "not a record")
 
-    with pytest.raises(WorkerError, match="QueueKeyError") as info:
+    with pytest.raises(WorkerError, match="WrongTypeError") as info:
         run_threads(q, sabotage, 2, timeout=10)
-    assert isinstance(info.value.__cause__, QueueKeyError)
+    assert isinstance(info.value.__cause__, WrongTypeError)
     assert wait_until(lambda: not labkit_threads(), 5)
 
 
@@ -733,27 +733,27 @@ def test_enqueue_many_larger_than_the_queue_is_refused(r: redis.Redis) -> None:
 def test_wrong_type_queue_key_is_refused_before_any_write(
     r: redis.Redis, suffix: str
 ) -> None:
-    """A queue key holding a string: QueueKeyError naming it, nothing written."""
+    """A queue key holding a string: WrongTypeError naming it, nothing written."""
     q = _queue(r)
     r.set(f"{q.base}:{suffix}", "someone else's")
-    assert_refused(r, lambda: q.enqueue({"n": 1}), QueueKeyError, f"{q.base}:{suffix}")
+    assert_refused(r, lambda: q.enqueue({"n": 1}), WrongTypeError, f"{q.base}:{suffix}")
 
 
 def test_wrong_type_stream_key_is_refused_by_the_constructor(r: redis.Redis) -> None:
-    """The stream's key is a list already: JobQueue() raises QueueKeyError."""
+    """The stream's key is a list already: JobQueue() raises WrongTypeError."""
     r.rpush("lab:queue:{taken}:stream", "x")
     assert_refused(
-        r, lambda: JobQueue(r, "taken"), QueueKeyError, "holds a list", "stream"
+        r, lambda: JobQueue(r, "taken"), WrongTypeError, "holds a list", "stream"
     )
 
 
 def test_wrong_type_job_record_is_refused_by_status(r: redis.Redis) -> None:
-    """status() of a record that is not a labkit hash: QueueKeyError."""
+    """status() of a record that is not a labkit hash: WrongTypeError."""
     q = _queue(r)
     r.set(q.job_key("j1"), "x")
     r.hset(q.job_key("j2"), "foo", "bar")
-    assert_refused(r, lambda: q.status("j1"), QueueKeyError, q.job_key("j1"))
-    assert_refused(r, lambda: q.status("j2"), QueueKeyError, q.job_key("j2"))
+    assert_refused(r, lambda: q.status("j1"), WrongTypeError, q.job_key("j1"))
+    assert_refused(r, lambda: q.status("j2"), WrongTypeError, q.job_key("j2"))
 
 
 @pytest.mark.parametrize(
@@ -945,16 +945,16 @@ def test_bad_fanout_arguments_are_refused(
 
 
 def test_wrong_type_fanout_keys_are_refused(r: redis.Redis) -> None:
-    """A record or part set of another type: QueueKeyError, nothing written."""
+    """A record or part set of another type: WrongTypeError, nothing written."""
     fan = FanOut(r)
     r.set(fan.record_key("s"), "x")
-    assert_refused(r, lambda: fan.create("s", 2), QueueKeyError, fan.record_key("s"))
-    assert_refused(r, lambda: fan.finish("s", 1), QueueKeyError, fan.record_key("s"))
+    assert_refused(r, lambda: fan.create("s", 2), WrongTypeError, fan.record_key("s"))
+    assert_refused(r, lambda: fan.finish("s", 1), WrongTypeError, fan.record_key("s"))
     fan.create("t", 2)
     r.set(fan.parts_key("t"), "x")
-    assert_refused(r, lambda: fan.finish("t", 1), QueueKeyError, fan.parts_key("t"))
+    assert_refused(r, lambda: fan.finish("t", 1), WrongTypeError, fan.parts_key("t"))
     r.hset(fan.record_key("u"), "foo", "bar")
-    assert_refused(r, lambda: fan.finish("u", 1), QueueKeyError, "no-total-field")
+    assert_refused(r, lambda: fan.finish("u", 1), WrongTypeError, "no-total-field")
 
 
 # --- the lab's experiments -----------------------------------------------------

@@ -22,14 +22,9 @@ from checks import assert_refused, audit_keys
 
 import labkit
 from labkit.core.scripts import Script
-from labkit.errors import (
-    ContentionError,
-    FlagStoreError,
-    LimiterKeyError,
-    MalformedMessageError,
-    ServerUnreachableError,
-)
+from labkit.errors import FlagStoreError, MalformedMessageError, WrongTypeError
 from labkit.flags import Flag, FlagStore
+from labkit.lab.errors import ContentionError
 from labkit.lab.measure import wait_until
 from labkit.lab.ratelimit.contention import Contention
 from labkit.lab.ratelimit.flags import propagation_ms
@@ -44,6 +39,7 @@ from labkit.ratelimit import (
     TokenBucket,
 )
 from labkit.server import Server, free_port, no_retry
+from labkit.server.errors import ServerUnreachableError
 
 ALL = list(ALGORITHMS.values())
 NAN, INF = math.nan, math.inf
@@ -217,7 +213,7 @@ def test_clock_answer_refused(r: redis.Redis, now: object) -> None:
 @pytest.mark.parametrize("cls", ALL, ids=ids)
 @pytest.mark.parametrize("kind", ["string", "list", "foreign hash"])
 def test_wrong_type_key_refused(r: redis.Redis, cls: type, kind: str) -> None:
-    """A key already holding something else: LimiterKeyError, nothing written."""
+    """A key already holding something else: WrongTypeError, nothing written."""
     lim = cls(r, limit=5, period=10)
     key = lim.key("u")
     if kind == "string":
@@ -227,17 +223,17 @@ def test_wrong_type_key_refused(r: redis.Redis, cls: type, kind: str) -> None:
     else:
         r.hset(key, "someone", "else")
     err = assert_refused(
-        r, lambda: lim.allow("u"), LimiterKeyError, repr(key), "nothing was written"
+        r, lambda: lim.allow("u"), WrongTypeError, repr(key), "nothing was written"
     )
     assert err.key == key and err.found in ("string", "list", "hash")  # type: ignore[attr-defined]
-    assert_refused(r, lambda: lim.allow_many(["u"]), LimiterKeyError, repr(key))
+    assert_refused(r, lambda: lim.allow_many(["u"]), WrongTypeError, repr(key))
 
 
 def test_other_algorithm_state_refused(r: redis.Redis) -> None:
     """Two algorithms given one prefix: the second refuses the first's state."""
     TokenBucket(r, 5, 10, prefix="shared").allow("u")
     fixed = FixedWindow(r, 5, 10, prefix="shared")
-    assert_refused(r, lambda: fixed.allow("u"), LimiterKeyError, "shared:u")
+    assert_refused(r, lambda: fixed.allow("u"), WrongTypeError, "shared:u")
 
 
 @pytest.mark.parametrize("cls", ALL, ids=ids)
@@ -340,6 +336,7 @@ def test_flag_call_refused(
         ({"on_change": 5}, TypeError, "on_change=5", "must be callable"),
         ({"timeout": NAN}, ValueError, "timeout=nan", "finite number of seconds"),
         ({"timeout": 0}, ValueError, "timeout=0", "finite number of seconds"),
+        ({"prefix": ""}, ValueError, "prefix=''", "non-empty str"),
     ],
 )
 def test_flagstore_construction_refused(
@@ -355,9 +352,9 @@ def test_flagstore_construction_refused(
 @pytest.mark.parametrize(
     "setup",
     [
-        lambda r: r.set("lab:flags:bad", "not a hash"),
-        lambda r: r.set("lab:flags:bad:version", "seven"),
-        lambda r: r.rpush("lab:flags:bad:version", 1),
+        lambda r: r.set("labkit:flags:bad", "not a hash"),
+        lambda r: r.set("labkit:flags:bad:version", "seven"),
+        lambda r: r.rpush("labkit:flags:bad:version", 1),
     ],
     ids=["flags string", "version text", "version list"],
 )
@@ -368,7 +365,11 @@ def test_flagstore_wrong_type_keys(
     setup(r)
     threads = threading.active_count()
     assert_refused(
-        r, lambda: FlagStore(r, "bad"), FlagStoreError, "lab:flags:bad", "nothing"
+        r,
+        lambda: FlagStore(r, "bad").start(),
+        FlagStoreError,
+        "labkit:flags:bad",
+        "nothing",
     )
     assert threading.active_count() == threads
 
@@ -389,7 +390,9 @@ def test_flag_change_validates_before_writing(r: redis.Redis, flags: FlagStore) 
 def test_flagstore_unreachable(r: redis.Redis) -> None:
     """No server: a ConnectionError within seconds, no listener thread left."""
     threads = threading.active_count()
-    assert_refused(r, lambda: FlagStore(unreachable()), redis.ConnectionError, "")
+    assert_refused(
+        r, lambda: FlagStore(unreachable()).start(), redis.ConnectionError, ""
+    )
     assert threading.active_count() == threads
 
 
@@ -524,7 +527,7 @@ def test_malformed_announcement_is_counted(r: redis.Redis, flags: FlagStore) -> 
     """Garbage on the channel: counted as a bad message; the listener goes on."""
     for junk in ("garbage", "7 [1, 2]", '3 ["x", "{not json"]', "x " + json.dumps([])):
         r.publish(flags.channel, junk)
-    flags_writer = FlagStore(r, "t")
+    flags_writer = FlagStore(r, "t").start()
     flags_writer.set("after", on=True)
     flags_writer.close()
     assert wait_until(lambda: flags.get("after") is not None)
@@ -624,7 +627,7 @@ def test_listener_survives_its_caller_closing_the_client(
     silently); close() leaves no connection of the store's behind."""
     baseline = len(r.client_list())
     client = labkit.connect(redis_url)
-    store = FlagStore(client)
+    store = FlagStore(client).start()
     # redis-py 8.1: a pool copied from connection_class and connection_kwargs
     # (minus the pool's own maintenance state) is a pool of its own.
     own = store._listen_client.connection_pool
@@ -633,7 +636,7 @@ def test_listener_survives_its_caller_closing_the_client(
     handler = own.connection_kwargs.get("maint_notifications_pool_handler")
     assert handler is None or handler.pool is own
     client.close()  # disconnects every connection of its pool
-    admin = FlagStore(r)
+    admin = FlagStore(r).start()
     admin.set("x", value=1)
     assert wait_until(lambda: store.value("x") == 1)
     assert store.running and store.stats.callback_errors == 0
@@ -647,7 +650,7 @@ def test_flagstore_under_a_frozen_server() -> None:
     """SIGSTOP: reads stay local and instant, set() times out within seconds, the
     watchdog reports the silence; after SIGCONT it reconnects and reloads."""
     with Server() as srv:
-        store = FlagStore(fast_client(srv), health_check_interval=0.5)
+        store = FlagStore(fast_client(srv), health_check_interval=0.5).start()
         try:
             store.set("beta", on=True)
             os.kill(srv.pid, signal.SIGSTOP)  # type: ignore[arg-type]
@@ -681,8 +684,8 @@ def test_flagstore_survives_a_restart_that_forgot_everything() -> None:
     """SIGKILL, restart without persistence: the version counter starts over, and
     the store still takes the new, lower-numbered changes."""
     with Server() as srv:
-        reader = FlagStore(fast_client(srv))
-        writer = FlagStore(fast_client(srv))
+        reader = FlagStore(fast_client(srv)).start()
+        writer = FlagStore(fast_client(srv)).start()
         try:
             for i in range(5):
                 writer.set("beta", value=i)

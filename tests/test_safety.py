@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from labkit.errors import UnsafeServerError
 from labkit.lab.measure import wait_until
 from labkit.server import Server, find_server_binary, flushdb, free_port, reconfigured
+from labkit.server.errors import UnsafeServerError
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,7 @@ import pytest
 import redis
 
 import labkit
-from labkit.errors import (
-    ServerBinaryNotFoundError,
-    ServerStartError,
-    ServerUnreachableError,
-    ServerVersionError,
-)
+from labkit.errors import ServerVersionError
 from labkit.server import (
     Server,
     binary_version,
@@ -28,6 +23,11 @@ from labkit.server import (
     no_retry,
 )
 from labkit.server.__main__ import labkit_server_processes
+from labkit.server.errors import (
+    ServerBinaryNotFoundError,
+    ServerStartError,
+    ServerUnreachableError,
+)
 
 # These tests start, kill and rewire embedded servers (see conftest TIER).
 pytestmark = pytest.mark.embedded

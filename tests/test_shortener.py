@@ -13,7 +13,7 @@ import redis
 from checks import assert_refused, audit_keys
 
 import labkit
-from labkit.errors import ShardUnavailableError, ShortenerKeyError
+from labkit.errors import ShardUnavailableError, WrongTypeError
 from labkit.lab.sharding import make_router
 from labkit.lab.sharding.shortener import Resolution, Shortener, check_url, grow
 from labkit.server import Server, free_port, no_retry
@@ -209,16 +209,16 @@ def test_bytes_clients_are_refused(redis_url: str) -> None:
 
 
 def test_wrong_type_keys_are_reported_and_untouched(r, solo: Shortener) -> None:
-    """A link or counters key of another type: ShortenerKeyError, nothing written."""
+    """A link or counters key of another type: WrongTypeError, nothing written."""
     code = solo._code(URL, 0)
     r.hset(solo.url_key(code), "x", "1")
-    err = assert_refused(r, lambda: solo.shorten(URL), ShortenerKeyError, "hash")
+    err = assert_refused(r, lambda: solo.shorten(URL), WrongTypeError, "hash")
     assert (err.key, err.found, err.expected) == (solo.url_key(code), "hash", "string")
-    assert_refused(r, lambda: solo.resolve(code), ShortenerKeyError, "holds a hash")
+    assert_refused(r, lambda: solo.resolve(code), WrongTypeError, "holds a hash")
     r.delete(solo.url_key(code))
     r.set(solo.stats_key, "not a hash")
-    assert_refused(r, lambda: solo.resolve("abc1234"), ShortenerKeyError, "string")
-    assert_refused(r, solo.stats, ShortenerKeyError, solo.stats_key)
+    assert_refused(r, lambda: solo.resolve("abc1234"), WrongTypeError, "string")
+    assert_refused(r, solo.stats, WrongTypeError, solo.stats_key)
 
 
 def test_check_url_accepts_real_urls() -> None:

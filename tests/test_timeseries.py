@@ -15,7 +15,7 @@ import redis
 from checks import assert_refused, audit_keys
 
 from labkit.core.scripts import Script
-from labkit.errors import SeriesKeyError
+from labkit.errors import WrongTypeError
 from labkit.server import Cluster, Server, free_port, no_retry
 from labkit.timeseries import SeriesStore, to_epoch
 
@@ -199,7 +199,7 @@ def test_bad_input_is_refused_before_anything_is_written(
     words: str,
 ) -> None:
     """Each bad argument raises a clear error naming it; the database is unchanged."""
-    r.zadd("lab:ts:s", {'{"t":1.0,"v":1}': 1.0})  # an existing series to protect
+    r.zadd("labkit:ts:s", {'{"t":1.0,"v":1}': 1.0})  # an existing series to protect
     allowed = {TypeError: "must", ValueError: "must"}[error]
     if words.startswith(("client=", "timestamp='", "timestamp=False")):
         allowed = "expected" if words.startswith("timestamp") else "needs a redis.Redis"
@@ -210,22 +210,26 @@ def test_bad_input_is_refused_before_anything_is_written(
 def test_a_key_of_another_type_is_a_clear_error_and_stays_untouched(
     r: redis.Redis, method: str
 ) -> None:
-    """A series key holding a string raises SeriesKeyError naming key and type."""
-    r.set("lab:ts:s", "not a series")
+    """A series key holding a string raises WrongTypeError naming key and type."""
+    r.set("labkit:ts:s", "not a series")
     store = SeriesStore(r)
     args = {"add": ("s", T0, 1.0)}.get(method, ("s",))
     err = assert_refused(
-        r, lambda: getattr(store, method)(*args), SeriesKeyError, "'lab:ts:s'", "string"
+        r,
+        lambda: getattr(store, method)(*args),
+        WrongTypeError,
+        "'labkit:ts:s'",
+        "string",
     )
-    assert err.key == "lab:ts:s" and err.found == "string"
-    assert r.get("lab:ts:s") == "not a series"
+    assert err.key == "labkit:ts:s" and err.found == "string"
+    assert r.get("labkit:ts:s") == "not a series"
 
 
 def test_foreign_members_in_a_sorted_set_are_a_clear_error(r: redis.Redis) -> None:
     """A sorted set written by someone else is named, not a raw JSON error."""
-    r.zadd("lab:ts:s", {"leaderboard-entry": 10})
+    r.zadd("labkit:ts:s", {"leaderboard-entry": 10})
     err = assert_refused(
-        r, lambda: SeriesStore(r).recent("s"), SeriesKeyError, "lab:ts:s"
+        r, lambda: SeriesStore(r).recent("s"), WrongTypeError, "labkit:ts:s"
     )
     assert "not a SeriesStore point" in str(err)
 
@@ -243,15 +247,15 @@ def test_the_script_checks_its_arguments_before_its_first_write(
     r: redis.Redis, args: list[Any], word: str
 ) -> None:
     """Called directly with bad ARGV, the Lua script errors and writes nothing."""
-    r.zadd("lab:ts:s", {'{"t":5.0,"v":5}': 5.0})
+    r.zadd("labkit:ts:s", {'{"t":5.0,"v":5}': 5.0})
     err = assert_refused(
         r,
-        lambda: Script("timeseries_add")(r, ["lab:ts:s"], args),
+        lambda: Script("timeseries_add")(r, ["labkit:ts:s"], args),
         redis.exceptions.ResponseError,
         "SERIESARG",
         word,
     )
-    assert err is not None and r.zcard("lab:ts:s") == 1
+    assert err is not None and r.zcard("labkit:ts:s") == 1
 
 
 def test_unreachable_server_fails_within_seconds(r: redis.Redis) -> None:
@@ -296,7 +300,7 @@ def test_keys_audit_after_a_normal_run(r: redis.Redis) -> None:
         store.add("mem", T0 + timedelta(seconds=i), float(2 * i))
     store.forecast("cpu")
     seen = audit_keys(r, SeriesStore)
-    assert set(seen) == {"lab:ts:cpu", "lab:ts:mem"}
+    assert set(seen) == {"labkit:ts:cpu", "labkit:ts:mem"}
     assert all("no TTL" in d and "max_points" in d for d in seen.values())
 
 

@@ -174,7 +174,7 @@ class Cache:
                 before anything is read or written).
             TypeError: ``loader`` returned a value JSON cannot encode (nothing
                 is cached).
-            CacheKeyTypeError: The entry's key holds another Redis type.
+            WrongTypeError: The entry's key holds another Redis type.
             Exception: Whatever ``loader`` raised, unchanged; nothing is cached.
         """
         start = _clock()
@@ -365,7 +365,7 @@ class Cache:
         Raises:
             TypeError, ValueError: ``key`` is not allowed, or ``value`` is not
                 JSON-serialisable; nothing is written.
-            CacheKeyTypeError: The entry's key holds another Redis type.
+            WrongTypeError: The entry's key holds another Redis type.
             redis.exceptions.OutOfMemoryError: The server is full
                 (``noeviction``); nothing is written.
         """

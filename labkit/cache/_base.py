@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import redis
 
 from labkit.core.args import check_count, check_name, check_tag
-from labkit.errors import CacheKeyTypeError
+from labkit.errors import WrongTypeError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -163,7 +163,7 @@ def check_namespace(namespace: Any) -> str:
 
 
 def raise_wrong_type(client: Any, key: str, expected: str, exc: Exception) -> NoReturn:
-    """Raise :class:`CacheKeyTypeError` for ``key`` if it holds another type.
+    """Raise :class:`WrongTypeError` for ``key`` if it holds another type.
 
     Called when Redis answered ``WRONGTYPE`` (or a script refused the key):
     asks ``TYPE`` to name what is there. Anything else is re-raised unchanged.
@@ -172,7 +172,19 @@ def raise_wrong_type(client: Any, key: str, expected: str, exc: Exception) -> No
         raise exc
     found = client.type(key)
     found = found.decode() if isinstance(found, bytes) else str(found)
-    raise CacheKeyTypeError(key, expected=expected, found=found) from exc
+    raise wrong_type(key, expected=expected, found=found) from exc
+
+
+def wrong_type(key: str, *, expected: str, found: str) -> WrongTypeError:
+    """The cache's :class:`WrongTypeError`: ``key`` holds ``found``, not the cache's."""
+    return WrongTypeError(
+        f"key {key!r} holds a {found}, but the cache keeps a {expected} there: "
+        "another program uses this name. Nothing was written; choose another "
+        "namespace, or delete the key if it is stale.",
+        key=key,
+        expected=expected,
+        found=found,
+    )
 
 
 def ttl_ms(ttl: float, jitter: float, rng: random.Random) -> int:

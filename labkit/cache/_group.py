@@ -18,6 +18,7 @@ from labkit.cache._base import (
     encode,
     raise_wrong_type,
     ttl_ms,
+    wrong_type,
 )
 from labkit.core.args import (
     YEAR,
@@ -31,7 +32,7 @@ from labkit.core.args import (
 from labkit.core.clients import check_client, server_version, supports
 from labkit.core.keys import from_key_part, key_part
 from labkit.core.scripts import Script
-from labkit.errors import CacheKeyTypeError
+from labkit.errors import WrongTypeError
 
 __all__ = ["GroupedCache", "supports_field_expiry"]
 
@@ -200,7 +201,7 @@ class GroupedCache:
             TypeError, ValueError: ``owner``, ``key`` or ``loader`` is not
                 allowed (before anything is read or written).
             TypeError: ``loader`` returned a value JSON cannot encode.
-            CacheKeyTypeError: One of the owner's keys holds another type.
+            WrongTypeError: One of the owner's keys holds another type.
             Exception: Whatever ``loader`` raises propagates; nothing is cached.
         """
         check_callable("loader", loader, signature="taking no arguments")
@@ -267,8 +268,8 @@ class GroupedCache:
             raise_wrong_type(self.client, where, kind, ValueError(where))
 
     @staticmethod
-    def _foreign_index(index: str) -> CacheKeyTypeError:
-        return CacheKeyTypeError(
+    def _foreign_index(index: str) -> WrongTypeError:
+        return wrong_type(
             index,
             expected="zset of this owner's entry keys",
             found="zset of other members",
@@ -304,7 +305,7 @@ class GroupedCache:
         """Drop every entry of ``owner`` in one call; returns how many there were.
 
         Raises:
-            CacheKeyTypeError: A key holds another type, or the index is a
+            WrongTypeError: A key holds another type, or the index is a
                 sorted set of other members (the keys it names are not deleted).
         """
         if not self.per_field_expiry:  # someone else's sorted set: before the bump

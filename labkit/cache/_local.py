@@ -13,12 +13,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from labkit.cache._base import MAX_SAMPLES, CacheStats
+from labkit.cache._base import MAX_SAMPLES, CacheStats, wrong_type
 from labkit.core.args import Key, check_count, check_key, check_seconds
 from labkit.core.clients import check_client, connection_settings
 from labkit.core.listen import Listener, ListenerStats, as_text
 from labkit.core.wait import wait_until
-from labkit.errors import CacheKeyTypeError, TrackingError
+from labkit.errors import TrackingError
 
 __all__ = ["ClientSideCache", "TrackingStats"]
 
@@ -342,7 +342,7 @@ class ClientSideCache:
             TypeError, ValueError: ``key`` is not a non-empty str (or int).
             redis.ConnectionError, redis.TimeoutError: The server could not be
                 reached within ``timeout`` (twice: one reconnect is tried).
-            CacheKeyTypeError: The key holds another type than a string.
+            WrongTypeError: The key holds another type than a string.
         """
         if type(key) is not str or not key:
             key = check_key("key", key)
@@ -380,7 +380,7 @@ class ClientSideCache:
                     raise
                 self._conn.send_command("TYPE", key)
                 found = as_text(self._conn.read_response())
-                raise CacheKeyTypeError(key, expected="string", found=found) from exc
+                raise wrong_type(key, expected="string", found=found) from exc
             except redis.ConnectionError as exc:
                 self._lost(exc)  # the next send reconnects, and re-arms
                 if attempt == 2:

@@ -1,4 +1,8 @@
-"""Lua scripts: loaded once from ``labkit/lua/``, called one way, NOSCRIPT handled here.
+"""Lua scripts: loaded once from a ``lua/`` folder, called one way, NOSCRIPT handled.
+
+The library's scripts are in ``labkit/lua/``; the lab's own (a tutorial's
+script, a benchmark's floor) are in ``labkit/lab/lua/`` and are named with
+``Script(name, package="labkit.lab")``.
 
 Every labkit script is a :class:`Script`. A call is ``EVALSHA`` straight away
 (one round trip); only if the server answers ``NOSCRIPT`` (a restart, a
@@ -64,25 +68,30 @@ def name_fault(exc: Exception, client: Any, what: str) -> Exception:
 
 
 class Script:
-    """One script of ``labkit/lua/<name>.lua``.
+    """One script of ``<package>/lua/<name>.lua``.
 
     Args:
         name: The file's stem, e.g. ``"ratelimit_gcra"``.
+        package: The package whose ``lua/`` folder holds it: ``"labkit"`` (the
+            library's scripts, the default) or ``"labkit.lab"`` (the lab's).
 
     The source is read on first use; the SHA1 is computed locally, so no
     server is needed until the first call.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, package: str = "labkit") -> None:
         self.name = name
+        self.package = package
 
     def __repr__(self) -> str:
-        return f"Script({self.name!r})"
+        if self.package == "labkit":
+            return f"Script({self.name!r})"
+        return f"Script({self.name!r}, package={self.package!r})"
 
     @cached_property
     def source(self) -> str:
         """The Lua source, header included."""
-        path = resources.files("labkit").joinpath("lua", f"{self.name}.lua")
+        path = resources.files(self.package).joinpath("lua", f"{self.name}.lua")
         return path.read_text(encoding="utf-8")
 
     @cached_property

@@ -35,7 +35,8 @@ from labkit.core.args import (
 )
 from labkit.core.clients import check_client
 from labkit.core.scripts import Script
-from labkit.errors import QueueFullError, QueueKeyError, SessionExpiredError
+from labkit.errors import QueueFullError, WrongTypeError
+from labkit.lab.errors import SessionExpiredError
 
 __all__ = [
     "ChatClient",
@@ -50,12 +51,21 @@ Model = Callable[[Sequence[Mapping[str, str]]], str]
 
 GROUP = "chat-workers"
 CONTEXT = 4  # messages of history the prompt is built from
-SEND = Script("queues_chat_send")
-ANSWER = Script("queues_chat_answer")
+SEND = Script("queues_chat_send", package="labkit.lab")
+ANSWER = Script("queues_chat_answer", package="labkit.lab")
 _NO_CLUSTER = (
     "a request's answer is one script over the shared request stream and the "
     "session's keys, which cannot share a cluster slot"
 )
+
+
+def _expired(token: str) -> SessionExpiredError:
+    """The error for a session that is unknown or whose hour is over."""
+    return SessionExpiredError(
+        f"session {token!r} does not exist or has expired; start a new one "
+        "with ChatService.new_session()",
+        token=token,
+    )
 
 
 def _script_error(exc: redis.ResponseError, token: str = "") -> Exception:
@@ -63,10 +73,10 @@ def _script_error(exc: redis.ResponseError, token: str = "") -> Exception:
     words = str(exc).split()
     code = words[0] if words else ""
     if code == "EXPIRED":
-        return SessionExpiredError(token)
+        return _expired(token)
     if code == "BADTYPE" and len(words) == 4:
         key, found, expected = words[1:]
-        return QueueKeyError(
+        return WrongTypeError(
             f"key {key!r} holds a {found}, where the chat keeps a {expected}; "
             "nothing was written",
             key=key,
@@ -202,7 +212,7 @@ class ChatService:
                 redis.ResponseError(f"BADTYPE {key} {self.client.type(key)} list")
             ) from exc
         if not raw:
-            raise SessionExpiredError(token)
+            raise _expired(token)
         return [json.loads(m) for m in raw]
 
     def send(self, token: str, text: str) -> str:

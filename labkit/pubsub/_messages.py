@@ -23,14 +23,15 @@ class Envelope(NamedTuple):
     Attributes:
         source: The publisher's id.
         seq: Its number for this message on this channel (1, 2, ...).
-        sent_at: ``time.perf_counter()`` in the publisher's process.
+        sent_at: The publisher's ``clock()`` at publish (its ``t``), or None if
+            it has no clock.
         data: The payload.
         id: The history stream's entry id (``"<ms>-<n>"``), if kept.
     """
 
     source: str
     seq: int
-    sent_at: float
+    sent_at: float | None
     data: str
     id: str | None
 
@@ -46,7 +47,8 @@ def parse_envelope(channel: str, text: Any) -> Envelope | None:
         return None
     try:
         body = json.loads(text)
-        source, seq, sent, data = body["src"], body["seq"], body["t"], body["data"]
+        source, seq, data = body["src"], body["seq"], body["data"]
+        sent = body.get("t")
         stream_id = body.get("id")
     except (ValueError, TypeError, KeyError) as exc:
         raise MalformedMessageError(
@@ -59,20 +61,26 @@ def parse_envelope(channel: str, text: Any) -> Envelope | None:
         and isinstance(seq, int)
         and not isinstance(seq, bool)
         and seq >= 1
-        and isinstance(sent, int | float)
-        and not isinstance(sent, bool)
-        and math.isfinite(sent)
+        and (
+            sent is None
+            or (
+                isinstance(sent, int | float)
+                and not isinstance(sent, bool)
+                and math.isfinite(sent)
+            )
+        )
         and isinstance(data, str)
         and (stream_id is None or bool(_STREAM_ID.match(str(stream_id))))
     )
     if not valid:
         raise MalformedMessageError(
             f"channel {channel!r}: envelope with a missing or mistyped field "
-            "(src: str, seq: int >= 1, t: number, data: str, id: '<ms>-<n>')",
+            "(src: str, seq: int >= 1, t: number if present, data: str, "
+            "id: '<ms>-<n>')",
             channel=channel,
             data=text[:200],
         )
-    return Envelope(source, seq, float(sent), data, stream_id)
+    return Envelope(source, seq, None if sent is None else float(sent), data, stream_id)
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:
@@ -95,8 +103,10 @@ class Received(NamedTuple):
         kind: ``"message"``, ``"pmessage"`` or ``"smessage"`` (sharded).
         source: Id of the Publisher that sent it, else None.
         seq: The publisher's number for it on this channel (1, 2, ...), else None.
-        sent_at: ``time.perf_counter()`` at publish, else None.
-        received_at: ``time.perf_counter()`` when the listener got it.
+        sent_at: The publisher's ``clock()`` at publish, if it has a clock
+            (``Publisher(clock=...)``), else None.
+        received_at: The subscriber's ``clock()`` (``time.perf_counter`` by
+            default) when the listener got it.
         id: The history stream's entry id, when the publisher keeps history.
         recovered: True if it was read back from the history stream after a
             gap, not received live.
@@ -115,7 +125,12 @@ class Received(NamedTuple):
 
     @property
     def latency(self) -> float | None:
-        """Publish-to-receive time in seconds (same-machine publishers only)."""
+        """Publish-to-receive seconds; None unless the publisher has a clock.
+
+        Meaningful only when publisher and subscriber use the same clock
+        (``time.perf_counter`` on one machine; ``time.time`` across hosts, as
+        far as their clocks agree).
+        """
         return None if self.sent_at is None else self.received_at - self.sent_at
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -12,15 +12,25 @@ from typing import Any, TypeVar
 
 import redis
 
-from labkit.core.args import DAY, check_int, check_name, check_seconds, check_tag
+from labkit.core.args import (
+    DAY,
+    check_callable,
+    check_int,
+    check_name,
+    check_seconds,
+    check_tag,
+)
 from labkit.core.clients import check_client
 from labkit.core.keys import key_part
 from labkit.core.scripts import Script, run_batch
-from labkit.errors import HistoryKeyError
+from labkit.errors import WrongTypeError
 
-__all__ = ["MAX_HISTORY", "Publisher", "history_key"]
+__all__ = ["MAX_HISTORY", "PREFIX", "Publisher", "history_key"]
 
 _R = TypeVar("_R")
+
+#: Default key prefix of the history streams.
+PREFIX = "labkit:pubsub"
 
 #: Most entries a channel's history stream may keep.
 MAX_HISTORY = 1_000_000
@@ -39,7 +49,7 @@ def check_prefix(prefix: Any) -> str:
     return str(prefix)
 
 
-def history_key(channel: str, prefix: str = "lab:pubsub") -> str:
+def history_key(channel: str, prefix: str = PREFIX) -> str:
     """The history stream kept beside ``channel``: ``<prefix>:{<channel>}``."""
     return f"{check_prefix(prefix)}:{{{key_part(check_tag('channel', channel))}}}"
 
@@ -51,7 +61,7 @@ def _check_data(data: Any) -> str:
 
 
 class Publisher:
-    """Publish messages wrapped with a source id, a sequence number and a timestamp.
+    """Publish messages wrapped with a source id and a sequence number (and a time).
 
     Args:
         client: A ``redis.Redis`` or ``RedisCluster``.
@@ -65,11 +75,17 @@ class Publisher:
             back what it missed. At most :data:`MAX_HISTORY`.
         history_ttl: Seconds a channel's history lives after its last publish
             (0.001 to 30 days).
-        prefix: Key prefix of the history streams.
+        prefix: Key prefix of the history streams (default ``labkit:pubsub``).
+        clock: A function returning seconds, called once per message and
+            written into it as ``t`` (a subscriber's ``Received.sent_at``).
+            None (the default) writes no time. Pass ``time.perf_counter`` to
+            measure latency between processes of one machine (Linux and macOS
+            share it), with a subscriber using the same clock; across hosts
+            only ``time.time`` means anything, and only as far as their
+            clocks agree.
 
-    The envelope is JSON, ``{"src", "seq", "t", "data"}`` (plus ``"id"``, the
-    stream entry id, with history); ``t`` is ``time.perf_counter()``, which
-    other processes on the same machine share on Linux and macOS. With history,
+    The envelope is JSON, ``{"src", "seq", "data"}`` (plus ``"t"`` with a
+    clock, and ``"id"``, the stream entry id, with history). With history,
     one Lua script appends to the stream and publishes, so the two never
     disagree. History costs an ``XADD`` and a trim per message, and memory for
     ``history`` entries per channel.
@@ -91,7 +107,8 @@ class Publisher:
         source: str | None = None,
         history: int = 0,
         history_ttl: float = 3600.0,
-        prefix: str = "lab:pubsub",
+        prefix: str = PREFIX,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.client = check_client(client, owner="Publisher")
         if not isinstance(sharded, bool):
@@ -102,6 +119,9 @@ class Publisher:
         self.history = check_int("history", history, min=0, max=MAX_HISTORY)
         self.history_ttl = check_seconds("history_ttl", history_ttl, max=30 * DAY)
         self.prefix = check_prefix(prefix)
+        if clock is not None:
+            check_callable("clock", clock, signature="clock() -> seconds")
+        self.clock = clock
         #: The history entry id of the last message published (with history).
         self.last_id: str | None = None
         self._seq: Counter[str] = Counter()
@@ -118,7 +138,7 @@ class Publisher:
         return check_name("channel", channel)
 
     def wrap(self, channel: str, data: str) -> str:
-        """Number and timestamp one message for ``channel`` (without sending it)."""
+        """Number (and time, with a clock) one message for ``channel``, unsent."""
         channel = self._channel(channel)
         text = _check_data(data)
         with self._lock:
@@ -127,7 +147,15 @@ class Publisher:
         return self._body(seq, text)
 
     def _body(self, seq: int, text: str) -> str:
-        body = {"src": self.source, "seq": seq, "t": time.perf_counter(), "data": text}
+        body: dict[str, object] = {"src": self.source, "seq": seq}
+        if self.clock is not None:
+            t = self.clock()
+            if isinstance(t, bool) or not isinstance(t, int | float):
+                raise TypeError(f"clock() returned {t!r}: must return seconds")
+            if not math.isfinite(t):
+                raise ValueError(f"clock() returned {t!r}: must be finite")
+            body["t"] = t
+        body["data"] = text
         return json.dumps(body)
 
     def _numbered(
@@ -147,7 +175,7 @@ class Publisher:
             messages = [self._body(first + i + 1, t) for i, t in enumerate(texts)]
             try:
                 result = send(messages)
-            except (HistoryKeyError, redis.ResponseError):
+            except (WrongTypeError, redis.ResponseError):
                 raise
             except BaseException:
                 self._seq[channel] = first + len(texts)
@@ -171,7 +199,7 @@ class Publisher:
         receivers, second = int(reply[0]), reply[1]
         if receivers < 0:
             key = self.history_key(channel)
-            raise HistoryKeyError(
+            raise WrongTypeError(
                 f"key {key!r} holds a {second}, not the stream this publisher "
                 f"keeps as channel {channel!r}'s history; nothing was published",
                 key=key,
@@ -190,7 +218,7 @@ class Publisher:
         means nobody was listening; without history, the message is gone.
 
         Raises:
-            HistoryKeyError: With history, the stream key holds another type.
+            WrongTypeError: With history, the stream key holds another type.
         """
         channel = self._channel(channel)
         return self._numbered(

@@ -23,7 +23,7 @@ from labkit.core.clients import check_client
 from labkit.core.listen import Listener, as_text
 from labkit.errors import ListenerError
 from labkit.pubsub._messages import Received, SubscriberStats, newer_id, parse_envelope
-from labkit.pubsub._publisher import check_prefix, history_key
+from labkit.pubsub._publisher import PREFIX, check_prefix, history_key
 
 __all__ = ["Subscriber"]
 
@@ -56,7 +56,8 @@ class Subscriber:
             from each channel's history stream (kept by a
             :class:`~labkit.pubsub.Publisher` with ``history``), before any
             newer live message; duplicates are skipped by entry id.
-        prefix: The history streams' key prefix (as the Publisher's).
+        prefix: The history streams' key prefix (as the Publisher's; default
+            ``labkit:pubsub``).
         queue_size: Most messages the local queue holds (when no
             ``on_message``);
             beyond it messages are dropped and counted (``stats.dropped``).
@@ -73,6 +74,9 @@ class Subscriber:
             with a longer gap raises a TimeoutError and the connection is
             dropped and reopened. Raise it for large messages on slow links.
         name: Name of the listener thread.
+        clock: What stamps ``Received.received_at`` (default
+            ``time.perf_counter``); the same clock as the publisher's
+            ``clock`` makes ``Received.latency`` meaningful.
 
     Every message from a :class:`~labkit.pubsub.Publisher` carries a sequence
     number per channel; a jump in it is counted as ``stats.missed``, the
@@ -103,17 +107,17 @@ class Subscriber:
         on_subscribe: Callable[[str], object] | None = None,
         sharded: bool = False,
         catch_up: bool = False,
-        prefix: str = "lab:pubsub",
+        prefix: str = PREFIX,
         queue_size: int = 100_000,
         health_check_interval: float = 1.0,
         dead_after: float | None = None,
         poll_interval: float = 0.05,
         name: str = "labkit-subscriber",
         callback: Callable[[Received], object] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        # Pending for now: the course's notebooks still pass callback=, and a
-        # DeprecationWarning would print in them. Make it a DeprecationWarning
-        # once they use on_message=.
+        # labkit names callbacks on_<event> (on_message, on_subscribe,
+        # on_change): callback= is the old name, deprecated.
         on_message = renamed(
             "Subscriber",
             "callback",
@@ -155,6 +159,7 @@ class Subscriber:
             for channel in plain:
                 history_key(channel, prefix)  # refuses names that break the tag
         self.prefix = check_prefix(prefix)
+        self._clock = check_callable("clock", clock, signature="clock() -> seconds")
         self.queue_size = check_count("queue_size", queue_size, max=10_000_000)
         self.listener = Listener(
             client,
@@ -322,7 +327,7 @@ class Subscriber:
         kind: str,
         recovered_id: str | None = None,
     ) -> None:
-        now = time.perf_counter()
+        now = self._clock()
         env = parse_envelope(channel, data)  # MalformedMessageError: counted
         source = seq = sent = stream_id = None
         if env is not None:

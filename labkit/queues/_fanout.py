@@ -105,7 +105,7 @@ class FanOut:
         Raises:
             ValueError: ``total`` out of range, or a record for ``job_id``
                 exists.
-            QueueKeyError: The record's key holds another type of value.
+            WrongTypeError: The record's key holds another type of value.
         """
         key = self.record_key(job_id)
         check_count("total", total, max=1_000_000)
@@ -137,7 +137,7 @@ class FanOut:
         Raises:
             TypeError: ``parts`` is a str, bytes or mapping (one value, not a
                 list of parts), or ``queue`` is not a JobQueue.
-            ValueError, QueueFullError, QueueKeyError: The queue refused the
+            ValueError, QueueFullError, WrongTypeError: The queue refused the
                 parts (more than its max_length, or full); the completion
                 record is deleted again, so nothing is left behind.
         """
@@ -167,7 +167,7 @@ class FanOut:
         Raises:
             UnknownFanOutError: There is no completion record for ``job_id``
                 (never created, or expired); nothing is written.
-            QueueKeyError: A key holds another type of value.
+            WrongTypeError: A key holds another type of value.
         """
         keys = [self.record_key(job_id), self.parts_key(job_id)]
         part = check_key("part", part)

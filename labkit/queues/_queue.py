@@ -20,7 +20,7 @@ from labkit.core.args import (
 )
 from labkit.core.clients import check_client, decoded
 from labkit.core.keys import key_part
-from labkit.errors import QueueKeyError
+from labkit.errors import WrongTypeError
 from labkit.queues._scripts import (
     COUNTS,
     ENQUEUE,
@@ -230,7 +230,7 @@ class JobQueue:
         """Create the stream and its consumer group if they do not exist.
 
         Raises:
-            QueueKeyError: The stream's key holds another type of value, or
+            WrongTypeError: The stream's key holds another type of value, or
                 someone else's stream (nothing is written).
         """
         client = self.client if client is None else client
@@ -241,7 +241,7 @@ class JobQueue:
                 queue=self.name,
             )
         if found == "stream" and not self._ours(client):
-            raise QueueKeyError(
+            raise WrongTypeError(
                 f"key {self.stream!r} holds a stream that is not a JobQueue's (no "
                 f"{GROUP!r} group, and its newest entry is not {{job, payload}}): "
                 "another program uses this name; pick another queue name or "
@@ -282,7 +282,7 @@ class JobQueue:
             TypeError: ``payload`` cannot be encoded as JSON.
             ValueError: ``delay`` is negative, not finite or over a year.
             QueueFullError: The queue holds ``max_length`` jobs already.
-            QueueKeyError: One of the queue's keys holds another type.
+            WrongTypeError: One of the queue's keys holds another type.
         """
         return self.enqueue_many([payload], delay=delay)[0]
 
@@ -302,7 +302,7 @@ class JobQueue:
                 a payload is not JSON-serialisable.
             ValueError: ``delay`` is out of range, or more payloads than
                 ``max_length``.
-            QueueFullError, QueueKeyError: As for :meth:`enqueue`.
+            QueueFullError, WrongTypeError: As for :meth:`enqueue`.
         """
         if isinstance(payloads, str | bytes | Mapping) or not isinstance(
             payloads, Iterable
@@ -343,7 +343,7 @@ class JobQueue:
         """The record of one job, or None if unknown (or expired after ``keep``).
 
         Raises:
-            QueueKeyError: The record's key holds something labkit did not
+            WrongTypeError: The record's key holds something labkit did not
                 write.
         """
         key = self.job_key(check_name("job_id", job_id))
@@ -362,7 +362,7 @@ class JobQueue:
                 rec.get("error", ""),
             )
         except (KeyError, ValueError) as exc:
-            raise QueueKeyError(
+            raise WrongTypeError(
                 f"key {key!r} does not hold a job record labkit wrote: {rec!r:.120}",
                 key=key,
                 found="hash without state/attempts",

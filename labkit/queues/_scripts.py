@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 import redis
 
 from labkit.core.scripts import Script
-from labkit.errors import QueueFullError, QueueKeyError, UnknownFanOutError
+from labkit.errors import QueueFullError, UnknownFanOutError, WrongTypeError
 
 __all__ = [
     "ACK",
@@ -47,7 +47,7 @@ def raise_script_error(
     code = words[0] if words else ""
     if code == "BADTYPE" and len(words) == 4:
         key, found, expected = words[1:]
-        raise QueueKeyError(
+        raise WrongTypeError(
             f"key {key!r} holds a {found}, where labkit keeps a {expected}: "
             "another program uses this name; pick another queue name or prefix "
             "(nothing was written)",
@@ -56,7 +56,7 @@ def raise_script_error(
             expected=expected,
         ) from exc
     if code == "BADRECORD" and len(words) == 3:
-        raise QueueKeyError(
+        raise WrongTypeError(
             f"key {words[1]!r} does not hold a record labkit wrote ({words[2]}); "
             "nothing was written",
             key=words[1],
@@ -83,7 +83,7 @@ def raise_script_error(
             key=key,
         ) from exc
     if code == "WRONGTYPE":
-        raise QueueKeyError(
+        raise WrongTypeError(
             f"key {key!r} of queue {queue!r} holds another type of value than "
             f"labkit keeps there: {exc}",
             key=key,

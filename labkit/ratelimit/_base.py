@@ -21,7 +21,7 @@ from labkit.core.args import (
 from labkit.core.clients import check_client
 from labkit.core.keys import key_part
 from labkit.core.scripts import Script, run_batch
-from labkit.errors import LimiterKeyError
+from labkit.errors import WrongTypeError
 
 __all__ = ["MAX_PERIOD", "Decision", "Limiter", "Rate"]
 
@@ -255,7 +255,7 @@ class Limiter:
         # BADSTATE says what the key holds: "... <key> holds <what>, not ...".
         detail = str(exc).partition(f"{key} holds ")[2].partition(", not ")[0]
         what = f" ({detail})" if detail else ""
-        return LimiterKeyError(
+        return WrongTypeError(
             f"key {key!r} holds a {found}{what} that is not {name} state "
             f"({self._state}); nothing was written. Use another prefix= or key, or "
             "delete the key.",
@@ -281,7 +281,7 @@ class Limiter:
         Raises:
             TypeError, ValueError: A bad key or cost, or a bad answer from
                 ``lookup`` or ``clock``; nothing is sent.
-            LimiterKeyError: The key holds something else; nothing is written.
+            WrongTypeError: The key holds something else; nothing is written.
         """
         if type(key) is not str or not key:
             key = check_key("key", key)
@@ -305,7 +305,7 @@ class Limiter:
         in order. With a ``clock``, it is read once per key, in order, so a
         trace of timestamps can be replayed in one round trip. Every key and
         argument is checked before anything is sent; if one key holds
-        something else, :class:`LimiterKeyError` is raised after the batch
+        something else, :class:`WrongTypeError` is raised after the batch
         ran (the other keys' decisions were taken).
 
         Returns:

@@ -8,7 +8,8 @@ import re
 import shutil
 import subprocess
 
-from labkit.errors import ServerBinaryNotFoundError, ServerVersionError
+from labkit.errors import ServerVersionError
+from labkit.server.errors import ServerBinaryNotFoundError
 
 __all__ = ["MIN_BINARY_MAJOR", "binary_version", "find_server_binary"]
 

@@ -11,8 +11,8 @@ from typing import Any
 from redis.cluster import RedisCluster
 
 from labkit.core.clients import execute
-from labkit.errors import ClusterStateError
 from labkit.server._process import ConfigValue, Server, free_port
+from labkit.server.errors import ClusterStateError
 from labkit.sharding import SLOTS, cluster_nodes
 
 __all__ = ["SLOTS", "Cluster"]  # SLOTS re-exported: defined in labkit.sharding

@@ -9,9 +9,10 @@ from typing import Any
 import redis
 
 from labkit.core.clients import client_like, require_version
-from labkit.errors import ServerUnreachableError, ServerVersionError
+from labkit.errors import ServerVersionError
 from labkit.server._clients import client_options, mask_url, no_retry
 from labkit.server._process import Server, _live_servers
+from labkit.server.errors import ServerUnreachableError
 
 __all__ = ["connect", "default_server", "fresh_client", "mask_url", "running_servers"]
 

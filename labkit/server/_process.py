@@ -20,11 +20,11 @@ from typing import Any, Self
 
 import redis
 
-from labkit.errors import ServerStartError
 from labkit.server._binary import binary_version, find_server_binary
 from labkit.server._clients import client_options, no_retry, server_url
 from labkit.server._dirs import make_private_dir, write_private
 from labkit.server._spawn import free_port, spawn
+from labkit.server.errors import ServerStartError
 
 __all__ = [
     "CONFIG_NAME",

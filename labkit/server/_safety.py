@@ -17,8 +17,8 @@ from pathlib import PurePath
 
 import redis
 
-from labkit.errors import UnsafeServerError
 from labkit.server._process import CONFIG_NAME
+from labkit.server.errors import UnsafeServerError
 
 __all__ = ["ALLOW_FLUSH_ENV", "check_destructive", "flushdb", "reconfigured"]
 

@@ -63,7 +63,7 @@ def main() -> int:
         for name, cls in sorted(ALGORITHMS.items()):
             assert cls(r, limit=5, period=60).allow("user:1").allowed, name
             calls.append(f"ratelimit.{name}")
-        flags = FlagStore(r, "smoke")
+        flags = FlagStore(r, "smoke").start()
         try:
             flags.set("beta", on=True)
             assert flags.is_enabled("beta")

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, Self
 import redis
 
 from labkit.core.args import check_count, check_name, check_seconds
-from labkit.errors import WireError
+from labkit.lab.errors import WireError
 
 __all__ = ["Exchange", "Wire", "parse_replies"]
 

@@ -16,14 +16,14 @@ from typing import Any
 from labkit.core.args import check_callable, check_count, check_name, check_tag
 from labkit.core.clients import check_client
 from labkit.core.scripts import Script
-from labkit.errors import GameStateError, MalformedMessageError
+from labkit.errors import MalformedMessageError, WrongTypeError
 from labkit.lab.games._base import ChannelServer, GameState, MoveResult, check_move_args
 
 __all__ = ["MAX_LOG", "MOVE", "RESTART", "CustomMoveServer", "GameServer"]
 
 #: The scripts, printable: ``print(MOVE.source)``.
-MOVE = Script("games_move")
-RESTART = Script("games_restart")
+MOVE = Script("games_move", package="labkit.lab")
+RESTART = Script("games_restart", package="labkit.lab")
 #: Most entries a move log may be given (``max_log``).
 MAX_LOG = 1_000_000
 
@@ -100,7 +100,7 @@ class GameServer(ChannelServer):
         if int(raw[0]) < 0:
             _, problem, key, found = raw
             expected = _EXPECTED["list" if key == self.log_key else "hash"]
-            raise GameStateError(
+            raise WrongTypeError(
                 f"game {self.game!r}: key {key!r} is unusable ({problem}: {found}); "
                 f"it should hold {expected}. Nothing was written.",
                 key=key,
@@ -116,7 +116,7 @@ class GameServer(ChannelServer):
 
         Raises:
             TypeError, ValueError: ``player`` is not X/O or ``cell`` not 0-8.
-            GameStateError: The stored game is of the wrong type or corrupt.
+            WrongTypeError: The stored game is of the wrong type or corrupt.
         """
         check_move_args(player, cell)
         args: list[str | int] = [player, cell, self.channel, self.name, self.max_log]
@@ -131,7 +131,7 @@ class GameServer(ChannelServer):
         """Read the stored game (catch-up)."""
         kind = self.client.type(self.key)
         if kind not in ("hash", "none"):
-            raise GameStateError(
+            raise WrongTypeError(
                 f"game {self.game!r}: key {self.key!r} holds a {kind}",
                 key=self.key,
                 found=kind,

@@ -24,7 +24,7 @@ from labkit.server import no_retry
 
 __all__ = ["FencedStore", "PauseExperiment", "PauseRound", "Write"]
 
-WRITE = Script("locks_fenced_write")
+WRITE = Script("locks_fenced_write", package="labkit.lab")
 
 
 class Write(NamedTuple):

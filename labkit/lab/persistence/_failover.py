@@ -12,7 +12,7 @@ import redis
 
 from labkit.core.args import check_int, check_seconds
 from labkit.core.listen import Listener, as_text
-from labkit.errors import ExperimentTimeoutError
+from labkit.lab.errors import ExperimentTimeoutError
 from labkit.lab.persistence._group import ReplicatedGroup, frozen
 from labkit.server import Sentinel, Server, no_retry
 

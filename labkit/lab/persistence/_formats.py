@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import redis
 
 from labkit.core.args import check_choice, check_int
-from labkit.errors import ExperimentTimeoutError
+from labkit.lab.errors import ExperimentTimeoutError
 from labkit.server import Server
 
 __all__ = ["ForkCost", "FormatResult", "fork_cost", "formats_test", "load_random"]

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from types import TracebackType
 
 from labkit.core.args import check_int
-from labkit.errors import ExperimentTimeoutError
+from labkit.lab.errors import ExperimentTimeoutError
 from labkit.lab.proxy import (
     Partition,
     Proxy,

@@ -14,7 +14,7 @@ import redis
 
 from labkit.core.args import check_int, check_seconds
 from labkit.core.clients import supports
-from labkit.errors import ExperimentTimeoutError
+from labkit.lab.errors import ExperimentTimeoutError
 from labkit.lab.measure import compare_rates
 from labkit.lab.persistence._policies import POLICIES, policy_config
 from labkit.server import Server

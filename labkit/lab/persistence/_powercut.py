@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any, NamedTuple, Self
 
 from labkit.core.args import check_seconds
-from labkit.errors import PowerCutUnavailableError
+from labkit.lab.errors import PowerCutUnavailableError
 from labkit.lab.persistence._shim_source import SHIM_SOURCE
 from labkit.server import Server, find_server_binary
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import redis
 
 from labkit.core.args import check_choice, check_int, check_number, check_seconds
-from labkit.errors import ExperimentTimeoutError
+from labkit.lab.errors import ExperimentTimeoutError
 from labkit.lab.persistence._failover import (
     SentinelEvent,
     SentinelEvents,

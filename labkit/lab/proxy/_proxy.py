@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 import redis
 
-from labkit.errors import ProxyError
+from labkit.lab.errors import ProxyError
 from labkit.lab.proxy._loop import Engine
 from labkit.lab.proxy._state import (
     DIRECTIONS,

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from labkit.core.args import DAY, check_count, check_name, check_seconds
-from labkit.errors import WorkerProcessError
+from labkit.lab.errors import WorkerProcessError
 from labkit.queues import GROUP, JobQueue
 from labkit.server import spawn
 
@@ -42,7 +42,7 @@ class WorkerProcesses:
     in hand, then exit), and on Linux a worker dies with the process that
     started it. :meth:`kill` SIGKILLs one worker, as in a crash. Each child's
     stderr goes to a file of its own, quoted in the
-    :class:`~labkit.errors.WorkerProcessError` raised when a child fails.
+    :class:`~labkit.lab.errors.WorkerProcessError` raised when a child fails.
     """
 
     def __init__(

@@ -17,7 +17,7 @@ from typing import Any
 
 import labkit
 from labkit.core.args import check_count, check_int, check_key, check_seconds
-from labkit.errors import ContentionError
+from labkit.lab.errors import ContentionError
 from labkit.lab.ratelimit.naive import get_then_incr
 from labkit.ratelimit import ALGORITHMS, MAX_PERIOD
 from labkit.server import mask_url

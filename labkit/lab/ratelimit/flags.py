@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from labkit.core.args import check_count, check_name, check_seconds
-from labkit.errors import FlagPropagationError
 from labkit.flags import FlagStore
+from labkit.lab.errors import FlagPropagationError
 
 __all__ = ["propagation_ms"]
 

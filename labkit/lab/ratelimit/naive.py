@@ -31,7 +31,7 @@ class TutorialWindow:
         self.client = client
         self.limit = check_count("limit", limit)
         self.window = check_int("window", window, min=1, max=YEAR)
-        self._script = Script("ratelimit_tutorial_window")
+        self._script = Script("ratelimit_tutorial_window", package="labkit.lab")
 
     def allow(self, key: str) -> bool:
         """True if the request is admitted (the tutorial answers 429 otherwise)."""

@@ -10,8 +10,9 @@ from typing import NamedTuple
 
 import redis
 
-from labkit.errors import ClusterStateError, MoveError
+from labkit.errors import MoveError
 from labkit.server import Cluster, Server
+from labkit.server.errors import ClusterStateError
 
 __all__ = [
     "Member",

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import time
 
-from labkit.errors import ClusterStateError
 from labkit.server import Cluster, Server
+from labkit.server.errors import ClusterStateError
 from labkit.sharding import cluster_nodes
 
 __all__ = ["add_master", "master_labels", "masters_by_id", "node_id", "slots_of"]

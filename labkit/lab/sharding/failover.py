@@ -28,9 +28,9 @@ import redis
 
 from labkit.core.args import check_count, check_int, check_seconds
 from labkit.core.wait import wait_until
-from labkit.errors import ClusterStateError
 from labkit.lab.sharding.migration import pick_tags
 from labkit.server import Cluster, Server, no_retry
+from labkit.server.errors import ClusterStateError
 from labkit.sharding import cluster_nodes, key_slot, tagged
 
 __all__ = ["FailoverRun", "Writer", "failover_under_traffic", "set_node_timeout"]

@@ -20,7 +20,7 @@ import redis
 from labkit.core.args import YEAR, check_int, check_name
 from labkit.core.clients import check_client
 from labkit.core.scripts import Script
-from labkit.errors import LabkitError, ShardUnavailableError, ShortenerKeyError
+from labkit.errors import LabkitError, ShardUnavailableError, WrongTypeError
 from labkit.server import flushdb
 from labkit.sharding import Router, ShardedClient, hash64, move_keys
 
@@ -133,7 +133,7 @@ class Shortener:
     """
 
     #: Looks a code up and counts the lookup, types checked first.
-    RESOLVE = Script("shortener_resolve")
+    RESOLVE = Script("shortener_resolve", package="labkit.lab")
 
     def __init__(
         self,
@@ -178,9 +178,9 @@ class Shortener:
             chars.append(_ALPHABET[digit])
         return "".join(chars)
 
-    def _wrong_type(self, key: str, expected: str) -> ShortenerKeyError:
+    def _wrong_type(self, key: str, expected: str) -> WrongTypeError:
         found = str(self.client.client_for(key).type(key))
-        return ShortenerKeyError(
+        return WrongTypeError(
             f"key {key!r} holds a {found}, where the shortener keeps a {expected}; "
             "nothing was written (delete the key or use another prefix)",
             key=key,
@@ -197,7 +197,7 @@ class Shortener:
 
         Raises:
             TypeError, ValueError: A bad URL or TTL (nothing written).
-            ShortenerKeyError: The code's key holds another type.
+            WrongTypeError: The code's key holds another type.
         """
         check_url(url)
         ttl = self.ttl if ttl is None else ttl
@@ -223,7 +223,7 @@ class Shortener:
 
         Raises:
             TypeError, ValueError: ``code`` is not 1 to 64 letters and digits.
-            ShortenerKeyError: The link or counters key holds another type.
+            WrongTypeError: The link or counters key holds another type.
         """
         if not isinstance(code, str) or not (
             0 < len(code) <= 64 and code.isascii() and code.isalnum()
@@ -246,7 +246,7 @@ class Shortener:
         if reply[0] == -1:
             found = str(reply[2])
             expected = "string" if reply[1] == key else "hash"
-            raise ShortenerKeyError(
+            raise WrongTypeError(
                 f"key {reply[1]!r} holds a {found}, where the shortener keeps a "
                 f"{expected}; nothing was written",
                 key=str(reply[1]),
