@@ -96,7 +96,7 @@ def local_hit(url: str) -> tuple[Callable[[], Any], int]:
 
     r = _client(url)
     r.set("bench:raw", json.dumps(VALUE))
-    local = ClientSideCache(r)
+    local = ClientSideCache(r).start()  # closed as the process exits
     local.get("bench:raw")
     return (lambda: local.get("bench:raw")), 1
 

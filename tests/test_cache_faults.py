@@ -193,7 +193,7 @@ def test_local_cache_server_killed_and_restarted(srv: Server) -> None:
     after a restart tracking is re-armed and invalidations work again."""
     writer = quick_client(srv)
     writer.set("city", "Lima")
-    local = ClientSideCache(srv.client(), timeout=1)
+    local = ClientSideCache(srv.client(), timeout=1).start()
     assert local.get("city") == "Lima" and "city" in local
     srv.kill()
     error, took = first_error(lambda: local.get("city"))
@@ -220,7 +220,7 @@ def test_local_cache_server_frozen(srv: Server) -> None:
     local copy is dropped and reads fail; after SIGCONT tracking is back."""
     writer = quick_client(srv)
     writer.set("city", "Lima")
-    local = ClientSideCache(srv.client(), timeout=1)
+    local = ClientSideCache(srv.client(), timeout=1).start()
     assert local.get("city") == "Lima"
     os.kill(srv.pid, signal.SIGSTOP)
     try:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -25,6 +26,7 @@ from labkit.lab.sharding import (
     growth_cost,
     load_spread,
     make_router,
+    char_sum,
     moved_fraction,
     ring_balance,
     sample_keys,
@@ -36,8 +38,8 @@ from labkit.sharding import (
     ModuloRouter,
     Rendezvous,
     ShardedClient,
-    char_sum,
     cluster_nodes,
+    hash32,
     hash64,
     hash_tag,
     jump_bucket,
@@ -131,10 +133,29 @@ def test_deterministic_across_processes(keys: list[str]) -> None:
 def test_pinned_placements() -> None:
     """Hash values are fixed forever: a change would move every stored key."""
     assert hash64("user:1") == hash64(b"user:1")
+    assert hash32("user:1") == hash32(b"user:1") == zlib.crc32(b"user:1")
     assert char_sum("abc") == 294 == char_sum("cba")
     assert key_slot("user:1") == 10778  # the value the real cluster reports
     assert key_slot("cart:{42}") == key_slot("orders:{42}") == key_slot("42")
     assert key_slot("a{}b") != key_slot("")  # an empty tag is not a tag
+
+
+def test_ring_lookup_is_the_first_point_clockwise() -> None:
+    """node_for(key) is the owner of the first point after hash32(key), wrapping
+    past the last point to the first; points are hash64("name#i")'s top 32 bits."""
+    from bisect import bisect_right
+
+    ring = HashRing(names(4), vnodes=50)
+    points = [p for p, _ in ring.ring]
+    owners = [n for _, n in ring.ring]
+    assert len(points) == 200 and points == sorted(points)
+    assert points[0] == min(hash64(f"{n}#{i}") >> 32 for n in names(4) for i in range(50))
+    for i in range(3000):
+        key = f"user:{i}"
+        j = bisect_right(points, hash32(key))
+        assert ring.node_for(key) == owners[j % len(points)] == ring.node_for(key.encode())
+    top = max(points)  # a key past the last point wraps to the first point's owner
+    assert ring._owners[len(points)] == owners[0] and top < 2**32
 
 
 def test_jump_matches_reference_package() -> None:
