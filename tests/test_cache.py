@@ -340,10 +340,7 @@ def test_no_hook_no_samples_no_numpy(r: redis.Redis) -> None:
     cache.get_or_load("k", lambda: 1)
     assert (cache.stats.hits, cache.stats.misses) == (1, 1) and cache.on_read is None
     assert not hasattr(cache.stats, "samples")
-    code = (
-        "import sys, labkit.cache, labkit.sharding; "
-        "print('numpy' in sys.modules)"
-    )
+    code = "import sys, labkit.cache, labkit.sharding; print('numpy' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
@@ -358,15 +355,24 @@ def test_prefix_and_decode_responses(redis_url: str, decode: bool) -> None:
     try:
         users = Cache(client, "users", ttl=60, prefix="app:c")
         plain = Cache(client, "users", ttl=60)
-        assert users.key(7) == "app:c:{users:7}" and plain.key(7) == "labkit:cache:{users:7}"
+        assert (
+            users.key(7) == "app:c:{users:7}"
+            and plain.key(7) == "labkit:cache:{users:7}"
+        )
         for mode in ("lock", "none", "xfetch"):
             c = Cache(client, f"dec-{mode}", ttl=60, stampede=mode, prefix="app:c")
-            assert [c.get_or_load("k", lambda: {"a": [1]}) for _ in range(2)] == [{"a": [1]}] * 2
+            assert [c.get_or_load("k", lambda: {"a": [1]}) for _ in range(2)] == [
+                {"a": [1]}
+            ] * 2
             assert client.exists(c.key("k")) == 1
         for per_field in {supports_field_expiry(client), False}:
-            g = GroupedCache(client, "posts", ttl=60, per_field_expiry=per_field, prefix="app:g")
+            g = GroupedCache(
+                client, "posts", ttl=60, per_field_expiry=per_field, prefix="app:g"
+            )
             assert g.owner_key(7) == "app:g:group:{posts:7}"
-            assert [g.get_or_load(7, "q", lambda: [1, 2]) for _ in range(2)] == [[1, 2]] * 2
+            assert [g.get_or_load(7, "q", lambda: [1, 2]) for _ in range(2)] == [
+                [1, 2]
+            ] * 2
             assert g.stats.hits == 1 and g.entry_ttls(7).keys() == {"q"}
             g.invalidate_owner(7)
             assert g.entry_ttls(7) == {}

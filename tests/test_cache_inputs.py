@@ -17,9 +17,9 @@ import redis
 from checks import assert_refused, audit_keys
 
 from labkit.cache import Cache, ClientSideCache, GroupedCache
-from labkit.lab.caching import ReadLog
 from labkit.core.clients import supports
 from labkit.errors import CacheKeyTypeError
+from labkit.lab.caching import ReadLog
 from labkit.server import free_port, no_retry
 
 OK: dict[str, Any] = {"namespace": "ok", "ttl": 60}

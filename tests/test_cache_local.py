@@ -168,7 +168,9 @@ def test_lifecycle_no_io_before_start(r: redis.Redis, redis_url: str) -> None:
     client.close()
 
 
-def test_int_keys_and_hits_without_a_clock(r: redis.Redis, local: ClientSideCache) -> None:
+def test_int_keys_and_hits_without_a_clock(
+    r: redis.Redis, local: ClientSideCache
+) -> None:
     """An int key is the str key: the first read fetches, the next ones hit."""
     r.set("7", "seven")
     assert [local.get(7), local.get("7"), local.get(7)] == ["seven"] * 3

@@ -23,10 +23,10 @@ from labkit.core.wait import wait_until
 from labkit.errors import CrossSlotError, MoveError, ShardUnavailableError
 from labkit.lab.sharding import (
     ROUTER_KINDS,
+    char_sum,
     growth_cost,
     load_spread,
     make_router,
-    char_sum,
     moved_fraction,
     ring_balance,
     sample_keys,
@@ -149,11 +149,15 @@ def test_ring_lookup_is_the_first_point_clockwise() -> None:
     points = [p for p, _ in ring.ring]
     owners = [n for _, n in ring.ring]
     assert len(points) == 200 and points == sorted(points)
-    assert points[0] == min(hash64(f"{n}#{i}") >> 32 for n in names(4) for i in range(50))
+    assert points[0] == min(
+        hash64(f"{n}#{i}") >> 32 for n in names(4) for i in range(50)
+    )
     for i in range(3000):
         key = f"user:{i}"
         j = bisect_right(points, hash32(key))
-        assert ring.node_for(key) == owners[j % len(points)] == ring.node_for(key.encode())
+        assert (
+            ring.node_for(key) == owners[j % len(points)] == ring.node_for(key.encode())
+        )
     top = max(points)  # a key past the last point wraps to the first point's owner
     assert ring._owners[len(points)] == owners[0] and top < 2**32
 

@@ -202,9 +202,7 @@ class GroupedCache:
     def _group_type(self) -> str:
         return "hash" if self.per_field_expiry else "zset"
 
-    def get_or_load(
-        self, owner: Key, key: Key, loader: Callable[[], Any]
-    ) -> Any:
+    def get_or_load(self, owner: Key, key: Key, loader: Callable[[], Any]) -> Any:
         """Return ``owner``'s cached ``key``, calling ``loader()`` on a miss.
 
         Raises:

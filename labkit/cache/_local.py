@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +56,7 @@ class TrackingStats:
     last_error: BaseException | None = field(default=None, repr=False)
 
 
-def _register_connect_callback(conn: Any, callback: Any) -> None:
+def _register_connect_callback(conn: Any, callback: Callable[[Any], None]) -> None:
     """Have redis-py call ``callback(conn)`` after every (re)connect of ``conn``.
 
     ``Connection.register_connect_callback`` is public but little documented
@@ -183,7 +184,7 @@ class ClientSideCache:
             dead_after=self.timeout,
             name=f"ClientSideCache({name})",
         )
-        self._conn: Any = None
+        self._conn: Any = None  # a redis-py Connection (untyped there)
 
     def start(self) -> ClientSideCache:
         """Connect, switch tracking on, start the listener and checker threads.

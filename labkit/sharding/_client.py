@@ -24,7 +24,9 @@ def _socket_timeout(client: redis.Redis) -> float | None:
     return None if timeout is None else float(timeout)
 
 
-def _check_clients(clients: Any, router: Router) -> dict[str, redis.Redis]:
+def _check_clients(
+    clients: Mapping[str, redis.Redis], router: Router
+) -> dict[str, redis.Redis]:
     if not isinstance(clients, Mapping):
         raise TypeError(
             f"clients={clients!r}: must be a mapping {{node name: redis.Redis}}"

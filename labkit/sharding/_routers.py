@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from bisect import bisect_right
-from zlib import crc32 as _crc32
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from zlib import crc32 as _crc32
 
 from labkit.core.args import check_callable, check_int, check_names, check_number
 from labkit.sharding._hash import hash64, mix64, to_bytes
