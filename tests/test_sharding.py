@@ -667,3 +667,26 @@ def test_move_with_a_killed_target_costs_only_what_it_held(trio: list[Server]) -
     # A key is either still on its old server or was moved to the dead one.
     assert kept + info.value.moved == len(data)
     assert kept >= len(data) - sum(new.node_for(k) == "n2" for k in data)
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_sharded_client_decode_responses_either_way(
+    redis_url: str, decode: bool
+) -> None:
+    """ShardedClient works with decode_responses True or False (redis-py's default):
+    replies come back as the clients give them, keys route the same as str or bytes."""
+    client = redis.Redis.from_url(redis_url, decode_responses=decode, socket_timeout=5)
+    sc = ShardedClient({"a": client, "b": client}, HashRing(["a", "b"]))
+    text = (lambda s: s) if decode else (lambda s: s.encode())
+    try:
+        sc.mset({"dec:1": "x", "dec:2": "y"})
+        assert sc.get("dec:1") == text("x") and sc.get(b"dec:1") == text("x")
+        assert sc.mget(["dec:1", "dec:2", "dec:3"]) == [text("x"), text("y"), None]
+        assert sc.incr("dec:n", 2) == 2 and sc.ttl("dec:n") == -1
+        assert sorted(set(sc.scan_iter("dec:*"))) == [
+            text(k) for k in ("dec:1", "dec:2", "dec:n")
+        ]
+        assert sc.node_for("dec:1") == sc.node_for(b"dec:1")
+        assert sc.delete("dec:1", "dec:2", "dec:n") == 3
+    finally:
+        client.close()
