@@ -17,7 +17,7 @@ import redis
 
 from labkit.cache import Cache, GroupedCache, supports_field_expiry
 from labkit.core.wait import wait_until
-from labkit.lab.caching import get_on_new_connection, herd_trial, ttl_trace
+from labkit.lab.caching import ReadLog, get_on_new_connection, herd_trial, ttl_trace
 
 MODES = ["none", "lock", "xfetch"]
 #: GroupedCache's two layouts; hash-field TTLs need Redis 7.4+ / Valkey 9+.
@@ -61,7 +61,10 @@ def assert_every_key_expires(r: redis.Redis) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_hit_miss_accounting_is_exact(r: redis.Redis, mode: str) -> None:
     """A scripted sequence of reads gives exactly the expected hits, misses, loads."""
-    cache = Cache(r, namespace="acct", ttl=60, stampede=mode, rng=random.Random(1))
+    log = ReadLog()
+    cache = Cache(
+        r, namespace="acct", ttl=60, stampede=mode, rng=random.Random(1), on_read=log
+    )
     users, photos = Counted({"id": 1}), Counted([1, 2])
     assert cache.get_or_load("u:1", users) == {"id": 1}
     assert cache.get_or_load("u:1", users) == {"id": 1}
@@ -72,9 +75,9 @@ def test_hit_miss_accounting_is_exact(r: redis.Redis, mode: str) -> None:
     s = cache.stats
     assert (s.hits, s.misses, s.loads, s.load_errors) == (2, 3, 3, 0)
     assert (users.calls, photos.calls) == (2, 1)
-    assert [o for o, _ in s.samples] == ["miss", "hit", "miss", "hit", "miss"]
+    assert [o for o, _ in log.samples] == ["miss", "hit", "miss", "hit", "miss"]
     assert s.hit_ratio == pytest.approx(0.4)
-    assert {row["outcome"] for row in s.records()} == {"hit", "miss"}
+    assert {row["outcome"] for row in log.records()} == {"hit", "miss"}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -255,7 +258,7 @@ def test_failing_loader_caches_nothing_and_reraises(r: redis.Redis, mode: str) -
 def test_unserialisable_value_raises_type_error(r: redis.Redis, mode: str) -> None:
     """A value JSON cannot encode raises a TypeError naming the key and type."""
     cache = Cache(r, namespace="ser", ttl=60, stampede=mode)
-    with pytest.raises(TypeError, match=r"'lab:cache:\{ser:k\}'.*set"):
+    with pytest.raises(TypeError, match=r"'labkit:cache:\{ser:k\}'.*set"):
         cache.get_or_load("k", lambda: {1, 2})
     assert r.dbsize() == 0
 
@@ -309,19 +312,73 @@ def test_decorator_caches_by_arguments(r: redis.Redis) -> None:
 
 
 def test_latency_samples_keep_the_latest(r: redis.Redis) -> None:
-    """Samples are a ring of the latest max_samples reads, oldest first."""
-    cache = Cache(r, namespace="ring", ttl=60, max_samples=3)
+    """A ReadLog passed as on_read keeps the latest max_samples reads, oldest first."""
+    log = ReadLog(max_samples=3)
+    cache = Cache(r, namespace="ring", ttl=60, on_read=log)
     cache.get_or_load("k", lambda: 1)
     for _ in range(4):
         cache.get_or_load("k", lambda: 1)
-    assert [o for o, _ in cache.stats.samples] == ["hit", "hit", "hit"]
-    assert cache.stats.latencies("hit").shape == (3,)
+    assert [o for o, _ in log.samples] == ["hit", "hit", "hit"]
+    assert log.latencies("hit").shape == (3,) and cache.stats.hits == 4
+    log.reset()
     cache.stats.reset()
-    assert cache.stats.samples == [] and cache.stats.hits == 0
+    assert log.samples == [] and cache.stats.hits == 0
     cache.invalidate("k")
     cache.get_or_load("k", lambda: 1)
     cache.get_or_load("k", lambda: 1)
-    assert [o for o, _ in cache.stats.samples] == ["miss", "hit"]
+    assert [o for o, _ in log.samples] == ["miss", "hit"]
+
+
+def test_no_hook_no_samples_no_numpy(r: redis.Redis) -> None:
+    """Without on_read a cache keeps counters only, and the library (labkit.cache,
+    labkit.sharding) imports without numpy."""
+    import subprocess
+    import sys
+
+    cache = Cache(r, namespace="plain", ttl=60)
+    cache.get_or_load("k", lambda: 1)
+    cache.get_or_load("k", lambda: 1)
+    assert (cache.stats.hits, cache.stats.misses) == (1, 1) and cache.on_read is None
+    assert not hasattr(cache.stats, "samples")
+    code = "import sys, labkit.cache, labkit.sharding; print('numpy' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_prefix_and_decode_responses(redis_url: str, decode: bool) -> None:
+    """prefix= names every key (default labkit:cache); values come back the same
+    whether the client decodes responses or not."""
+    client = redis.Redis.from_url(redis_url, decode_responses=decode)
+    try:
+        users = Cache(client, "users", ttl=60, prefix="app:c")
+        plain = Cache(client, "users", ttl=60)
+        assert (
+            users.key(7) == "app:c:{users:7}"
+            and plain.key(7) == "labkit:cache:{users:7}"
+        )
+        for mode in ("lock", "none", "xfetch"):
+            c = Cache(client, f"dec-{mode}", ttl=60, stampede=mode, prefix="app:c")
+            assert [c.get_or_load("k", lambda: {"a": [1]}) for _ in range(2)] == [
+                {"a": [1]}
+            ] * 2
+            assert client.exists(c.key("k")) == 1
+        for per_field in {supports_field_expiry(client), False}:
+            g = GroupedCache(
+                client, "posts", ttl=60, per_field_expiry=per_field, prefix="app:g"
+            )
+            assert g.owner_key(7) == "app:g:group:{posts:7}"
+            assert [g.get_or_load(7, "q", lambda: [1, 2]) for _ in range(2)] == [
+                [1, 2]
+            ] * 2
+            assert g.stats.hits == 1 and g.entry_ttls(7).keys() == {"q"}
+            g.invalidate_owner(7)
+            assert g.entry_ttls(7) == {}
+        assert not list(client.scan_iter("labkit:cache:*dec-*"))
+    finally:
+        client.close()
 
 
 HERD = [("none", 8), ("lock", 1), ("xfetch", 8)]
@@ -436,7 +493,7 @@ def test_namespace_is_inside_the_hash_tag(r: redis.Redis) -> None:
     from redis.crc import key_slot
 
     users, photos = Cache(r, "users", ttl=1), Cache(r, "photos", ttl=1)
-    assert users.key(7) == "lab:cache:{users:7}"
+    assert users.key(7) == "labkit:cache:{users:7}"
     assert key_slot(users.key(7).encode()) != key_slot(photos.key(7).encode())
     assert key_slot(users.key(7).encode()) == key_slot(users.lease_key(7).encode())
 

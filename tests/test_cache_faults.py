@@ -199,7 +199,7 @@ def test_local_cache_server_killed_and_restarted(srv: Server) -> None:
     after a restart tracking is re-armed and invalidations work again."""
     writer = quick_client(srv)
     writer.set("city", "Lima")
-    local = ClientSideCache(srv.client(), timeout=1)
+    local = ClientSideCache(srv.client(), timeout=1).start()
     assert local.get("city") == "Lima" and "city" in local
     srv.kill()
     error, _ = first_error(lambda: local.get("city"), timeout=60)
@@ -226,7 +226,7 @@ def test_local_cache_server_frozen(srv: Server) -> None:
     local copy is dropped and reads fail; after SIGCONT tracking is back."""
     writer = quick_client(srv)
     writer.set("city", "Lima")
-    local = ClientSideCache(srv.client(), timeout=1)
+    local = ClientSideCache(srv.client(), timeout=1).start()
     assert local.get("city") == "Lima"
     os.kill(srv.pid, signal.SIGSTOP)
     try:

@@ -16,9 +16,10 @@ import pytest
 import redis
 from checks import assert_refused, audit_keys
 
-from labkit.cache import Cache, CacheStats, ClientSideCache, GroupedCache
+from labkit.cache import Cache, ClientSideCache, GroupedCache
 from labkit.core.clients import supports
 from labkit.errors import WrongTypeError
+from labkit.lab.caching import ReadLog
 from labkit.server import free_port, no_retry
 
 OK: dict[str, Any] = {"namespace": "ok", "ttl": 60}
@@ -52,7 +53,7 @@ CASES: list[tuple[str, Call, type[BaseException], tuple[str, ...]]] = [
     ("cache-ttl-huge", lambda r: cache(r, ttl=10**400), ValueError,
      ("ttl=100000...(401 digits)", "finite number of seconds")),
     ("set-value-nan", lambda r: cache(r).set("k", math.nan), TypeError,
-     ("lab:cache:{ok:k}", "set() was given value=nan")),
+     ("labkit:cache:{ok:k}", "set() was given value=nan")),
     ("cache-ttl-nan", lambda r: cache(r, ttl=math.nan), ValueError,
      ("ttl=nan", "finite number of seconds")),
     ("cache-ttl-inf", lambda r: cache(r, ttl=math.inf), ValueError,
@@ -87,11 +88,21 @@ CASES: list[tuple[str, Call, type[BaseException], tuple[str, ...]]] = [
      ("beta=-1", "> 0")),
     ("cache-rng-int", lambda r: cache(r, rng=7), TypeError,
      ("rng=7", "random.Random")),
-    ("cache-samples-zero", lambda r: cache(r, max_samples=0), ValueError,
+    ("cache-on-read-int", lambda r: cache(r, on_read=7), TypeError,
+     ("on_read=7", "callable")),
+    ("cache-prefix-empty", lambda r: cache(r, prefix=""), ValueError,
+     ("prefix=''", "non-empty")),
+    ("cache-prefix-brace", lambda r: cache(r, prefix="a{b"), ValueError,
+     ("prefix='a{b'", "'{'")),
+    ("group-prefix-int", lambda r: grouped(r, prefix=7), TypeError,
+     ("prefix=7", "str")),
+    ("group-on-read-str", lambda r: grouped(r, on_read="x"), TypeError,
+     ("on_read='x'", "callable")),
+    ("log-samples-zero", lambda r: ReadLog(max_samples=0), ValueError,
      ("max_samples=0", "from 1")),
-    ("cache-samples-bool", lambda r: cache(r, max_samples=True), TypeError,
+    ("log-samples-bool", lambda r: ReadLog(max_samples=True), TypeError,
      ("max_samples=True", "an int")),
-    ("stats-samples-huge", lambda r: CacheStats(max_samples=10**9), ValueError,
+    ("log-samples-huge", lambda r: ReadLog(max_samples=10**9), ValueError,
      ("max_samples=1000000000", "10000000")),
     # --- Cache methods -------------------------------------------------------
     ("get-key-empty", lambda r: cache(r).get_or_load("", lambda: 1), ValueError,
@@ -109,14 +120,14 @@ CASES: list[tuple[str, Call, type[BaseException], tuple[str, ...]]] = [
     ("get-loader-str", lambda r: cache(r).get_or_load("k", "users"), TypeError,
      ("loader='users'", "callable")),
     ("get-value-set", lambda r: cache(r).get_or_load("k", lambda: {1, 2}),
-     TypeError, ("lab:cache:{ok:k}", "set", "JSON-serialisable")),
+     TypeError, ("labkit:cache:{ok:k}", "set", "JSON-serialisable")),
     ("get-value-nan", lambda r: cache(r).get_or_load("k", lambda: math.nan),
-     TypeError, ("lab:cache:{ok:k}", "float (finite)")),
+     TypeError, ("labkit:cache:{ok:k}", "float (finite)")),
     ("xfetch-value-set",
      lambda r: cache(r, stampede="xfetch").get_or_load("k", lambda: {1}),
-     TypeError, ("lab:cache:{ok:k}", "set")),
+     TypeError, ("labkit:cache:{ok:k}", "set")),
     ("set-value-set", lambda r: cache(r).set("k", {1, 2}), TypeError,
-     ("lab:cache:{ok:k}", "JSON-serialisable")),
+     ("labkit:cache:{ok:k}", "JSON-serialisable")),
     ("set-key-empty", lambda r: cache(r).set("", 1), ValueError, ("key=''",)),
     ("invalidate-key-brace", lambda r: cache(r).invalidate("{x}"), ValueError,
      ("key='{x}'", "'{'")),
@@ -227,7 +238,7 @@ def test_cache_entry_holding_a_hash(r: redis.Redis) -> None:
             r,
             lambda c=c: c.get_or_load(7, lambda: calls.append(1)),
             WrongTypeError,
-            "lab:cache:{users:7}",
+            "labkit:cache:{users:7}",
             "holds a hash",
         )
         assert err.found == "hash" and err.expected == "string"  # type: ignore[attr-defined]
@@ -301,7 +312,9 @@ def test_unreachable_server_fails_fast(r: redis.Redis, nowhere: redis.Redis) -> 
             where,
         )
     assert_refused(r, lambda: grouped(nowhere), redis.ConnectionError, where)
-    assert_refused(r, lambda: ClientSideCache(nowhere), redis.ConnectionError, where)
+    assert_refused(
+        r, lambda: ClientSideCache(nowhere).start(), redis.ConnectionError, where
+    )
 
 
 def test_per_field_expiry_refused_where_unsupported(r: redis.Redis) -> None:
@@ -343,4 +356,4 @@ def test_keys_audit_after_a_normal_run(r: redis.Redis) -> None:
     r.delete("city")
     seen = audit_keys(r, Cache, GroupedCache)
     assert any(key.endswith(":gen") for key in seen)
-    assert any(key.startswith("lab:cache:{audit-lock:") for key in seen)
+    assert any(key.startswith("labkit:cache:{audit-lock:") for key in seen)

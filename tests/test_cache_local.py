@@ -71,7 +71,7 @@ def test_missing_keys_are_not_kept(r: redis.Redis, local: ClientSideCache) -> No
 
 
 def test_local_copy_is_bounded(redis_url: str, r: redis.Redis) -> None:
-    """max_entries keeps the most recently used entries only."""
+    """max_entries keeps the latest fetched entries only (oldest fetched out first)."""
     client = labkit.connect(redis_url)
     r.mset({f"k{i}": str(i) for i in range(5)})
     with ClientSideCache(client, max_entries=3) as local:
@@ -139,3 +139,39 @@ def test_closed_cache_refuses_reads(redis_url: str) -> None:
     with pytest.raises(labkit.errors.TrackingError, match="closed"):
         local.get("city")
     client.close()
+
+
+def test_lifecycle_no_io_before_start(r: redis.Redis, redis_url: str) -> None:
+    """The constructor connects nowhere and starts no thread; a read before
+    start() says what to do; start() returns the cache; a closed cache stays closed."""
+    from labkit.errors import TrackingError
+
+    client = labkit.connect(redis_url)
+    before = {c["name"] for c in r.client_list()}
+    local = ClientSideCache(client)
+    assert not [t for t in threading.enumerate() if t.name.startswith("ClientSide")]
+    assert local.name + "-reads" not in {c["name"] for c in r.client_list()} - before
+    assert repr(local).endswith("not started, 0 entries>")
+    with pytest.raises(TrackingError, match="not started: call start"):
+        local.get("city")
+    assert local.start() is local and local.start() is local and local.armed
+    r.set("city", "Lima")
+    assert local.get("city") == "Lima" and local.get("city") == "Lima"
+    assert (local.stats.misses, local.stats.hits) == (1, 1)
+    local.close()
+    local.close()  # idempotent
+    assert not [t for t in threading.enumerate() if t.name.startswith("ClientSide")]
+    with pytest.raises(TrackingError, match="closed"):
+        local.get("city")
+    with pytest.raises(TrackingError, match="closed"):
+        local.start()
+    client.close()
+
+
+def test_int_keys_and_hits_without_a_clock(
+    r: redis.Redis, local: ClientSideCache
+) -> None:
+    """An int key is the str key: the first read fetches, the next ones hit."""
+    r.set("7", "seven")
+    assert [local.get(7), local.get("7"), local.get(7)] == ["seven"] * 3
+    assert (local.stats.misses, local.stats.hits) == (1, 2)

@@ -149,10 +149,10 @@ def test_queue_and_flag_keys_are_injective(r: redis.Redis) -> None:
 
 def test_ordinary_parts_keep_their_keys(r: redis.Redis) -> None:
     """Keys of parts without ':' or '%' are byte-identical to before the rule."""
-    assert Cache(r, "users", 60).key(7) == "lab:cache:{users:7}"
-    assert Cache(r, "users", 60).lease_key("7") == "lab:cache:{users:7}:lease"
+    assert Cache(r, "users", 60).key(7) == "labkit:cache:{users:7}"
+    assert Cache(r, "users", 60).lease_key("7") == "labkit:cache:{users:7}:lease"
     g = GroupedCache(r, "brief", 60, per_field_expiry=False)
-    assert g.entry_key("u1", "k") == "lab:cache:group:{brief:u1}:entry:k"
+    assert g.entry_key("u1", "k") == "labkit:cache:group:{brief:u1}:entry:k"
     assert FixedWindow(r, 5, 60).key("ip-1.2.3.4") == "lab:ratelimit:fixed:ip-1.2.3.4"
     assert GCRA(r, 5, 60, prefix="ex1:batch").key("u") == "ex1:batch:u"
     assert SeriesStore(r).key("cpu") == "labkit:ts:cpu"
@@ -508,7 +508,7 @@ def test_a_frozen_server_timeout_names_server_and_key() -> None:
     assert "ratelimit_fixed_window" in str(info.value)
     assert "lab:ratelimit:fixed:k" in str(info.value)
     assert f":{srv.port}/0" in str(hit.value)
-    assert "lab:cache:{users:k}" in str(hit.value)
+    assert "labkit:cache:{users:k}" in str(hit.value)
 
 
 def test_publisher_leaves_a_foreign_stream_alone(r: redis.Redis) -> None:

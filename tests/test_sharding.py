@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -21,6 +22,7 @@ from labkit.core.wait import wait_until
 from labkit.errors import CrossSlotError, MoveError, ShardUnavailableError
 from labkit.lab.sharding import (
     ROUTER_KINDS,
+    char_sum,
     growth_cost,
     load_spread,
     make_router,
@@ -35,8 +37,8 @@ from labkit.sharding import (
     ModuloRouter,
     Rendezvous,
     ShardedClient,
-    char_sum,
     cluster_nodes,
+    hash32,
     hash64,
     hash_tag,
     jump_bucket,
@@ -130,10 +132,33 @@ def test_deterministic_across_processes(keys: list[str]) -> None:
 def test_pinned_placements() -> None:
     """Hash values are fixed forever: a change would move every stored key."""
     assert hash64("user:1") == hash64(b"user:1")
+    assert hash32("user:1") == hash32(b"user:1") == zlib.crc32(b"user:1")
     assert char_sum("abc") == 294 == char_sum("cba")
     assert key_slot("user:1") == 10778  # the value the real cluster reports
     assert key_slot("cart:{42}") == key_slot("orders:{42}") == key_slot("42")
     assert key_slot("a{}b") != key_slot("")  # an empty tag is not a tag
+
+
+def test_ring_lookup_is_the_first_point_clockwise() -> None:
+    """node_for(key) is the owner of the first point after hash32(key), wrapping
+    past the last point to the first; points are hash64("name#i")'s top 32 bits."""
+    from bisect import bisect_right
+
+    ring = HashRing(names(4), vnodes=50)
+    points = [p for p, _ in ring.ring]
+    owners = [n for _, n in ring.ring]
+    assert len(points) == 200 and points == sorted(points)
+    assert points[0] == min(
+        hash64(f"{n}#{i}") >> 32 for n in names(4) for i in range(50)
+    )
+    for i in range(3000):
+        key = f"user:{i}"
+        j = bisect_right(points, hash32(key))
+        assert (
+            ring.node_for(key) == owners[j % len(points)] == ring.node_for(key.encode())
+        )
+    top = max(points)  # a key past the last point wraps to the first point's owner
+    assert ring._owners[len(points)] == owners[0] and top < 2**32
 
 
 def test_jump_matches_reference_package() -> None:
@@ -639,3 +664,26 @@ def test_move_with_a_killed_target_costs_only_what_it_held(trio: list[Server]) -
     # A key is either still on its old server or was moved to the dead one.
     assert kept + info.value.moved == len(data)
     assert kept >= len(data) - sum(new.node_for(k) == "n2" for k in data)
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_sharded_client_decode_responses_either_way(
+    redis_url: str, decode: bool
+) -> None:
+    """ShardedClient works with decode_responses True or False (redis-py's default):
+    replies come back as the clients give them, keys route the same as str or bytes."""
+    client = redis.Redis.from_url(redis_url, decode_responses=decode, socket_timeout=5)
+    sc = ShardedClient({"a": client, "b": client}, HashRing(["a", "b"]))
+    text = (lambda s: s) if decode else (lambda s: s.encode())
+    try:
+        sc.mset({"dec:1": "x", "dec:2": "y"})
+        assert sc.get("dec:1") == text("x") and sc.get(b"dec:1") == text("x")
+        assert sc.mget(["dec:1", "dec:2", "dec:3"]) == [text("x"), text("y"), None]
+        assert sc.incr("dec:n", 2) == 2 and sc.ttl("dec:n") == -1
+        assert sorted(set(sc.scan_iter("dec:*"))) == [
+            text(k) for k in ("dec:1", "dec:2", "dec:n")
+        ]
+        assert sc.node_for("dec:1") == sc.node_for(b"dec:1")
+        assert sc.delete("dec:1", "dec:2", "dec:n") == 3
+    finally:
+        client.close()

@@ -14,7 +14,7 @@ from checks import assert_refused, audit_keys
 
 import labkit
 from labkit.errors import ShardUnavailableError, WrongTypeError
-from labkit.lab.sharding import make_router
+from labkit.lab.sharding import char_sum, make_router
 from labkit.lab.sharding.shortener import Resolution, Shortener, check_url, grow
 from labkit.server import Server, free_port, no_retry
 from labkit.sharding import (
@@ -23,7 +23,6 @@ from labkit.sharding import (
     ModuloRouter,
     Rendezvous,
     ShardedClient,
-    char_sum,
     move_keys,
 )
 

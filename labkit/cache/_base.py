@@ -5,21 +5,22 @@ from __future__ import annotations
 import json
 import random
 import threading
-from array import array
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import redis
 
-from labkit.core.args import check_count, check_name, check_tag
+from labkit.core.args import check_callable, check_name, check_tag
 from labkit.errors import WrongTypeError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 __all__ = [
     "JSON_DECODER",
+    "PREFIX",
     "CacheStats",
+    "ReadHook",
     "check_namespace",
+    "check_on_read",
+    "check_prefix",
     "decode",
     "encode",
     "fast_loads",
@@ -27,18 +28,19 @@ __all__ = [
     "ttl_ms",
 ]
 
-#: Prefix of every key a labkit cache writes.
-PREFIX = "lab:cache"
-#: Upper bound of ``max_samples`` (two flat arrays: about 9 bytes a sample).
-MAX_SAMPLES = 10_000_000
+#: Default prefix of every key a labkit cache writes (``prefix=`` changes it).
+PREFIX = "labkit:cache"
+#: Upper bound of ``ClientSideCache(max_entries=...)``.
+MAX_ENTRIES = 10_000_000
 
-
-_OUTCOMES = ("hit", "miss", "early")
-_CODE = {name: i for i, name in enumerate(_OUTCOMES)}
+#: ``on_read(outcome, seconds)``: called after every read with ``"hit"``,
+#: ``"miss"`` or ``"early"`` (an XFetch early recompute) and its duration.
+ReadHook = Callable[[str, float], None]
 
 
 class CacheStats:
-    """Counters and latency samples of one cache object.
+    """Counters of one cache object (no per-read samples: pass ``on_read=``
+    to the cache for those, e.g. the lab's ``labkit.lab.caching.ReadLog``).
 
     Attributes:
         hits: Reads answered from Redis (or, for the client-side cache, locally).
@@ -51,27 +53,13 @@ class CacheStats:
             ``set``) cancelled the load's lease meanwhile: they were stale.
         store_errors: Stores the server refused for lack of memory
             (``maxmemory`` with ``noeviction``); the value was still returned.
-        max_samples: How many of the latest reads keep their latency.
         lock: Guards the counters; caches update them under it.
-        codes, seconds, written, growing: The sample ring buffer, public only so
-            the hit path can append inline; read :attr:`samples` instead.
-
-    Latency samples live in two flat ``array``s used as a ring buffer, not in a
-    list of tuples: a tuple per read would keep the garbage collector busy on
-    the hit path, which the benchmark compares with a bare ``GET``.
     """
 
-    def __init__(self, max_samples: int = 100_000) -> None:
-        self.max_samples = check_count("max_samples", max_samples, max=MAX_SAMPLES)
+    def __init__(self) -> None:
         self.lock = threading.Lock()
         self.hits = self.misses = self.loads = self.load_errors = 0
         self.waits = self.early_recomputes = self.dropped = self.store_errors = 0
-        # The ring buffer: outcome codes (index into _OUTCOMES) and seconds,
-        # appended while growing, then overwritten at written % max_samples.
-        self.codes = array("b")
-        self.seconds = array("d")
-        self.written = 0
-        self.growing = True
 
     @property
     def hit_ratio(self) -> float:
@@ -79,20 +67,8 @@ class CacheStats:
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
 
-    def add_sample(self, code: int, seconds: float) -> None:
-        """Keep one latency sample (call with :attr:`lock` held)."""
-        if self.growing:
-            self.codes.append(code)
-            self.seconds.append(seconds)
-            self.growing = len(self.seconds) < self.max_samples
-        else:
-            i = self.written % self.max_samples
-            self.codes[i] = code
-            self.seconds[i] = seconds
-        self.written += 1
-
-    def record(self, outcome: str, seconds: float) -> None:
-        """Count one read (``"hit"``, ``"miss"`` or ``"early"``) and keep its time."""
+    def record(self, outcome: str) -> None:
+        """Count one read: ``"hit"``, ``"miss"`` or ``"early"``."""
         with self.lock:
             if outcome == "miss":
                 self.misses += 1
@@ -100,42 +76,17 @@ class CacheStats:
                 self.hits += 1
                 if outcome == "early":
                     self.early_recomputes += 1
-            self.add_sample(_CODE[outcome], seconds)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``name`` (``loads``, ``waits``, ``dropped``...)."""
         with self.lock:
             setattr(self, name, getattr(self, name) + n)
 
-    @property
-    def samples(self) -> list[tuple[str, float]]:
-        """The kept reads, oldest first, as ``(outcome, seconds)``."""
-        with self.lock:
-            codes, secs = list(self.codes), list(self.seconds)
-            start = self.written % self.max_samples if self.written > len(secs) else 0
-        order = list(range(start, len(secs))) + list(range(start))
-        return [(_OUTCOMES[codes[i]], secs[i]) for i in order]
-
-    def latencies(self, outcome: str | None = None) -> np.ndarray:
-        """Durations in seconds of the kept samples, optionally of one outcome.
-
-        Needs numpy (the ``lab`` extra); the library itself does not.
-        """
-        import numpy as np  # only here: an application need not install numpy
-
-        return np.array([s for o, s in self.samples if outcome in (None, o)])
-
-    def records(self) -> list[dict[str, Any]]:
-        """The samples as rows (``outcome``, ``ms``), ready for ``pd.DataFrame``."""
-        return [{"outcome": o, "ms": s * 1000} for o, s in self.samples]
-
     def reset(self) -> None:
-        """Zero every counter and drop the samples."""
+        """Zero every counter."""
         with self.lock:
             self.hits = self.misses = self.loads = self.load_errors = 0
             self.waits = self.early_recomputes = self.dropped = self.store_errors = 0
-            self.codes, self.seconds, self.written = array("b"), array("d"), 0
-            self.growing = True
 
     def counters(self) -> dict[str, int]:
         """Every counter by name (the non-zero ones are what ``str()`` shows)."""
@@ -153,6 +104,19 @@ class CacheStats:
         return " ".join(f"{k}={v}" for k, v in self.counters().items() if v)
 
 
+def check_on_read(on_read: ReadHook | None) -> ReadHook | None:
+    """``on_read``: None, or a callable taking ``(outcome, seconds)``."""
+    if on_read is None:
+        return None
+    return check_callable("on_read", on_read, signature="(outcome, seconds)")
+
+
+def check_prefix(prefix: str) -> str:
+    """A key prefix: a non-empty str without braces or line breaks (the cache
+    adds the ``:{...}`` hash tag after it)."""
+    return check_tag("prefix", check_name("prefix", prefix, max_len=200))
+
+
 def check_namespace(namespace: Any) -> str:
     """A namespace: a non-empty str without braces or line breaks.
 
@@ -162,7 +126,9 @@ def check_namespace(namespace: Any) -> str:
     return check_tag("namespace", check_name("namespace", namespace, max_len=200))
 
 
-def raise_wrong_type(client: Any, key: str, expected: str, exc: Exception) -> NoReturn:
+def raise_wrong_type(
+    client: redis.Redis | redis.RedisCluster, key: str, expected: str, exc: Exception
+) -> NoReturn:
     """Raise :class:`WrongTypeError` for ``key`` if it holds another type.
 
     Called when Redis answered ``WRONGTYPE`` (or a script refused the key):

@@ -13,7 +13,10 @@ import redis
 from labkit.cache._base import (
     PREFIX,
     CacheStats,
+    ReadHook,
     check_namespace,
+    check_on_read,
+    check_prefix,
     decode,
     encode,
     raise_wrong_type,
@@ -49,7 +52,7 @@ def _text(name: str | bytes) -> str:
     return name.decode() if isinstance(name, bytes) else name
 
 
-def supports_field_expiry(client: Any) -> bool:
+def supports_field_expiry(client: redis.Redis | redis.RedisCluster) -> bool:
     """True if the server has hash-field TTLs (``HPEXPIRE``: Redis 7.4+, Valkey 9+)."""
     return supports(client, "hash-field-ttl")
 
@@ -72,17 +75,21 @@ class GroupedCache:
             (default) picks True when the server has hash-field TTLs (Redis
             7.4+, Valkey 9+), else False: the fallback for Redis 7.0-7.2.
         rng: A ``random.Random`` for the jitter.
+        prefix: What every key starts with (default ``labkit:cache``);
+            non-empty, no braces.
+        on_read: Called after every read as ``on_read(outcome, seconds)``,
+            outcome ``"hit"`` or ``"miss"``; None (default) reads no clock.
 
     Keys:
-        ``lab:cache:group:{<namespace>:<owner>}`` (hash, ``per_field_expiry``):
+        ``<prefix>:group:{<namespace>:<owner>}`` (hash, ``per_field_expiry``):
         field = query key, value = JSON; each field has TTL ``ttl``, the key
         a TTL at least as long as its longest field.
-        ``lab:cache:group:{<namespace>:<owner>}:entry:<key>`` (string, key per
+        ``<prefix>:group:{<namespace>:<owner>}:entry:<key>`` (string, key per
         entry): the JSON value; TTL ``ttl``.
-        ``lab:cache:group:{<namespace>:<owner>}:index`` (sorted set, key per
+        ``<prefix>:group:{<namespace>:<owner>}:index`` (sorted set, key per
         entry): entry key names scored by expiry time, pruned of expired names
         at every store; TTL that of its latest entry.
-        ``lab:cache:group:{<namespace>:<owner>}:gen`` (string): the owner's
+        ``<prefix>:group:{<namespace>:<owner>}:gen`` (string): the owner's
         invalidation counter; TTL the longest entry TTL, at least 60 s.
 
     The hash tag keeps an owner's keys in one cluster slot (the scripts touch
@@ -109,8 +116,12 @@ class GroupedCache:
         jitter: float = 0.0,
         per_field_expiry: bool | None = None,
         rng: random.Random | None = None,
+        prefix: str = PREFIX,
+        on_read: ReadHook | None = None,
     ) -> None:
         self.client = check_client(client, owner="GroupedCache")
+        self.prefix = check_prefix(prefix)
+        self.on_read = check_on_read(on_read)
         self.namespace = check_namespace(namespace)
         self.ttl = check_seconds("ttl", ttl, min=0.001, max=YEAR, min_open=False)
         self.jitter = check_number("jitter", jitter, min=0, max=1)
@@ -143,7 +154,7 @@ class GroupedCache:
     def owner_key(self, owner: Key) -> str:
         """The hash of ``owner``'s entries (per-field expiry mode)."""
         ns, owner = key_part(self.namespace), key_part(check_tag("owner", owner))
-        return f"{PREFIX}:group:{{{ns}:{owner}}}"
+        return f"{self.prefix}:group:{{{ns}:{owner}}}"
 
     def entry_key(self, owner: Key, key: Key) -> str:
         """The string key of one entry (key-per-entry mode)."""
@@ -192,9 +203,7 @@ class GroupedCache:
     def _group_type(self) -> str:
         return "hash" if self.per_field_expiry else "zset"
 
-    def get_or_load(
-        self, owner: Key, key: Key, loader: Callable[[], Any]
-    ) -> Any:
+    def get_or_load(self, owner: Key, key: Key, loader: Callable[[], Any]) -> Any:
         """Return ``owner``'s cached ``key``, calling ``loader()`` on a miss.
 
         Raises:
@@ -206,7 +215,8 @@ class GroupedCache:
         """
         check_callable("loader", loader, signature="taking no arguments")
         key = check_key("key", key)
-        start = time.perf_counter()
+        on_read = self.on_read
+        start = time.perf_counter() if on_read is not None else 0.0
         read: Callable[[], Any]
         if self.per_field_expiry:
             where, kind = self.owner_key(owner), "hash"
@@ -220,7 +230,9 @@ class GroupedCache:
             raise_wrong_type(self.client, where, kind, exc)
         if raw is not None:
             value = decode(raw)
-            self.stats.record("hit", time.perf_counter() - start)
+            self.stats.record("hit")
+            if on_read is not None:
+                on_read("hit", time.perf_counter() - start)
             return value
         # A miss reads the counter before the origin: an invalidation from
         # here on makes the store below refuse what the loader returns.
@@ -236,7 +248,9 @@ class GroupedCache:
             self.stats.count("load_errors")
             raise
         finally:
-            self.stats.record("miss", time.perf_counter() - start)
+            self.stats.record("miss")
+            if on_read is not None:
+                on_read("miss", time.perf_counter() - start)
         self._store(owner, key, encode(key, value), _text(gen or ""))
         return value
 

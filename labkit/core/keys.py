@@ -10,7 +10,7 @@ owner, an id, a channel, a series). The rule, for every pattern:
 A part then holds no ``:``, so the colons of a key say where each part starts
 and ends, and the map from (prefix, parts) to key is injective:
 ``Cache(r, "a:b")`` + ``"c"`` and ``Cache(r, "a")`` + ``"b:c"`` build
-``lab:cache:{a%3Ab:c}`` and ``lab:cache:{a:b%3Ac}``. A part without ``:`` or
+``labkit:cache:{a%3Ab:c}`` and ``labkit:cache:{a:b%3Ac}``. A part without ``:`` or
 ``%`` (``"users"``, ``"7"``, ``"ip-203.0.113.7"``) is unchanged, so the keys of
 ordinary names are what they always were. Braces are not escaped: where a part
 sits inside a ``{hash tag}`` the pattern refuses them (:func:`labkit.core.args.

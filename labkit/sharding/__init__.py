@@ -3,8 +3,8 @@
 from labkit.sharding._client import MoveReport, ShardedClient, move_keys
 from labkit.sharding._hash import (
     SLOTS,
-    char_sum,
     crc16,
+    hash32,
     hash64,
     hash_tag,
     key_slot,
@@ -32,9 +32,9 @@ __all__ = [
     "Rendezvous",
     "Router",
     "ShardedClient",
-    "char_sum",
     "cluster_nodes",
     "crc16",
+    "hash32",
     "hash64",
     "hash_tag",
     "jump_bucket",

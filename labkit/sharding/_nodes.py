@@ -18,7 +18,7 @@ response callback) and parses it here.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import redis
 
@@ -156,7 +156,7 @@ def parse_cluster_nodes(text: str | bytes) -> list[NodeInfo]:
     return [_parse_line(line) for line in text.splitlines() if line.strip()]
 
 
-def cluster_nodes(client: Any) -> list[NodeInfo]:
+def cluster_nodes(client: redis.Redis | redis.RedisCluster) -> list[NodeInfo]:
     """Every node that ``client``'s node knows of, as that node sees them.
 
     Args:

@@ -6,13 +6,16 @@ import math
 from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from zlib import crc32 as _crc32
 
 from labkit.core.args import check_callable, check_int, check_names, check_number
-from labkit.sharding._hash import hash64, mix64
+from labkit.sharding._hash import hash64, mix64, to_bytes
 
 __all__ = ["HashRing", "JumpHash", "ModuloRouter", "Rendezvous", "Router"]
 
 _TWO64 = float(1 << 64)
+#: Positions on a :class:`HashRing`: ``[0, 2**32)``, as ketama's.
+RING_SIZE = 1 << 32
 
 
 #: Upper bounds: a ring of 10,000 nodes x 10,000 points would take minutes
@@ -89,7 +92,7 @@ class ModuloRouter(Router):
     Args:
         nodes: Node names.
         hash: Key -> non-negative int; 64-bit BLAKE2b by default. Pass
-            :func:`~labkit.sharding.char_sum` for the tutorial's character sum.
+            the tutorial's character sum (``labkit.lab.sharding.char_sum``).
 
     Changing N changes ``hash % N`` for almost every key: going from N to N+1
     nodes moves about ``N/(N+1)`` of the keys (3 -> 4 moves about 3/4).
@@ -114,13 +117,20 @@ class ModuloRouter(Router):
 
 
 class HashRing(Router):
-    """Consistent hashing: nodes own arcs of a 64-bit ring, via virtual nodes.
+    """Consistent hashing: nodes own arcs of a 32-bit ring, via virtual nodes.
 
-    Each node is placed ``vnodes * weight`` times on the ring (at
-    ``hash64("name#i")``); a key belongs to the first point clockwise from
-    ``hash64(key)``. Adding a node takes over only the arcs in front of its own
-    points, about ``1/(N+1)`` of the keys. More virtual nodes even out the arc
-    lengths at the cost of a bigger table (lookups stay ``O(log points)``).
+    Each node is placed ``vnodes * weight`` times on the ring (at the top 32
+    bits of ``hash64("name#i")``); a key belongs to the first point clockwise
+    from ``hash32(key)``. Adding a node takes over only the arcs in front of
+    its own points, about ``1/(N+1)`` of the keys. More virtual nodes even out
+    the arc lengths at the cost of a bigger table (lookups stay
+    ``O(log points)``).
+
+    Two hashes, on purpose: the points come from BLAKE2b (:func:`hash64`),
+    whose spread evens out the arcs and whose cost is paid once per ring; the
+    keys from CRC-32 (:func:`hash32`), one C call per lookup, which spreads
+    keys as evenly over well-spread arcs (placing the points with CRC-32 too
+    would not: ``node#0``, ``node#1``... bunch up).
 
     Args:
         nodes: Node names.
@@ -153,22 +163,25 @@ class HashRing(Router):
                 "vnodes or the weights)"
             )
         points = sorted(
-            (hash64(f"{name}#{i}"), name)
+            (hash64(f"{name}#{i}") >> 32, name)
             for name, count in per_node.items()
             for i in range(count)
         )
         self._points = [p for p, _ in points]
-        self._owners = [name for _, name in points]
+        # One owner more than points: past the last point, the ring wraps to
+        # the first one, so a lookup needs no bounds check.
+        self._owners = [name for _, name in points] + [points[0][1]]
 
     def node_for(self, key: str | bytes) -> str:
         # The lookup the notebook shows: the first point clockwise of the key.
-        i = bisect_right(self._points, hash64(key))
-        return self._owners[i if i < len(self._points) else 0]
+        if type(key) is str:
+            return self._owners[bisect_right(self._points, _crc32(key.encode()))]
+        return self._owners[bisect_right(self._points, _crc32(to_bytes(key)))]
 
     @property
     def ring(self) -> list[tuple[int, str]]:
         """The ring as sorted ``(point, node)`` pairs (a copy)."""
-        return list(zip(self._points, self._owners, strict=True))
+        return list(zip(self._points, self._owners[:-1], strict=True))
 
     def with_nodes(self, nodes: Iterable[str]) -> HashRing:
         names = _check_nodes(nodes)
@@ -178,9 +191,9 @@ class HashRing(Router):
     def shares(self) -> dict[str, float]:
         """Fraction of the ring (so of uniformly hashed keys) each node owns."""
         shares = dict.fromkeys(self.nodes, 0.0)
-        prev = self._points[-1] - (1 << 64)  # the arc that wraps past zero
-        for point, owner in zip(self._points, self._owners, strict=True):
-            shares[owner] += (point - prev) / _TWO64
+        prev = self._points[-1] - RING_SIZE  # the arc that wraps past zero
+        for point, owner in zip(self._points, self._owners[:-1], strict=True):
+            shares[owner] += (point - prev) / RING_SIZE
             prev = point
         return shares
 

@@ -20,6 +20,7 @@ from labkit.lab.caching.experiments import (
 )
 from labkit.lab.caching.http import App, DriveResult, drive
 from labkit.lab.caching.origin import TUTORIAL_PHOTOS, Origin, seed_sql
+from labkit.lab.caching.readlog import ReadLog
 
 __all__ = [
     "TUTORIAL_PHOTOS",
@@ -27,6 +28,7 @@ __all__ = [
     "DriveResult",
     "EvictionResult",
     "Origin",
+    "ReadLog",
     "StampedeCost",
     "WindowResult",
     "belady_hit_ratio",

@@ -18,6 +18,7 @@ import numpy as np
 import redis
 
 from labkit.cache import Cache
+from labkit.lab.caching.readlog import ReadLog
 from labkit.lab.measure import time_calls
 from labkit.server import flushdb, fresh_client, reconfigured
 
@@ -276,6 +277,7 @@ def stampede_trial(
     """
     if not isinstance(readers, int) or readers < 1:
         raise ValueError(f"readers={readers!r}: expected an int >= 1")
+    log = ReadLog()  # per-read latencies, for the p99
     cache = Cache(
         client,
         f"stampede-{stampede}",
@@ -283,6 +285,7 @@ def stampede_trial(
         stampede=stampede,
         rng=random.Random(seed),
         poll_interval=0.002,
+        on_read=log,
     )
     cache.invalidate("hot")
 
@@ -310,6 +313,7 @@ def stampede_trial(
         t.start()
     cache.get_or_load("hot", origin)
     cache.stats.reset()
+    log.reset()
     with commands_run(client) as seen:
         stop = time.monotonic() + ttl + 3 * load_seconds
         barrier.wait()
@@ -320,7 +324,7 @@ def stampede_trial(
         raise errors[0]
     stats = cache.stats
     reads = stats.hits + stats.misses
-    p99 = float(np.percentile(stats.latencies(), 99) * 1000) if reads else 0.0
+    p99 = float(np.percentile(log.latencies(), 99) * 1000) if reads else 0.0
     return StampedeCost(
         stampede,
         readers,

@@ -12,6 +12,7 @@ from labkit.lab.sharding import (
 from labkit.lab.sharding._measure import (
     ROUTER_KINDS,
     Spread,
+    char_sum,
     explore_router,
     growth_cost,
     load_spread,
@@ -25,6 +26,7 @@ __all__ = [
     "ROUTER_KINDS",
     "Spread",
     "bigkey",
+    "char_sum",
     "explore_router",
     "failover",
     "growth_cost",

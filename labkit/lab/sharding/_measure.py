@@ -17,12 +17,13 @@ from labkit.sharding import (
     ModuloRouter,
     Rendezvous,
     Router,
-    char_sum,
 )
+from labkit.sharding._hash import to_bytes
 
 __all__ = [
     "ROUTER_KINDS",
     "Spread",
+    "char_sum",
     "explore_router",
     "growth_cost",
     "load_spread",
@@ -34,6 +35,20 @@ __all__ = [
 
 #: The routers the notebook compares, by the label :func:`make_router` takes.
 ROUTER_KINDS = ("modulo", "modulo (char sum)", "hash ring", "rendezvous", "jump hash")
+
+
+def char_sum(key: str | bytes) -> int:
+    """The URL-shortener tutorial's hash: the sum of the key's byte values.
+
+    Deterministic, but narrow: every anagram (``abc``, ``cba``) gets the same
+    sum, and keys of one shape reach only a few hundred distinct sums, all
+    in a narrow range. Over three or four servers ``char_sum % n`` still
+    spreads random keys about evenly; over many servers it piles keys onto
+    some of them, and anagrams always share a server (notebook 04a measures
+    both). Kept here, in the lab, to show that mistake; the library's routers
+    hash with :func:`~labkit.sharding.hash64` or :func:`~labkit.sharding.hash32`.
+    """
+    return sum(to_bytes(key))
 
 
 class Spread(NamedTuple):
