@@ -18,7 +18,6 @@ from labkit.sharding import (
     Rendezvous,
     Router,
 )
-from labkit.sharding._hash import to_bytes
 
 __all__ = [
     "ROUTER_KINDS",
@@ -48,7 +47,11 @@ def char_sum(key: str | bytes) -> int:
     both). Kept here, in the lab, to show that mistake; the library's routers
     hash with :func:`~labkit.sharding.hash64` or :func:`~labkit.sharding.hash32`.
     """
-    return sum(to_bytes(key))
+    if isinstance(key, str):
+        key = key.encode()
+    if not isinstance(key, bytes):
+        raise TypeError(f"key={key!r}: expected str or bytes, got {type(key).__name__}")
+    return sum(key)
 
 
 class Spread(NamedTuple):
