@@ -147,7 +147,7 @@ def test_every_key_has_a_ttl(r: redis.Redis, cls: type[Limiter]) -> None:
     lim.allow("u", cost=3)
     assert not lim.allow("u", cost=4).allowed  # cost > remaining: refused
     lim.allow_many(["a", "b", "u"])
-    keys = list(r.scan_iter(match="lab:ratelimit:*"))
+    keys = list(r.scan_iter(match="labkit:ratelimit:*"))
     assert sorted(keys) == sorted(lim.key(k) for k in ("u", "a", "b"))
     for key in keys:
         assert 0 < r.pttl(key) <= 60_000, key
@@ -167,7 +167,7 @@ def test_no_limiter_key_without_ttl_after_everything(r: redis.Redis) -> None:
                 lim.allow(key, cost=2)  # refused: more than remains
                 lim.allow_many([key, key, "other"])
                 clock.now += 7
-    keys = list(r.scan_iter(match="lab:ratelimit:*"))
+    keys = list(r.scan_iter(match="labkit:ratelimit:*"))
     assert len(keys) >= 15
     without = [k for k in keys if r.pttl(k) < 0]
     assert without == []

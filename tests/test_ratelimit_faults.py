@@ -271,7 +271,7 @@ def test_scripts_validate_before_writing(
     script: Script = cls.script
     before = r.dbsize()
     with pytest.raises(redis.ResponseError, match="BADARGS"):
-        script(r, ["lab:ratelimit:direct"], argv)
+        script(r, ["labkit:ratelimit:direct"], argv)
     assert r.dbsize() == before == 0, why
 
 
@@ -730,7 +730,7 @@ def test_limiters_and_flags_on_a_cluster() -> None:
     with Cluster(masters=3) as cluster:
         rc = cluster.client()
         keys = [f"user:{i}" for i in range(30)]
-        nodes = {rc.get_node_from_key(f"lab:ratelimit:gcra:{k}").name for k in keys}
+        nodes = {rc.get_node_from_key(f"labkit:ratelimit:gcra:{k}").name for k in keys}
         assert len(nodes) == 3  # the batch spans every primary
         for cls in ALL:
             lim = cls(rc, limit=2, period=60)
