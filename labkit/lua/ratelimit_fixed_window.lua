@@ -1,8 +1,8 @@
 #!lua
 -- Fixed window counter; a window opens at the first request after the last one closed.
 -- KEYS[i]: hash {w = window start (us), n = units admitted in that window}
--- ARGV[1]: "<limit> <period> <capacity>" in one argument (fewer to encode per call):
---          limit units per period (us); capacity: the limit (a window has no burst)
+-- ARGV[1]: limit units per period (us), and capacity: the limit (a window has no burst);
+--          three doubles in 24 bytes (struct '<ddd': no text to parse per call)
 -- ARGV[2]: cost of each request (default 1)
 -- ARGV[3..]: now in us, one per key (default: the server's TIME, read once)
 -- Several keys (allow_many) are decided in one call, in order; a key listed twice
@@ -12,16 +12,19 @@
 --          or an error: BADARGS (arguments out of range) before anything is written;
 --          BADSTATE or WRONGTYPE (a key holds something else) after the other keys
 --          were decided, naming the first such key, which is left as it was.
-local limit, period, cap = string.match(ARGV[1] or '', '^(%d+) (%d+) (%d+)$')
-limit, period, cap = tonumber(limit), tonumber(period), tonumber(cap)
-local cost = tonumber(ARGV[2] or '1')
+local limit, period, cap
+if #(ARGV[1] or '') == 24 then limit, period, cap = struct.unpack('<ddd', ARGV[1]) end
+local cost = 1
+if ARGV[2] then cost = tonumber(ARGV[2]) end
 local n, clocked = #KEYS, #ARGV > 2
 -- Everything is checked before the first write: a bad call leaves nothing behind.
-local bad = not (limit and cost) or limit < 1 or limit > 2147483647 or cap < 1
-    or cap > 2147483647 or period < 1000 or period > 31536000000000
+-- (x ~= math.floor(x) is also true for NaN.)
+local bad = not (limit and cost) or limit < 1 or limit > 2147483647
+    or limit ~= math.floor(limit) or cap < 1 or cap > 2147483647 or cap ~= math.floor(cap)
+    or period < 1000 or period > 31536000000000 or period ~= math.floor(period)
     or period / limit * cap > 31536000000000 or cost < 1 or cost > cap
     or cost ~= math.floor(cost) or (clocked and #ARGV ~= n + 2)
-local nows = {}
+local nows = clocked and {}
 if clocked and not bad then
   for i = 1, n do
     local now = tonumber(ARGV[i + 2])
@@ -30,9 +33,12 @@ if clocked and not bad then
   end
 end
 if bad then
-  return redis.error_reply('BADARGS ratelimit_fixed_window: want ARGV "<limit 1..2147483647> <period us'
-    .. ' 1000..31536000000000> <capacity>" [cost 1..capacity] [now us, one per key],'
-    .. ' refilled within a year; got: ' .. table.concat(ARGV, ' '))
+  local got = limit and string.format('limit=%.17g period=%.17g capacity=%.17g', limit, period, cap)
+    or ('ARGV[1] of ' .. #(ARGV[1] or '') .. ' bytes')
+  return redis.error_reply('BADARGS ratelimit_fixed_window: want ARGV struct.pack("<ddd", limit 1..2147483647,'
+    .. ' period us 1000..31536000000000, capacity) [cost 1..capacity] [now us, one per key],'
+    .. ' refilled within a year; got: ' .. got .. ', cost=' .. tostring(ARGV[2]) .. ', '
+    .. (#ARGV - 2) .. ' times for ' .. n .. ' keys')
 end
 local now
 if not clocked then
@@ -43,18 +49,25 @@ end
 local out, err = {}, nil
 for i = 1, n do
   local key = KEYS[i]
-  now = nows[i] or now
-  local state = redis.pcall('HMGET', key, 'w', 'n')
-  local start, used
-  if not state.err then start, used = tonumber(state[1]), tonumber(state[2]) end
-  if state.err then
+  if clocked then now = nows[i] end
+  -- One read of the whole hash: its fields are checked too, so that a hash that
+  -- is not exactly {w, n} is refused, never reset.
+  local h = redis.pcall('HGETALL', key)
+  local sw, sn
+  if not h.err then
+    for j = 1, #h, 2 do
+      if h[j] == 'w' then sw = h[j + 1] elseif h[j] == 'n' then sn = h[j + 1] end
+    end
+  end
+  local start, used = sw and tonumber(sw), sn and tonumber(sn)
+  if h.err then
     err = err or 'WRONGTYPE ratelimit_fixed_window: ' .. key .. ' is of another type'
-  -- State is ours only if w and n are both numbers >= 0 (x == x is false for NaN;
-  -- inf fails the bounds): anything else is refused, never reset.
-  elseif (state[1] or state[2] or redis.call('EXISTS', key) == 1) and not (start and used
-      and start == start and start >= 0 and start < 1e17 and used >= 0 and used < 1e16) then
-    err = err or 'BADSTATE ratelimit_fixed_window: ' .. key .. ' holds w=' .. tostring(state[1])
-      .. ' n=' .. tostring(state[2]) .. ', not a fixed window {w, n} of numbers >= 0'
+  -- Ours only if exactly {w, n}, both numbers >= 0 (x == x is false for NaN; inf
+  -- fails the bounds).
+  elseif #h > 0 and not (#h == 4 and start and used and start == start and start >= 0
+      and start < 1e17 and used >= 0 and used < 1e16) then
+    err = err or 'BADSTATE ratelimit_fixed_window: ' .. key .. ' holds w=' .. tostring(sw)
+      .. ' n=' .. tostring(sn) .. ', not a fixed window {w, n} of numbers >= 0'
   else
     used = used or 0
     local opens = start == nil or now >= start + period or now < start
@@ -81,4 +94,4 @@ for i = 1, n do
   end
 end
 if err then return redis.error_reply(err) end
-return table.concat(out, ' ')
+return n == 1 and out[1] or table.concat(out, ' ')

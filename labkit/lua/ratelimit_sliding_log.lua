@@ -1,8 +1,8 @@
 #!lua
 -- Sliding log: one sorted-set entry per admitted unit, scored by its time.
 -- KEYS[i]: sorted set {member "<us>-<n>" -> score = admission time (us)}
--- ARGV[1]: "<limit> <period> <capacity>" in one argument (fewer to encode per call):
---          limit units per period (us); capacity: the limit (a log has no burst)
+-- ARGV[1]: limit units per period (us), and capacity: the limit (a log has no burst);
+--          three doubles in 24 bytes (struct '<ddd': no text to parse per call)
 -- ARGV[2]: cost of each request (default 1)
 -- ARGV[3..]: now in us, one per key (default: the server's TIME, read once)
 -- Several keys (allow_many) are decided in one call, in order; a key listed twice
@@ -12,16 +12,19 @@
 --          or an error: BADARGS (arguments out of range) before anything is written;
 --          BADSTATE or WRONGTYPE (a key holds something else) after the other keys
 --          were decided, naming the first such key, which is left as it was.
-local limit, period, cap = string.match(ARGV[1] or '', '^(%d+) (%d+) (%d+)$')
-limit, period, cap = tonumber(limit), tonumber(period), tonumber(cap)
-local cost = tonumber(ARGV[2] or '1')
+local limit, period, cap
+if #(ARGV[1] or '') == 24 then limit, period, cap = struct.unpack('<ddd', ARGV[1]) end
+local cost = 1
+if ARGV[2] then cost = tonumber(ARGV[2]) end
 local n, clocked = #KEYS, #ARGV > 2
 -- Everything is checked before the first write: a bad call leaves nothing behind.
-local bad = not (limit and cost) or limit < 1 or limit > 2147483647 or cap < 1
-    or cap > 2147483647 or period < 1000 or period > 31536000000000
+-- (x ~= math.floor(x) is also true for NaN.)
+local bad = not (limit and cost) or limit < 1 or limit > 2147483647
+    or limit ~= math.floor(limit) or cap < 1 or cap > 2147483647 or cap ~= math.floor(cap)
+    or period < 1000 or period > 31536000000000 or period ~= math.floor(period)
     or period / limit * cap > 31536000000000 or cost < 1 or cost > cap
     or cost ~= math.floor(cost) or (clocked and #ARGV ~= n + 2)
-local nows = {}
+local nows = clocked and {}
 if clocked and not bad then
   for i = 1, n do
     local now = tonumber(ARGV[i + 2])
@@ -30,9 +33,12 @@ if clocked and not bad then
   end
 end
 if bad then
-  return redis.error_reply('BADARGS ratelimit_sliding_log: want ARGV "<limit 1..2147483647> <period us'
-    .. ' 1000..31536000000000> <capacity>" [cost 1..capacity] [now us, one per key],'
-    .. ' refilled within a year; got: ' .. table.concat(ARGV, ' '))
+  local got = limit and string.format('limit=%.17g period=%.17g capacity=%.17g', limit, period, cap)
+    or ('ARGV[1] of ' .. #(ARGV[1] or '') .. ' bytes')
+  return redis.error_reply('BADARGS ratelimit_sliding_log: want ARGV struct.pack("<ddd", limit 1..2147483647,'
+    .. ' period us 1000..31536000000000, capacity) [cost 1..capacity] [now us, one per key],'
+    .. ' refilled within a year; got: ' .. got .. ', cost=' .. tostring(ARGV[2]) .. ', '
+    .. (#ARGV - 2) .. ' times for ' .. n .. ' keys')
 end
 local now
 if not clocked then
@@ -43,7 +49,7 @@ end
 local out, err = {}, nil
 for i = 1, n do
   local key = KEYS[i]
-  now = nows[i] or now
+  if clocked then now = nows[i] end
   -- A sorted set is ours only if its members look like ours: "<score>-<n>". The
   -- oldest is checked (one member: the check costs O(1), not O(n)).
   local first = redis.pcall('ZRANGE', key, 0, 0, 'WITHSCORES')
@@ -76,4 +82,4 @@ for i = 1, n do
   end
 end
 if err then return redis.error_reply(err) end
-return table.concat(out, ' ')
+return n == 1 and out[1] or table.concat(out, ' ')

@@ -2,8 +2,8 @@
 -- Sliding window counter: this window's count plus the previous one's, weighted by
 -- how much of the previous window still overlaps the sliding period.
 -- KEYS[i]: hash {w = window index (now // period), c = units this window, p = previous}
--- ARGV[1]: "<limit> <period> <capacity>" in one argument (fewer to encode per call):
---          limit units per period (us); capacity: the limit (a window has no burst)
+-- ARGV[1]: limit units per period (us), and capacity: the limit (a window has no burst);
+--          three doubles in 24 bytes (struct '<ddd': no text to parse per call)
 -- ARGV[2]: cost of each request (default 1)
 -- ARGV[3..]: now in us, one per key (default: the server's TIME, read once)
 -- Several keys (allow_many) are decided in one call, in order; a key listed twice
@@ -13,16 +13,19 @@
 --          or an error: BADARGS (arguments out of range) before anything is written;
 --          BADSTATE or WRONGTYPE (a key holds something else) after the other keys
 --          were decided, naming the first such key, which is left as it was.
-local limit, period, cap = string.match(ARGV[1] or '', '^(%d+) (%d+) (%d+)$')
-limit, period, cap = tonumber(limit), tonumber(period), tonumber(cap)
-local cost = tonumber(ARGV[2] or '1')
+local limit, period, cap
+if #(ARGV[1] or '') == 24 then limit, period, cap = struct.unpack('<ddd', ARGV[1]) end
+local cost = 1
+if ARGV[2] then cost = tonumber(ARGV[2]) end
 local n, clocked = #KEYS, #ARGV > 2
 -- Everything is checked before the first write: a bad call leaves nothing behind.
-local bad = not (limit and cost) or limit < 1 or limit > 2147483647 or cap < 1
-    or cap > 2147483647 or period < 1000 or period > 31536000000000
+-- (x ~= math.floor(x) is also true for NaN.)
+local bad = not (limit and cost) or limit < 1 or limit > 2147483647
+    or limit ~= math.floor(limit) or cap < 1 or cap > 2147483647 or cap ~= math.floor(cap)
+    or period < 1000 or period > 31536000000000 or period ~= math.floor(period)
     or period / limit * cap > 31536000000000 or cost < 1 or cost > cap
     or cost ~= math.floor(cost) or (clocked and #ARGV ~= n + 2)
-local nows = {}
+local nows = clocked and {}
 if clocked and not bad then
   for i = 1, n do
     local now = tonumber(ARGV[i + 2])
@@ -31,9 +34,12 @@ if clocked and not bad then
   end
 end
 if bad then
-  return redis.error_reply('BADARGS ratelimit_sliding_window: want ARGV "<limit 1..2147483647> <period us'
-    .. ' 1000..31536000000000> <capacity>" [cost 1..capacity] [now us, one per key],'
-    .. ' refilled within a year; got: ' .. table.concat(ARGV, ' '))
+  local got = limit and string.format('limit=%.17g period=%.17g capacity=%.17g', limit, period, cap)
+    or ('ARGV[1] of ' .. #(ARGV[1] or '') .. ' bytes')
+  return redis.error_reply('BADARGS ratelimit_sliding_window: want ARGV struct.pack("<ddd", limit 1..2147483647,'
+    .. ' period us 1000..31536000000000, capacity) [cost 1..capacity] [now us, one per key],'
+    .. ' refilled within a year; got: ' .. got .. ', cost=' .. tostring(ARGV[2]) .. ', '
+    .. (#ARGV - 2) .. ' times for ' .. n .. ' keys')
 end
 local now
 if not clocked then
@@ -44,19 +50,25 @@ end
 local out, err = {}, nil
 for i = 1, n do
   local key = KEYS[i]
-  now = nows[i] or now
+  if clocked then now = nows[i] end
   local idx = math.floor(now / period)
-  local state = redis.pcall('HMGET', key, 'w', 'c', 'p')
-  local w, cur, prev
-  if not state.err then w, cur, prev = tonumber(state[1]), tonumber(state[2]), tonumber(state[3]) end
-  if state.err then
+  -- One read of the whole hash, fields checked too (exactly {w, c, p}).
+  local h = redis.pcall('HGETALL', key)
+  local sw, sc, sp
+  if not h.err then
+    for j = 1, #h, 2 do
+      local f = h[j]
+      if f == 'w' then sw = h[j + 1] elseif f == 'c' then sc = h[j + 1] elseif f == 'p' then sp = h[j + 1] end
+    end
+  end
+  local w, cur, prev = sw and tonumber(sw), sc and tonumber(sc), sp and tonumber(sp)
+  if h.err then
     err = err or 'WRONGTYPE ratelimit_sliding_window: ' .. key .. ' is of another type'
-  -- Ours only if w, c and p are numbers >= 0 (NaN ~= NaN; inf fails the bounds).
-  elseif (state[1] or state[2] or state[3] or redis.call('EXISTS', key) == 1)
-      and not (w and cur and prev and w == w and w >= 0 and w < 1e17 and cur >= 0
-      and cur < 1e16 and prev >= 0 and prev < 1e16) then
+  -- Ours only if exactly {w, c, p}, numbers >= 0 (NaN ~= NaN; inf fails the bounds).
+  elseif #h > 0 and not (#h == 6 and w and cur and prev and w == w and w >= 0 and w < 1e17
+      and cur >= 0 and cur < 1e16 and prev >= 0 and prev < 1e16) then
     err = err or 'BADSTATE ratelimit_sliding_window: ' .. key .. ' holds w='
-      .. tostring(state[1]) .. ' c=' .. tostring(state[2]) .. ' p=' .. tostring(state[3])
+      .. tostring(sw) .. ' c=' .. tostring(sc) .. ' p=' .. tostring(sp)
       .. ', not a sliding window {w, c, p} of numbers >= 0'
   else
     cur, prev = cur or 0, prev or 0
@@ -101,4 +113,4 @@ for i = 1, n do
   end
 end
 if err then return redis.error_reply(err) end
-return table.concat(out, ' ')
+return n == 1 and out[1] or table.concat(out, ' ')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from struct import pack as _pack
 from typing import Any, ClassVar, NamedTuple
 
 import redis
@@ -195,8 +196,9 @@ class Limiter:
     def _rate_config(
         self, limit: int, period_us: int, burst: int | None, burst_name: str
     ) -> tuple[bytes, int]:
-        """ARGV[1] (one pre-encoded argument, so a call encodes less) and the
-        capacity a single request may take at most."""
+        """ARGV[1] (limit, period and capacity as three packed doubles, so a
+        call encodes less and the script parses no text) and the capacity a
+        single request may take at most."""
         capacity = (burst or limit) if self._has_burst else limit
         # A bucket holding more than a year of refill would need a key that
         # outlives a year; the scripts refuse it too, before writing.
@@ -207,7 +209,7 @@ class Limiter:
                 f"period * burst / limit = {refill:g} s to refill; must be at "
                 f"most {MAX_PERIOD} (a year)"
             )
-        return f"{limit} {period_us} {capacity}".encode(), capacity
+        return _pack("<ddd", limit, period_us, capacity), capacity
 
     def _lookup_config(self, key: str) -> tuple[bytes, int]:
         assert self.lookup is not None
@@ -353,7 +355,7 @@ class Limiter:
         # Calls: (positions, keys, ARGV): one per slot (on a cluster), per run of
         # equal config (with a lookup), per _CHUNK keys.
         if plain and len(fulls) <= _CHUNK and not isinstance(self.client, RedisCluster):
-            units = [(None, fulls, (config, cost))]
+            units = [(None, fulls, (config,) if cost == 1 else (config, cost))]
         else:
             units = self._units(fulls, configs, nows, cost)
         try:
