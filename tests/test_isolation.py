@@ -161,7 +161,8 @@ def test_ordinary_parts_keep_their_keys(r: redis.Redis) -> None:
     assert Cache(r, "users", 60).lease_key("7") == "lab:cache:{users:7}:lease"
     g = GroupedCache(r, "brief", 60, per_field_expiry=False)
     assert g.entry_key("u1", "k") == "lab:cache:group:{brief:u1}:entry:k"
-    assert FixedWindow(r, 5, 60).key("ip-1.2.3.4") == "labkit:ratelimit:fixed:ip-1.2.3.4"
+    fixed = FixedWindow(r, 5, 60)
+    assert fixed.key("ip-1.2.3.4") == "labkit:ratelimit:fixed:ip-1.2.3.4"
     assert GCRA(r, 5, 60, prefix="ex1:batch").key("u") == "ex1:batch:u"
     assert SeriesStore(r).key("cpu") == "lab:ts:cpu"
     assert history_key("feed") == "lab:pubsub:{feed}"

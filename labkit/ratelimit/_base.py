@@ -111,9 +111,10 @@ class Limiter:
     gets its expiry in that same call, so no crash point can leave a limiter
     key without a TTL.
 
-    Works on a ``RedisCluster`` as on one server: each script touches one key,
-    and a batch is a cluster pipeline split by slot. On a frozen server a call
-    fails when the client's ``socket_timeout`` runs out: give the client one.
+    Works on a ``RedisCluster`` as on one server: a decision touches one key,
+    and a batch is one script call per hash slot, in one cluster pipeline. On
+    a frozen server a call fails when the client's ``socket_timeout`` runs
+    out: give the client one.
     A call that timed out may still be decided once the server wakes up (its
     request was already in the server's socket): a timeout is not a refusal,
     and retrying it may take a second unit.
@@ -283,7 +284,12 @@ class Limiter:
         if type(key) is not str or not key:
             key = check_key("key", key)
         full = f"{self.prefix}:{key_part(key)}"
-        if type(cost) is int and cost == 1 and self.lookup is None and self.clock is None:
+        if (
+            type(cost) is int
+            and cost == 1
+            and self.lookup is None
+            and self.clock is None
+        ):
             args: tuple[Any, ...] = (self._config,)  # the common case, inlined
         else:
             args = self._args(key, cost)
@@ -354,24 +360,33 @@ class Limiter:
             return []
         # Calls: (positions, keys, ARGV): one per slot (on a cluster), per run of
         # equal config (with a lookup), per _CHUNK keys.
+        units: list[tuple[list[int] | None, list[str], tuple[Any, ...]]]
         if plain and len(fulls) <= _CHUNK and not isinstance(self.client, RedisCluster):
             units = [(None, fulls, (config,) if cost == 1 else (config, cost))]
         else:
-            units = self._units(fulls, configs, nows, cost)
+            units = list(self._units(fulls, configs, nows, cost))
         try:
             if len(units) == 1:
                 _, unit_keys, argv = units[0]
                 try:
                     replies = [
                         self.client.execute_command(
-                            "EVALSHA", self.script.sha, len(unit_keys), *unit_keys, *argv
+                            "EVALSHA",
+                            self.script.sha,
+                            len(unit_keys),
+                            *unit_keys,
+                            *argv,
                         )
                     ]
                 except NoScriptError:
                     self.script.load(self.client)
                     replies = [
                         self.client.execute_command(
-                            "EVALSHA", self.script.sha, len(unit_keys), *unit_keys, *argv
+                            "EVALSHA",
+                            self.script.sha,
+                            len(unit_keys),
+                            *unit_keys,
+                            *argv,
                         )
                     ]
             else:
@@ -387,7 +402,7 @@ class Limiter:
             return _decisions(replies[0])
         out: list[Any] = [None] * len(fulls)
         for (positions, _, _), reply in zip(units, replies, strict=True):
-            for i, decision in zip(positions, _decisions(reply), strict=True):
+            for i, decision in zip(positions or (), _decisions(reply), strict=True):
                 out[i] = decision
         return out
 
@@ -418,7 +433,7 @@ class Limiter:
         if isinstance(self.client, RedisCluster):
             slot = self.client.keyslot
             for i, full in enumerate(fulls):
-                groups.setdefault(slot(full), []).append(i)
+                groups.setdefault(slot(full), []).append(i)  # type: ignore[no-untyped-call]
         else:
             groups[0] = list(range(len(fulls)))
         units = []
