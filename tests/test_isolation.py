@@ -153,7 +153,8 @@ def test_ordinary_parts_keep_their_keys(r: redis.Redis) -> None:
     assert Cache(r, "users", 60).lease_key("7") == "labkit:cache:{users:7}:lease"
     g = GroupedCache(r, "brief", 60, per_field_expiry=False)
     assert g.entry_key("u1", "k") == "labkit:cache:group:{brief:u1}:entry:k"
-    assert FixedWindow(r, 5, 60).key("ip-1.2.3.4") == "lab:ratelimit:fixed:ip-1.2.3.4"
+    fixed = FixedWindow(r, 5, 60)
+    assert fixed.key("ip-1.2.3.4") == "labkit:ratelimit:fixed:ip-1.2.3.4"
     assert GCRA(r, 5, 60, prefix="ex1:batch").key("u") == "ex1:batch:u"
     assert SeriesStore(r).key("cpu") == "labkit:ts:cpu"
     assert history_key("feed") == "labkit:pubsub:{feed}"
@@ -168,7 +169,7 @@ def test_ordinary_parts_keep_their_keys(r: redis.Redis) -> None:
 
 def test_sliding_log_leaves_a_leaderboard_alone(r: redis.Redis) -> None:
     """Defect 2: a sorted set of players at the log's key is refused, unchanged."""
-    key = "lab:ratelimit:log:board"
+    key = "labkit:ratelimit:log:board"
     r.zadd(key, {"alice": 10, "bob": 20})
     before = dumps(r, key)
     with pytest.raises(WrongTypeError, match=r"board.*'alice'|alice"):
@@ -506,7 +507,7 @@ def test_a_frozen_server_timeout_names_server_and_key() -> None:
         client.close()
     assert f":{srv.port}/0" in str(info.value)
     assert "ratelimit_fixed_window" in str(info.value)
-    assert "lab:ratelimit:fixed:k" in str(info.value)
+    assert "labkit:ratelimit:fixed:k" in str(info.value)
     assert f":{srv.port}/0" in str(hit.value)
     assert "labkit:cache:{users:k}" in str(hit.value)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import random
+import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -147,7 +150,7 @@ def test_every_key_has_a_ttl(r: redis.Redis, cls: type[Limiter]) -> None:
     lim.allow("u", cost=3)
     assert not lim.allow("u", cost=4).allowed  # cost > remaining: refused
     lim.allow_many(["a", "b", "u"])
-    keys = list(r.scan_iter(match="lab:ratelimit:*"))
+    keys = list(r.scan_iter(match="labkit:ratelimit:*"))
     assert sorted(keys) == sorted(lim.key(k) for k in ("u", "a", "b"))
     for key in keys:
         assert 0 < r.pttl(key) <= 60_000, key
@@ -167,7 +170,7 @@ def test_no_limiter_key_without_ttl_after_everything(r: redis.Redis) -> None:
                 lim.allow(key, cost=2)  # refused: more than remains
                 lim.allow_many([key, key, "other"])
                 clock.now += 7
-    keys = list(r.scan_iter(match="lab:ratelimit:*"))
+    keys = list(r.scan_iter(match="labkit:ratelimit:*"))
     assert len(keys) >= 15
     without = [k for k in keys if r.pttl(k) < 0]
     assert without == []
@@ -559,3 +562,112 @@ def test_window_expiry_is_the_window_end(r: redis.Redis, cls: type[Limiter]) -> 
     assert lim.allow("u").allowed
     rearmed = 60_000 if cls is FixedWindow else 110_000  # to the (next) window's end
     assert abs(r.pttl(lim.key("u")) - rearmed) < 1_000
+
+
+# --- allow_many: one script call per batch ---------------------------------------
+
+
+def _evalsha_calls(r: redis.Redis) -> int:
+    stats = r.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("cls", ALL, ids=ids)
+def test_batch_is_one_script_call(r: redis.Redis, cls: type[Limiter]) -> None:
+    """100 keys, repeats included: one EVALSHA decides them all, as allow() would."""
+    keys = [f"user:{i % 40}" for i in range(100)]
+    clock = Clock()
+    batch = cls(r, limit=2, period=60, clock=clock, prefix="batch")
+    single = cls(r, limit=2, period=60, clock=clock, prefix="single")
+    for lim in (batch, single):  # load both scripts first
+        lim.allow("warm-up")
+    before = _evalsha_calls(r)
+    got = batch.allow_many(keys)
+    assert _evalsha_calls(r) - before == 1
+    assert got == [single.allow(k) for k in keys]
+    assert [d.allowed for d in got] == [True] * 80 + [False] * 20
+
+
+@pytest.mark.parametrize("cls", ALL, ids=ids)
+def test_batch_on_server_time_matches_single_calls(
+    r: redis.Redis, cls: type[Limiter]
+) -> None:
+    """Without a clock: the same allowed and remaining as one allow() per key
+    (a long period, so the moments between the calls change nothing else)."""
+    keys = ["a", "b", "a", "a", "c", "a", "b", 7, "a:b", "%"]
+    batch = cls(r, limit=3, period=3600, prefix="batch")
+    single = cls(r, limit=3, period=3600, prefix="single")
+    got = batch.allow_many(keys, cost=1)
+    want = [single.allow(k) for k in keys]
+    assert [(d.allowed, d.remaining) for d in got] == [
+        (d.allowed, d.remaining) for d in want
+    ]
+    assert all(0 < d.reset_after <= 7200 for d in got)
+    assert all((d.retry_after == 0) == d.allowed for d in got)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=ids)
+def test_batch_with_cost_lookup_and_chunks(r: redis.Redis, cls: type[Limiter]) -> None:
+    """Per-key rates (a lookup), a cost of 2 and more keys than one call takes
+    (several calls in one round trip) still decide as allow() does."""
+    clock = Clock()
+    tiers = {"gold": 9, "silver": Rate(4, 20)}.get
+    keys = ["gold"] * 300 + ["silver"] * 300 + ["bronze"] * 1100 + ["gold"] * 5
+    batch = cls(r, limit=5, period=10, clock=clock, lookup=tiers, prefix="batch")
+    single = cls(r, limit=5, period=10, clock=clock, lookup=tiers, prefix="single")
+    for lim in (batch, single):  # load the script first
+        lim.allow("warm-up")
+    before = _evalsha_calls(r)
+    got = batch.allow_many(keys, cost=2)
+    assert _evalsha_calls(r) - before == 5  # gold, silver, bronze (1,000 + 100), gold
+    assert got == [single.allow(k, cost=2) for k in keys]
+
+
+def _zero_for_late(key: str) -> int | None:
+    return 0 if key == "late" else None
+
+
+@pytest.mark.parametrize("cls", ALL, ids=ids)
+@pytest.mark.parametrize(
+    ("kwargs", "cost", "error", "named"),
+    [
+        (dict, 6, ValueError, "cost=6"),
+        (dict, 0, ValueError, "cost=0"),
+        (lambda: {"lookup": _zero_for_late}, 1, ValueError, "limit=0"),
+        (
+            lambda: {"clock": iter([1e3, 1e3, math.nan]).__next__},
+            1,
+            ValueError,
+            "clock()=",
+        ),
+    ],
+    ids=["cost", "zero cost", "lookup", "clock"],
+)
+def test_batch_bad_input_writes_nothing(
+    r: redis.Redis, cls: type[Limiter], kwargs: Any, cost: int, error: type, named: str
+) -> None:
+    """A bad cost, or a bad lookup or clock answer for a later key: refused
+    before anything is sent, so no key of the batch was decided."""
+    lim = cls(r, limit=5, period=10, **kwargs())
+    with pytest.raises(error, match=re.escape(named)):
+        lim.allow_many(["a", "b", "late"], cost=cost)
+    assert r.dbsize() == 0
+
+
+@pytest.mark.parametrize("cls", ALL, ids=ids)
+def test_batch_foreign_key_named_others_decided(
+    r: redis.Redis, cls: type[Limiter]
+) -> None:
+    """A key of the batch holding something else: WrongTypeError naming it,
+    raised after the others were decided; that key is left as it was."""
+    from labkit.errors import WrongTypeError
+
+    lim = cls(r, limit=5, period=10)
+    r.set(lim.key("bad"), "not a limiter")
+    r.hset(lim.key("odd"), "someone", "else")
+    with pytest.raises(WrongTypeError) as info:
+        lim.allow_many(["a", "bad", "b", "odd", "a"])
+    assert info.value.key == lim.key("bad")  # type: ignore[attr-defined]
+    assert r.get(lim.key("bad")) == "not a limiter"
+    assert r.hgetall(lim.key("odd")) == {"someone": "else"}
+    assert lim.allow("a").remaining == 2 and lim.allow("b").remaining == 3

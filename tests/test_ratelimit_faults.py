@@ -12,6 +12,7 @@ import math
 import multiprocessing
 import os
 import signal
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -245,16 +246,25 @@ def test_unreachable_server(r: redis.Redis, cls: type) -> None:
     assert_refused(r, lambda: lim.allow("u"), redis.ConnectionError, str(port))
 
 
+def _cfg(limit: float, period: float, capacity: float) -> bytes:
+    return struct.pack("<ddd", limit, period, capacity)
+
+
 @pytest.mark.parametrize(
     ("argv", "why"),
     [
-        (["5 10 5"], "period below 1 ms"),
-        (["5 10000000 5", "6"], "cost above the capacity"),
-        (["5 10000000 5", "1.5"], "fractional cost"),
-        (["5 10000000 5", "1", "nan"], "NaN time"),
-        (["5 99999999999999999999 5"], "a period of 3e6 years"),
-        (["1 31536000000000 2"], "a refill longer than a year"),
-        (["9223372036854775808 1000000 5"], "a limit of 2**63"),
+        ([_cfg(5, 10, 5)], "period below 1 ms"),
+        ([_cfg(5, 10_000_000, 5), "6"], "cost above the capacity"),
+        ([_cfg(5, 10_000_000, 5), "1.5"], "fractional cost"),
+        ([_cfg(5, 10_000_000, 5), "1", "nan"], "NaN time"),
+        ([_cfg(5, 10_000_000, 5), "1", "5", "6"], "two times for one key"),
+        ([_cfg(5, 1e20, 5)], "a period of 3e6 years"),
+        ([_cfg(1, 31536000000000, 2)], "a refill longer than a year"),
+        ([_cfg(2**63, 1_000_000, 5)], "a limit of 2**63"),
+        ([_cfg(5.5, 1_000_000, 5)], "a fractional limit"),
+        ([_cfg(math.nan, 1_000_000, 5)], "a NaN limit"),
+        ([_cfg(5, 1_000_000, math.inf)], "an infinite capacity"),
+        (["5 1000000 5"], "a config as text"),
         (["five per minute"], "no config at all"),
     ],
 )
@@ -266,7 +276,7 @@ def test_scripts_validate_before_writing(
     script: Script = cls.script
     before = r.dbsize()
     with pytest.raises(redis.ResponseError, match="BADARGS"):
-        script(r, ["lab:ratelimit:direct"], argv)
+        script(r, ["labkit:ratelimit:direct"], argv)
     assert r.dbsize() == before == 0, why
 
 
@@ -729,7 +739,7 @@ def test_limiters_and_flags_on_a_cluster() -> None:
     with Cluster(masters=3) as cluster:
         rc = cluster.client()
         keys = [f"user:{i}" for i in range(30)]
-        nodes = {rc.get_node_from_key(f"lab:ratelimit:gcra:{k}").name for k in keys}
+        nodes = {rc.get_node_from_key(f"labkit:ratelimit:gcra:{k}").name for k in keys}
         assert len(nodes) == 3  # the batch spans every primary
         for cls in ALL:
             lim = cls(rc, limit=2, period=60)

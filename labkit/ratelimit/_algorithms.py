@@ -23,7 +23,7 @@ class FixedWindow(Limiter):
     """
 
     script = Script("ratelimit_fixed_window")
-    _default_prefix = "lab:ratelimit:fixed"
+    _default_prefix = "labkit:ratelimit:fixed"
     _redis_type = "hash"
     _state = "a hash of w (window start) and n (units used)"
 
@@ -42,7 +42,7 @@ class SlidingLog(Limiter):
     """
 
     script = Script("ratelimit_sliding_log")
-    _default_prefix = "lab:ratelimit:log"
+    _default_prefix = "labkit:ratelimit:log"
     _redis_type = "zset"
     _state = "a sorted set of admission times"
 
@@ -68,7 +68,7 @@ class SlidingWindow(Limiter):
     """
 
     script = Script("ratelimit_sliding_window")
-    _default_prefix = "lab:ratelimit:sliding"
+    _default_prefix = "labkit:ratelimit:sliding"
     _redis_type = "hash"
     _state = "a hash of w (window index), c and p (units this and last window)"
 
@@ -89,7 +89,7 @@ class TokenBucket(Limiter):
     """
 
     script = Script("ratelimit_token_bucket")
-    _default_prefix = "lab:ratelimit:bucket"
+    _default_prefix = "labkit:ratelimit:bucket"
     _has_burst = True
     _redis_type = "hash"
     _state = "a hash of t (tokens) and ts (when)"
@@ -112,7 +112,7 @@ class GCRA(Limiter):
     """
 
     script = Script("ratelimit_gcra")
-    _default_prefix = "lab:ratelimit:gcra"
+    _default_prefix = "labkit:ratelimit:gcra"
     _has_burst = True
     _redis_type = "string"
     _state = "a string holding the theoretical arrival time"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from struct import pack as _pack
 from typing import Any, ClassVar, NamedTuple
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from labkit.core.args import (
     MAX_COUNT,
@@ -20,7 +23,7 @@ from labkit.core.args import (
 )
 from labkit.core.clients import check_client
 from labkit.core.keys import key_part
-from labkit.core.scripts import Script, run_batch
+from labkit.core.scripts import FAULTS, Script, name_fault, run_batch
 from labkit.errors import WrongTypeError
 
 __all__ = ["MAX_PERIOD", "Decision", "Limiter", "Rate"]
@@ -70,18 +73,21 @@ def _period_us(name: str, value: object) -> int:
     return round(seconds * _US)
 
 
-def _decision(reply: str | bytes) -> Decision:
-    """Parse a script's ``"<allowed> <remaining> <retry us> <reset us>"``."""
-    allowed, remaining, retry, reset = reply.split()
-    # tuple.__new__ straight away: NamedTuple's own __new__ is a Python call
-    # more, on the hot path of every decision.
-    return _new_tuple(
-        Decision,
-        (allowed in ("1", b"1"), int(remaining), int(retry) / _US, int(reset) / _US),
-    )
+def _decisions(reply: str | bytes) -> list[Decision]:
+    """Parse a script's ``"<allowed> <remaining> <retry us> <reset us>"`` per key."""
+    it = iter(map(int, reply.split()))
+    # tuple.__new__ straight away: NamedTuple's own __new__ is a Python call more.
+    return [
+        _new_tuple(Decision, (a == 1, b, c / _US, d / _US))
+        for a, b, c, d in zip(it, it, it, it, strict=True)
+    ]
 
 
 _new_tuple = tuple.__new__
+_ONE = ("1", b"1")
+#: The most keys one script call decides (a longer batch is several calls, one
+#: round trip): a call blocks the server while it runs.
+_CHUNK = 1000
 
 
 def _check_keys(keys: object) -> list[Any]:
@@ -105,9 +111,10 @@ class Limiter:
     gets its expiry in that same call, so no crash point can leave a limiter
     key without a TTL.
 
-    Works on a ``RedisCluster`` as on one server: each script touches one key,
-    and a batch is a cluster pipeline split by slot. On a frozen server a call
-    fails when the client's ``socket_timeout`` runs out: give the client one.
+    Works on a ``RedisCluster`` as on one server: a decision touches one key,
+    and a batch is one script call per hash slot, in one cluster pipeline. On
+    a frozen server a call fails when the client's ``socket_timeout`` runs
+    out: give the client one.
     A call that timed out may still be decided once the server wakes up (its
     request was already in the server's socket): a timeout is not a refusal,
     and retrying it may take a second unit.
@@ -190,8 +197,9 @@ class Limiter:
     def _rate_config(
         self, limit: int, period_us: int, burst: int | None, burst_name: str
     ) -> tuple[bytes, int]:
-        """ARGV[1] (one pre-encoded argument, so a call encodes less) and the
-        capacity a single request may take at most."""
+        """ARGV[1] (limit, period and capacity as three packed doubles, so a
+        call encodes less and the script parses no text) and the capacity a
+        single request may take at most."""
         capacity = (burst or limit) if self._has_burst else limit
         # A bucket holding more than a year of refill would need a key that
         # outlives a year; the scripts refuse it too, before writing.
@@ -202,7 +210,7 @@ class Limiter:
                 f"period * burst / limit = {refill:g} s to refill; must be at "
                 f"most {MAX_PERIOD} (a year)"
             )
-        return f"{limit} {period_us} {capacity}".encode(), capacity
+        return _pack("<ddd", limit, period_us, capacity), capacity
 
     def _lookup_config(self, key: str) -> tuple[bytes, int]:
         assert self.lookup is not None
@@ -230,19 +238,9 @@ class Limiter:
         config, capacity = self._config, self._capacity
         if self.lookup is not None:
             config, capacity = self._lookup_config(key)
-        if type(cost) is not int or cost != 1:
-            what = "burst" if self._has_burst else "limit"
-            check_count("cost", cost, max=MAX_COUNT)
-            if cost > capacity:
-                raise ValueError(
-                    f"cost={cost!r}: more than the {what} of {capacity}, so it could "
-                    f"never be allowed; allowed: 1..{capacity}"
-                )
+        self._check_cost(cost, capacity)
         if self.clock is not None:
-            now = check_number(
-                "clock()", self.clock(), min=0, max=_MAX_CLOCK, unit="of seconds"
-            )
-            return (config, cost, round(now * _US))
+            return (config, cost, self._now())
         return (config,) if cost == 1 else (config, cost)
 
     def _key_error(self, key: str, exc: redis.ResponseError) -> Exception:
@@ -286,50 +284,190 @@ class Limiter:
         if type(key) is not str or not key:
             key = check_key("key", key)
         full = f"{self.prefix}:{key_part(key)}"
-        plain = self.lookup is None and self.clock is None
-        if plain and type(cost) is int and cost == 1:
+        if (
+            type(cost) is int
+            and cost == 1
+            and self.lookup is None
+            and self.clock is None
+        ):
             args: tuple[Any, ...] = (self._config,)  # the common case, inlined
         else:
             args = self._args(key, cost)
+        # The script's EVALSHA straight through the client (Script.__call__ less
+        # its wrappers: this is the hot path), loading the script on NOSCRIPT.
         try:
-            reply = self.script(self.client, (full,), args)
+            try:
+                reply = self.client.execute_command(
+                    "EVALSHA", self.script.sha, 1, full, *args
+                )
+            except NoScriptError:
+                self.script.load(self.client)
+                reply = self.client.execute_command(
+                    "EVALSHA", self.script.sha, 1, full, *args
+                )
+        except FAULTS as exc:
+            what = f"script {self.script.name}, keys [{full!r:.200}]"
+            raise name_fault(exc, self.client, what) from exc
         except redis.ResponseError as exc:
             raise self._key_error(full, exc) from exc
-        return _decision(reply)
+        allowed, remaining, retry, reset = reply.split()
+        # tuple.__new__ straight away: NamedTuple's own __new__ is a Python call
+        # more, on the hot path of every decision.
+        return _new_tuple(
+            Decision,
+            (allowed in _ONE, int(remaining), int(retry) / _US, int(reset) / _US),
+        )
 
     def allow_many(self, keys: Iterable[Key], cost: int = 1) -> list[Decision]:
         """Decide one request for each of ``keys`` in a single round trip.
 
-        Each decision is atomic on its own (the batch as a whole is not: it
-        is a non-transactional pipeline). A key listed twice is decided twice,
-        in order. With a ``clock``, it is read once per key, in order, so a
-        trace of timestamps can be replayed in one round trip. Every key and
-        argument is checked before anything is sent; if one key holds
-        something else, :class:`WrongTypeError` is raised after the batch
-        ran (the other keys' decisions were taken).
+        The keys go to the script in one call (up to 1,000 keys per call; a
+        ``RedisCluster`` gets one call per hash slot, in one pipeline), which
+        decides them in order: a key listed twice is decided twice, and the
+        decisions equal those of one :meth:`allow` per key. Each call is
+        atomic; a batch split over several calls is not, as a whole. With a
+        ``clock``, it is read once per key, in order, so a trace of timestamps
+        can be replayed in one round trip. Every key and argument is checked
+        before anything is sent; if one key holds something else,
+        :class:`WrongTypeError` is raised after the batch ran (the other
+        keys' decisions were taken; that key was left as it was).
 
         Returns:
             One :class:`Decision` per key, in the order given.
         """
-        calls = []
-        for k in _check_keys(keys):
-            k = check_key("keys item", k) if type(k) is not str or not k else k
-            calls.append(
-                (self.script, (f"{self.prefix}:{key_part(k)}",), self._args(k, cost))
-            )
+        items = _check_keys(keys)
+        prefix, lookup, clock = self.prefix, self.lookup, self.clock
+        fulls: list[str] = []
+        configs: list[bytes] = []
+        nows: list[int] = []
+        config, capacity = self._config, self._capacity
+        plain = lookup is None and clock is None
+        for k in items:
+            if type(k) is not str or not k:
+                k = check_key("keys item", k)
+            fulls.append(f"{prefix}:{key_part(k)}")
+            if plain:
+                if len(fulls) == 1:  # checked as allow() would, after the first key
+                    self._check_cost(cost, capacity)
+                continue
+            if lookup is not None:
+                config, capacity = self._lookup_config(k)
+                configs.append(config)
+            self._check_cost(cost, capacity)
+            if clock is not None:
+                nows.append(self._now())
+        if not fulls:
+            return []
+        # Calls: (positions, keys, ARGV): one per slot (on a cluster), per run of
+        # equal config (with a lookup), per _CHUNK keys.
+        units: list[tuple[list[int] | None, list[str], tuple[Any, ...]]]
+        if plain and len(fulls) <= _CHUNK and not isinstance(self.client, RedisCluster):
+            units = [(None, fulls, (config,) if cost == 1 else (config, cost))]
+        else:
+            units = list(self._units(fulls, configs, nows, cost))
         try:
-            replies = run_batch(self.client, calls)
+            if len(units) == 1:
+                _, unit_keys, argv = units[0]
+                try:
+                    replies = [
+                        self.client.execute_command(
+                            "EVALSHA",
+                            self.script.sha,
+                            len(unit_keys),
+                            *unit_keys,
+                            *argv,
+                        )
+                    ]
+                except NoScriptError:
+                    self.script.load(self.client)
+                    replies = [
+                        self.client.execute_command(
+                            "EVALSHA",
+                            self.script.sha,
+                            len(unit_keys),
+                            *unit_keys,
+                            *argv,
+                        )
+                    ]
+            else:
+                replies = run_batch(
+                    self.client, [(self.script, u[1], u[2]) for u in units]
+                )
+        except FAULTS as exc:
+            what = f"script {self.script.name}, a batch of {len(fulls)} keys"
+            raise name_fault(exc, self.client, what) from exc
         except redis.ResponseError as exc:
-            raise self._key_error(self._culprit(calls, exc), exc) from exc
-        return [_decision(reply) for reply in replies]
+            raise self._key_error(self._culprit(fulls, exc), exc) from exc
+        if units[0][0] is None:
+            return _decisions(replies[0])
+        out: list[Any] = [None] * len(fulls)
+        for (positions, _, _), reply in zip(units, replies, strict=True):
+            for i, decision in zip(positions or (), _decisions(reply), strict=True):
+                out[i] = decision
+        return out
 
-    def _culprit(self, calls: list[Any], exc: redis.ResponseError) -> str:
-        """Which key of a batch the error is about (it names no key)."""
-        keys: list[str] = [c[1][0] for c in calls]
+    def _check_cost(self, cost: object, capacity: int) -> None:
+        if type(cost) is not int or cost != 1:
+            what = "burst" if self._has_burst else "limit"
+            check_count("cost", cost, max=MAX_COUNT)
+            if cost > capacity:  # type: ignore[operator]
+                raise ValueError(
+                    f"cost={cost!r}: more than the {what} of {capacity}, so it could "
+                    f"never be allowed; allowed: 1..{capacity}"
+                )
+
+    def _now(self) -> int:
+        assert self.clock is not None
+        now = check_number(
+            "clock()", self.clock(), min=0, max=_MAX_CLOCK, unit="of seconds"
+        )
+        return round(now * _US)
+
+    def _units(
+        self, fulls: list[str], configs: list[bytes], nows: list[int], cost: int
+    ) -> list[tuple[list[int], list[str], tuple[Any, ...]]]:
+        """Split a batch into script calls: per hash slot on a cluster (a call's
+        keys must share one), per run of equal config, per _CHUNK keys. The
+        calls run in order, so a key's requests stay in order."""
+        groups: dict[int, list[int]] = {}
+        if isinstance(self.client, RedisCluster):
+            slot = self.client.keyslot
+            for i, full in enumerate(fulls):
+                groups.setdefault(slot(full), []).append(i)  # type: ignore[no-untyped-call]
+        else:
+            groups[0] = list(range(len(fulls)))
+        units = []
+        for positions in groups.values():
+            run: list[int] = []
+            for i in positions:
+                if run and (
+                    len(run) >= _CHUNK or (configs and configs[i] != configs[run[0]])
+                ):
+                    units.append(self._unit(run, fulls, configs, nows, cost))
+                    run = []
+                run.append(i)
+            units.append(self._unit(run, fulls, configs, nows, cost))
+        return units
+
+    def _unit(
+        self,
+        run: list[int],
+        fulls: list[str],
+        configs: list[bytes],
+        nows: list[int],
+        cost: int,
+    ) -> tuple[list[int], list[str], tuple[Any, ...]]:
+        config = configs[run[0]] if configs else self._config
+        argv = (config, cost, *(nows[i] for i in run)) if nows else (config, cost)
+        return run, [fulls[i] for i in run], argv
+
+    def _culprit(self, keys: list[str], exc: redis.ResponseError) -> str:
+        """Which key of a batch the error is about (the script names it)."""
+        text = str(exc)
         for key in keys:
-            if key in str(exc):  # BADSTATE names it
+            if f": {key} holds " in text or f": {key} is of another type" in text:
                 return key
-        for key in keys:  # WRONGTYPE does not: look
+        for key in keys:  # not one of ours: look
             found = self.client.type(key)
             found = found.decode() if isinstance(found, bytes) else str(found)
             if found not in ("none", self._redis_type):

@@ -85,8 +85,9 @@ def simulate(
 
     The limiter's clock reads the trace's timestamps, and ``allow_many``
     reads that clock once per request, in order, so the whole trace is
-    decided in one round trip (a pipeline of one script call per request, run
-    in order on the server). The key is deleted afterwards.
+    decided in one round trip (one script call that decides the requests in
+    order; one per 1,000 requests of a longer trace). The key is deleted
+    afterwards.
 
     Args:
         times: Arrival times in seconds, sorted.
