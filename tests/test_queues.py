@@ -743,7 +743,7 @@ def test_wrong_type_queue_key_is_refused_before_any_write(
 
 def test_wrong_type_stream_key_is_refused_by_the_constructor(r: redis.Redis) -> None:
     """The stream's key is a list already: JobQueue() raises QueueKeyError."""
-    r.rpush("lab:queue:{taken}:stream", "x")
+    r.rpush("labkit:queue:{taken}:stream", "x")
     assert_refused(
         r, lambda: JobQueue(r, "taken"), QueueKeyError, "holds a list", "stream"
     )

@@ -169,7 +169,7 @@ class JobQueue:
         keep_dead: float = 7 * DAY,
         max_length: int = 1_000_000,
         max_dead: int = 10_000,
-        prefix: str = "lab:queue",
+        prefix: str = "labkit:queue",
     ) -> None:
         self.client = check_client(client, owner="JobQueue")
         self.name = check_tag("name", check_name("name", name))
