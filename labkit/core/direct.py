@@ -46,9 +46,11 @@ class Direct:
         client: A ``redis.Redis`` or ``RedisCluster``.
         keys: The keys of every call.
         nargs: How many arguments each call passes.
+        more_keys: How many of those arguments are more keys (the first ones:
+            they follow ``keys``).
     """
 
-    __slots__ = ("_head", "_keys", "_star", "client", "pool", "script")
+    __slots__ = ("_head", "_keys", "_more", "_nargs", "client", "pool", "script")
 
     def __init__(
         self,
@@ -56,10 +58,14 @@ class Direct:
         client: redis.Redis | redis.RedisCluster,
         keys: Sequence[str],
         nargs: int,
+        *,
+        more_keys: int = 0,
     ) -> None:
         self.script = script
         self.client = client
         self._keys = list(keys)
+        self._more = more_keys
+        self._nargs = nargs
         pool = getattr(client, "connection_pool", None)
         single = getattr(client, "connection", None) is not None
         self.pool = (
@@ -70,7 +76,7 @@ class Direct:
         encode = self._encode
         self._head = b"*%d\r\n" % (3 + len(keys) + nargs) + b"".join(
             _bulk(encode(part))
-            for part in ("EVALSHA", script.sha, len(keys), *self._keys)
+            for part in ("EVALSHA", script.sha, len(keys) + more_keys, *self._keys)
         )
 
     def _encode(self, value: Arg) -> bytes:
@@ -82,9 +88,13 @@ class Direct:
 
     def __call__(self, *args: Arg) -> Any:
         """Run the script with ``args`` (str, bytes or int); its reply."""
+        if len(args) != self._nargs:  # the head announced nargs: never send others
+            raise TypeError(
+                f"{self.script.name}: {len(args)} arguments, want {self._nargs}"
+            )
         pool = self.pool
         if pool is None:
-            return self.script(self.client, self._keys, args)
+            return self._slow(args)
         packed = [self._head]
         for value in args:
             data = (
@@ -100,8 +110,15 @@ class Direct:
         except NoScriptError:
             pass  # the server restarted, flushed or failed over: load, send again
         except FAULTS as exc:
-            what = f"script {self.script.name}, keys {self._keys!r:.200}"
+            keys = [*self._keys, *args[: self._more]]
+            what = f"script {self.script.name}, keys {keys!r:.200}"
             raise name_fault(exc, self.client, what) from exc
         finally:
             pool.release(conn)
-        return self.script(self.client, self._keys, args)
+        return self._slow(args)
+
+    def _slow(self, args: Sequence[Arg]) -> Any:
+        """Through :class:`~labkit.core.scripts.Script` (loads it if needed)."""
+        more = self._more
+        keys = [*self._keys, *(str(k) for k in args[:more])]
+        return self.script(self.client, keys, args[more:])

@@ -11,13 +11,12 @@ from labkit.core.scripts import Script
 from labkit.errors import QueueFullError, QueueKeyError, UnknownFanOutError
 
 __all__ = [
-    "ACK",
     "COUNTS",
     "ENQUEUE",
     "FAIL",
     "LEAVE",
+    "NEXT",
     "PROMOTE",
-    "START",
     "TOUCH",
     "encode_payload",
     "raise_script_error",
@@ -27,8 +26,7 @@ ENQUEUE = Script("queues_enqueue")
 COUNTS = Script("queues_counts")
 TOUCH = Script("queues_touch")
 PROMOTE = Script("queues_promote")
-START = Script("queues_start")
-ACK = Script("queues_ack")
+NEXT = Script("queues_next")
 FAIL = Script("queues_fail")
 LEAVE = Script("queues_leave")
 

@@ -17,10 +17,11 @@ from redis.retry import Retry
 
 from labkit.core.args import DAY, check_callable, check_count, check_name, check_seconds
 from labkit.core.clients import client_like, decoded
+from labkit.core.direct import Direct
 from labkit.core.scripts import Arg, Script, run_batch
 from labkit.errors import WorkerError
 from labkit.queues._queue import GROUP, Job, JobQueue, read_counts
-from labkit.queues._scripts import ACK, FAIL, LEAVE, PROMOTE, START, raise_script_error
+from labkit.queues._scripts import FAIL, LEAVE, NEXT, PROMOTE, raise_script_error
 
 __all__ = ["TRANSIENT", "Handler", "Worker", "bounded_client"]
 
@@ -158,6 +159,7 @@ class Worker:
         self._own_cursor: str | None = "0"  # re-read own pending entries first
         self.reaped: list[str] = []  #: idle, empty consumers this worker removed
         self._conn: redis.Redis | None = None
+        self._next_call: Direct | None = None
         self._fresh = self._join()
 
     def __repr__(self) -> str:
@@ -325,10 +327,26 @@ class Worker:
         return entries
 
     # --- running jobs -------------------------------------------------------
-    def _start_call(self, eid: str, fields: dict[str, str]) -> Call:
+    def _next(self, conn: redis.Redis) -> Direct:
+        """queues_next.lua on ``conn``, its call packed once per connection."""
+        if self._next_call is None or self._next_call.client is not conn:
+            q = self.queue
+            self._next_call = Direct(
+                NEXT, conn, [q.stream, q.stats], 7, more_keys=2
+            )
+        return self._next_call
+
+    def _next_args(
+        self, done: tuple[str, dict[str, str]] | None, eid: str, fields: dict[str, str]
+    ) -> list[Arg]:
+        """queues_next.lua's keys and args after ``KEYS[1..2]``: acknowledge
+        ``done`` (an entry, or None), start ``eid`` (or nothing if '')."""
         q = self.queue
-        job_key = q.job_key(fields.get("job") or eid)
-        return START, [q.stream, job_key], [GROUP, self.name, eid]
+        done_eid, done_key = "", q.stats
+        if done is not None:
+            done_eid, done_key = done[0], q.job_key(done[1].get("job") or done[0])
+        job_key = q.job_key(fields.get("job") or eid) if eid else q.stats
+        return [done_key, job_key, GROUP, self.name, done_eid, q.keep, eid]
 
     def _fail_call(
         self, eid: str, fields: dict[str, str], error: str, poison: bool = False
@@ -348,11 +366,6 @@ class Worker:
         ]
         return FAIL, keys, args
 
-    def _ack_call(self, eid: str, fields: dict[str, str]) -> Call:
-        q = self.queue
-        keys = [q.stream, q.job_key(fields.get("job") or eid), q.stats]
-        return ACK, keys, [GROUP, eid, q.keep]
-
     def _batch(self, conn: redis.Redis, calls: list[Call]) -> list[Any]:
         try:
             replies: list[Any] = decoded(run_batch(conn, calls))
@@ -367,7 +380,10 @@ class Worker:
         deadline: float | None,
     ) -> int:
         ran = 0
-        finish: list[Call] = []  # the previous job's ack or fail, not yet sent
+        # What the previous job left to send: its entry to acknowledge (sent
+        # with the next job's start, one script call), or its failure.
+        done: tuple[str, dict[str, str]] | None = None
+        fail: Call | None = None
         for eid, fields in entries:
             stopping = self._stop.is_set() or (
                 deadline is not None and time.monotonic() >= deadline
@@ -377,30 +393,35 @@ class Worker:
                 # time, or another worker takes them over after the timeout.
                 self._own_cursor = "0"
                 break
-            replies = self._batch(conn, [*finish, self._start_call(eid, fields)])
-            if finish:
-                self._finished(finish[0], replies[0])
-            finish = []
-            attempt, max_attempts, deliveries = (int(x) for x in replies[-1])
+            if fail is None:
+                reply = self._call_next(conn, done, eid, fields)
+            else:  # the failure and this start: one pipeline round trip
+                args = self._next_args(None, eid, fields)
+                keys = [self.queue.stream, self.queue.stats, *map(str, args[:2])]
+                reply = self._batch(conn, [fail, (NEXT, keys, args[2:])])[1]
+            if done is not None and not reply[0]:
+                self.late_acks += 1
+            done, fail = None, None
+            attempt, max_attempts, deliveries = (int(x) for x in reply[1:])
             if attempt == -1:  # another worker took it over while it waited
                 self.skipped += 1
                 continue
             if attempt == 0:
                 error = "job record missing (expired or deleted) when it was started"
-                finish = [self._fail_call(eid, fields, error, poison=True)]
+                fail = self._fail_call(eid, fields, error, poison=True)
                 continue
             if attempt > max_attempts:  # it kept killing its workers
                 error = (
                     f"attempts used up by worker crashes ({deliveries} deliveries, "
                     f"max_attempts={max_attempts})"
                 )
-                finish = [self._fail_call(eid, fields, error, poison=True)]
+                fail = self._fail_call(eid, fields, error, poison=True)
                 continue
             try:
                 payload = json.loads(fields["payload"])
             except (KeyError, ValueError) as exc:
                 error = f"unreadable entry {dict(fields)!r:.200}: {exc}"
-                finish = [self._fail_call(eid, fields, error, poison=True)]
+                fail = self._fail_call(eid, fields, error, poison=True)
                 continue
             job = Job(
                 fields["job"], payload, attempt, eid, self.queue, self.name, deliveries
@@ -411,16 +432,27 @@ class Worker:
                 self.handler(job)
             except Exception as exc:  # any handler error is a failed attempt
                 self.failed += 1
-                finish = [self._fail_call(eid, fields, f"{type(exc).__name__}: {exc}")]
+                fail = self._fail_call(eid, fields, f"{type(exc).__name__}: {exc}")
             else:
-                finish = [self._ack_call(eid, fields)]
-        if finish:
-            self._finished(finish[0], self._batch(conn, finish)[0])
+                done = (eid, fields)
+        if fail is not None:
+            self._batch(conn, [fail])
+        elif done is not None and not self._call_next(conn, done, "", {})[0]:
+            self.late_acks += 1
         return ran
 
-    def _finished(self, call: Call, reply: Any) -> None:
-        if call[0] is ACK and not reply:
-            self.late_acks += 1
+    def _call_next(
+        self,
+        conn: redis.Redis,
+        done: tuple[str, dict[str, str]] | None,
+        eid: str,
+        fields: dict[str, str],
+    ) -> list[Any]:
+        try:
+            reply: list[Any] = self._next(conn)(*self._next_args(done, eid, fields))
+        except redis.ResponseError as exc:
+            raise_script_error(exc, queue=self.queue.name)
+        return reply
 
     # --- the loop -----------------------------------------------------------
     def run(
