@@ -559,11 +559,13 @@ def test_job_queue_leaves_a_foreign_stream_alone(r: redis.Redis) -> None:
     key = "labkit:queue:{orders}:stream"
     r.xadd(key, {"order": "1", "qty": "2"})
     before = dumps(r, key)
-    with pytest.raises(QueueKeyError, match="not a JobQueue's"):
-        JobQueue(r, "orders")
+    q = JobQueue(r, "orders")  # no I/O yet: the first use checks
+    for call in (lambda: q.enqueue({"n": 1}), q.ensure_group):
+        with pytest.raises(QueueKeyError, match="not a JobQueue's"):
+            call()
     assert dumps(r, key) == before and r.xinfo_groups(key) == []
     JobQueue(r, "fresh").enqueue({"n": 1})
-    JobQueue(r, "fresh")  # its own stream (group and entries) is accepted again
+    JobQueue(r, "fresh").ensure_group()  # its own stream is accepted again
 
 
 def test_grouped_cache_leaves_a_foreign_index_alone(r: redis.Redis) -> None:

@@ -741,12 +741,13 @@ def test_wrong_type_queue_key_is_refused_before_any_write(
     assert_refused(r, lambda: q.enqueue({"n": 1}), QueueKeyError, f"{q.base}:{suffix}")
 
 
-def test_wrong_type_stream_key_is_refused_by_the_constructor(r: redis.Redis) -> None:
-    """The stream's key is a list already: JobQueue() raises QueueKeyError."""
+def test_wrong_type_stream_key_is_refused_at_first_use(r: redis.Redis) -> None:
+    """The stream's key is a list already: the constructor does no I/O; the
+    first enqueue, ensure_group() and a worker's start() raise QueueKeyError."""
     r.rpush("labkit:queue:{taken}:stream", "x")
-    assert_refused(
-        r, lambda: JobQueue(r, "taken"), QueueKeyError, "holds a list", "stream"
-    )
+    q = JobQueue(r, "taken")
+    for call in (lambda: q.enqueue(1), q.ensure_group, Worker(q, print).start):
+        assert_refused(r, call, QueueKeyError, "holds a list", "stream")
 
 
 def test_wrong_type_job_record_is_refused_by_status(r: redis.Redis) -> None:
@@ -905,11 +906,12 @@ def test_queue_and_fanout_work_with_either_kind_of_client(
 
 
 def test_an_unreachable_server_fails_within_seconds(r: redis.Redis) -> None:
-    """A client of a server that is gone: a ConnectionError naming it, fast."""
+    """A client of a server that is gone: no I/O in JobQueue(), then a
+    ConnectionError naming it, fast."""
     with Server() as dead:
         gone = dead.client(retry=no_retry(), socket_connect_timeout=2)
         port = str(dead.port)
-    assert_refused(r, lambda: JobQueue(gone, "q"), redis.ConnectionError, port)
+    assert_refused(r, lambda: JobQueue(gone, "q").enqueue(1), redis.ConnectionError, port)
 
 
 FANOUT_ARGS = [

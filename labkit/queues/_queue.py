@@ -188,7 +188,7 @@ class JobQueue:
         )
         self.max_length = check_count("max_length", max_length, max=10**9)
         self.max_dead = check_count("max_dead", max_dead, max=10**7)
-        self.ensure_group()
+        self._checked = False  # ensure_group() ran (the first enqueue runs it)
 
     # --- keys ---------------------------------------------------------------
     @property
@@ -229,11 +229,26 @@ class JobQueue:
     ) -> None:
         """Create the stream and its consumer group if they do not exist.
 
+        The constructor does no I/O: the first :meth:`enqueue` and a worker's
+        :meth:`~labkit.queues.Worker.start` call this (so does a caller that
+        wants the check early).
+
         Raises:
             QueueKeyError: The stream's key holds another type of value, or
                 someone else's stream (nothing is written).
         """
         client = self.client if client is None else client
+        self._check_stream(client)
+        try:
+            client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._checked = True
+
+    def _check_stream(self, client: redis.Redis | redis.RedisCluster) -> bool:
+        """Refuse a stream key of another type or someone else's stream
+        (QueueKeyError); True if the stream exists."""
         found = decoded(client.type(self.stream))
         if found not in ("stream", "none"):
             raise_script_error(
@@ -250,11 +265,7 @@ class JobQueue:
                 found="stream of foreign entries",
                 expected="stream",
             )
-        try:
-            client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        return bool(found == "stream")
 
     def _ours(self, client: redis.Redis | redis.RedisCluster) -> bool:
         """True if the existing stream is this queue's: it has the group, or
@@ -320,6 +331,8 @@ class JobQueue:
                 f"payloads: {len(encoded)} jobs in one batch; this queue holds at "
                 f"most max_length={self.max_length}"
             )
+        if not self._checked:  # once: refuse a stream that is not this queue's
+            self._check_stream(self.client)
         ids = [uuid.uuid4().hex for _ in encoded]
         keys = [self.stream, self.delayed, self.stats, *map(self.job_key, ids)]
         args: list[str | int] = [
@@ -336,6 +349,7 @@ class JobQueue:
             ENQUEUE(self.client, keys, args)
         except redis.ResponseError as exc:
             raise_script_error(exc, queue=self.name)
+        self._checked = True  # the stream and its group exist now
         return ids
 
     # --- inspecting ---------------------------------------------------------

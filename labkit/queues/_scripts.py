@@ -91,10 +91,14 @@ def raise_script_error(
     raise exc
 
 
+#: Made once: ``json.dumps`` with options builds an encoder per call.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def encode_payload(payload: Any) -> str:
     """A job's payload as compact JSON; TypeError naming it if JSON cannot hold it."""
     try:
-        return json.dumps(payload, allow_nan=False, separators=(",", ":"))
+        return _ENCODER.encode(payload)
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"payload={payload!r:.80}: must be JSON-serialisable "

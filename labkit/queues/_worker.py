@@ -99,6 +99,11 @@ class Worker:
             answer (a restart, a failover) before :meth:`run` raises
             :class:`~labkit.errors.WorkerError`.
 
+    Lifecycle: the constructor does no I/O. :meth:`start` joins the consumer
+    group (:meth:`run` and :meth:`step` do it if needed); :meth:`close`
+    leaves it and closes the worker's connection; ``with Worker(...) as w:``
+    does both. The worker starts no thread: :meth:`run` works in the caller's.
+
     Each step of the loop (1) moves due delayed jobs into the stream, (2) now
     and then takes over entries left unacknowledged for longer than
     ``queue.visibility_timeout`` (XAUTOCLAIM: their worker died or hangs), and
@@ -160,7 +165,7 @@ class Worker:
         self.reaped: list[str] = []  #: idle, empty consumers this worker removed
         self._conn: redis.Redis | None = None
         self._next_call: Direct | None = None
-        self._fresh = self._join()
+        self._fresh: bool | None = None  # None until start() joined the group
 
     def __repr__(self) -> str:
         return f"<Worker {self.name!r} on {self.queue.name!r}>"
@@ -178,16 +183,42 @@ class Worker:
             self._conn.connection_pool.disconnect()
         self._conn = None
 
+    # --- the lifecycle --------------------------------------------------------
+    def start(self) -> Worker:
+        """Join the consumer group (the first I/O of a worker); returns self.
+
+        :meth:`run` and :meth:`step` call it if it was not called. Creates the
+        stream and its group if needed (see :meth:`JobQueue.ensure_group`).
+
+        Raises:
+            QueueKeyError: The stream's key holds another type or someone
+                else's stream.
+        """
+        if self._fresh is None:
+            self._fresh = self._join()
+        return self
+
+    def close(self) -> None:
+        """Stop, leave the group (unless holding entries) and close the
+        worker's own connection. A closed worker can be started again."""
+        self.stop()
+        if self._fresh is not None:
+            with contextlib.suppress(redis.RedisError):
+                self.leave()
+        self._fresh = None
+        self._reset_connection()
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _join(self) -> bool:
         """Join the group; True if under a fresh name (not a restarted worker)."""
         q, conn = self.queue, self._client()
-        try:
-            return bool(conn.xgroup_createconsumer(q.stream, GROUP, self.name))
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            q.ensure_group(conn)
-            return bool(conn.xgroup_createconsumer(q.stream, GROUP, self.name))
+        q.ensure_group(conn)  # the stream and group exist, and are the queue's
+        return bool(conn.xgroup_createconsumer(q.stream, GROUP, self.name))
 
     def _reap(self, conn: redis.Redis) -> None:
         """Remove consumers idle for REAP_AFTER visibility timeouts that hold nothing.
@@ -230,6 +261,8 @@ class Worker:
         return self._step(None, None)
 
     def _step(self, deadline: float | None, max_jobs: int | None) -> int:
+        if self._fresh is None:
+            self.start()  # in the loop: a server that is not up yet is waited for
         q, conn = self.queue, self._client()
         count = self.batch if max_jobs is None else min(self.batch, max_jobs)
         entries: list[tuple[str, Any]] = []
@@ -519,7 +552,9 @@ class Worker:
             if down_since is None:  # else the server is away: stay, as after a crash
                 with contextlib.suppress(redis.RedisError):
                     self.leave()
-            self._reset_connection()
+            else:
+                self._reset_connection()
+            # else the connection is kept for the next run: close() closes it
         return self.processed - start
 
     def _drained(self) -> bool:
