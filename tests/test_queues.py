@@ -29,7 +29,8 @@ from labkit.lab.queues import (
     server_crash_run,
     try_queue,
 )
-from labkit.queues import FanOut, Job, JobQueue, Worker, bounded_client, run_threads
+from labkit.lab.queues import run_threads
+from labkit.queues import FanOut, Job, JobQueue, Worker, bounded_client
 from labkit.server import Cluster, Server, no_retry
 
 
