@@ -157,18 +157,57 @@ def test_a_lock_without_expiry_is_waited_for_not_taken(r: redis.Redis) -> None:
     assert r.get("labkit:lock:{res}") == "somebody"
 
 
-def test_decode_responses_false_works(redis_url: str) -> None:
-    """The lock compares tokens in Lua, so a bytes client works too."""
+@pytest.mark.parametrize("decode", [True, False], ids=["str", "bytes"])
+def test_either_kind_of_client_works(
+    redis_url: str, two_servers: list[redis.Redis], decode: bool
+) -> None:
+    """decode_responses True or False: Lock and Redlock compare tokens in Lua,
+    so either kind of client acquires, extends and releases the same way."""
     import labkit
 
-    client = labkit.connect(redis_url, decode_responses=False)
+    client = labkit.connect(redis_url, decode_responses=decode)
+    from labkit.core.clients import client_like
+
+    voters = [client_like(c, decode_responses=decode) for c in two_servers]
+    assert all(v is not None for v in voters)
     try:
-        lock = Lock(client, "bytes", ttl=5)
-        assert lock.acquire() is not None
-        lock.release()
+        lock = Lock(client, "either", ttl=5)
+        lease = lock.acquire()
+        assert lease is not None and lease.fence == 1 and isinstance(lease.fence, int)
+        assert Lock(client, "either", ttl=5).acquire(blocking=False) is None
+        assert lock.extend().fence == 1
+        assert lock.release() is None and not lock.locked()
+        red = Redlock(voters, "either", ttl=5)  # type: ignore[arg-type]
+        assert red.acquire() is not None
+        assert red.release() is None and red.released == 2
+        red.close()
         client.delete(lock.fence_key)
     finally:
         client.close()
+        for v in voters:
+            if v is not None:
+                v.close()
+
+
+def test_release_returns_none_and_raises_when_the_lease_was_lost(
+    r: redis.Redis, two_servers: list[redis.Redis]
+) -> None:
+    """Lock.release() and Redlock.release() agree: None when released, and
+    LockNotOwnedError when the lease was no longer held (the key is left alone)."""
+    lock = Lock(r, "lost", ttl=5)
+    lock.acquire()
+    r.set(lock.key, "someone else")
+    with pytest.raises(LockNotOwnedError):
+        lock.release()
+    assert r.get(lock.key) == "someone else"
+    red = Redlock(two_servers, "lost", ttl=5)
+    red.acquire()
+    for c in two_servers:
+        c.set(red.key, "someone else")
+    with pytest.raises(LockNotOwnedError):
+        red.release()
+    assert red.released == 0
+    red.close()
 
 
 # --- the holder's process dies, pauses; the server dies, freezes -------------------

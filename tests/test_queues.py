@@ -1012,3 +1012,25 @@ def test_cpu_rates_and_poison_run_use_real_processes(r: redis.Redis) -> None:
         res = poison_run(srv.client(), srv.url, "poison", good=3, max_attempts=1)
     assert res.workers_killed == 1 and res.completed == 3
     assert res.dead_letter is not None and res.dead_letter["attempts"] == 1
+
+
+def test_constructors_do_no_io_and_a_worker_has_a_lifecycle(r: redis.Redis) -> None:
+    """JobQueue() and Worker() make no call and start no thread; start() joins
+    the group, close() leaves it, and ``with`` does both."""
+    with Server() as dead:
+        gone = dead.client(retry=no_retry(), socket_connect_timeout=2)
+    threads = threading.active_count()
+    q_gone = JobQueue(gone, "nowhere")
+    Worker(q_gone, lambda job: None)  # a server that is gone: no error yet
+    assert threading.active_count() == threads
+    q = JobQueue(r, "life")
+    worker = Worker(q, lambda job: None, name="w-life", block=0.01)
+    assert r.exists(q.stream) == 0  # nothing written, nothing read
+    with worker as w:
+        assert w is worker
+        names = [c["name"] for c in r.xinfo_consumers(q.stream, "workers")]
+        assert names == ["w-life"]
+        q.enqueue_many([1, 2, 3])
+        assert w.run(burst=True) == 3
+    assert r.xinfo_consumers(q.stream, "workers") == []
+    assert threading.active_count() == threads
