@@ -165,6 +165,7 @@ class Worker:
         self.reaped: list[str] = []  #: idle, empty consumers this worker removed
         self._conn: redis.Redis | None = None
         self._next_call: Direct | None = None
+        self._promote_call: Direct | None = None
         self._fresh: bool | None = None  # None until start() joined the group
 
     def __repr__(self) -> str:
@@ -275,7 +276,9 @@ class Worker:
             entries = self._drop_deleted(conn, entries)
         if not entries:
             try:
-                _moved, next_due_ms = PROMOTE(conn, [q.delayed, q.stream], [100])
+                self._next(conn)
+                assert self._promote_call is not None
+                _moved, next_due_ms = self._promote_call(100)
             except redis.ResponseError as exc:
                 raise_script_error(exc, queue=q.name)
             entries = self._recover(conn, count)
@@ -367,6 +370,7 @@ class Worker:
             self._next_call = Direct(
                 NEXT, conn, [q.stream, q.stats], 7, more_keys=2
             )
+            self._promote_call = Direct(PROMOTE, conn, [q.delayed, q.stream], 1)
         return self._next_call
 
     def _next_args(
