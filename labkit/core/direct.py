@@ -29,13 +29,37 @@ from redis.exceptions import NoScriptError
 
 from labkit.core.scripts import FAULTS, Arg, Script, name_fault
 
-__all__ = ["Direct"]
+__all__ = ["Direct", "run"]
 
 _POOLS = (redis.ConnectionPool, redis.BlockingConnectionPool)
 
 
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def _pack(parts: list[bytes], args: Sequence[Arg]) -> bytes:
+    for value in args:
+        data = (
+            value.encode("utf-8")
+            if type(value) is str
+            else (value if type(value) is bytes else str(value).encode("ascii"))
+        )
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def run(
+    script: Script,
+    client: redis.Redis | redis.RedisCluster,
+    keys: Sequence[str],
+    args: Sequence[Arg],
+) -> Any:
+    """One call of ``script`` with any number of keys and args, packed here
+    (for a call whose keys change every time, such as a batch)."""
+    return Direct(script, client, (), len(keys) + len(args), more_keys=len(keys))(
+        *keys, *args
+    )
 
 
 class Direct:
@@ -95,17 +119,10 @@ class Direct:
         pool = self.pool
         if pool is None:
             return self._slow(args)
-        packed = [self._head]
-        for value in args:
-            data = (
-                value.encode("utf-8")
-                if type(value) is str
-                else (value if type(value) is bytes else str(value).encode("ascii"))
-            )
-            packed.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        packed = _pack([self._head], args)
         conn = pool.get_connection()
         try:
-            conn.send_packed_command((b"".join(packed),))
+            conn.send_packed_command((packed,))
             return conn.read_response()
         except NoScriptError:
             pass  # the server restarted, flushed or failed over: load, send again

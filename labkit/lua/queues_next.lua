@@ -8,7 +8,8 @@
 -- ARGV[3]: the finished job's entry id, '' if none
 -- ARGV[4]: seconds to keep the finished job's record
 -- ARGV[5]: the next job's entry id, '' if none
--- Returns: {acked, attempts, max attempts, deliveries}. acked: 1 if this call
+-- Returns: "acked attempts max_attempts deliveries" (four integers in one
+-- string: one reply to parse, not five). acked: 1 if this call
 -- acknowledged the finished job, 0 if none was given or it was already
 -- acknowledged (another worker took it over and finished first: this run was a
 -- duplicate). attempts: of the next job, including the one started now, with
@@ -85,9 +86,12 @@ if done_id ~= '' then
     end
   end
 end
-if not start then return {acked, attempts, max_attempts, deliveries} end
+local function reply()
+  return acked .. ' ' .. attempts .. ' ' .. max_attempts .. ' ' .. deliveries
+end
+if not start then return reply() end
 attempts = attempts + 1
 redis.call('HSET', job, 'attempts', attempts, 'state', 'running', 'worker', me,
            'started_ms', clock())
 redis.call('XCLAIM', stream, group, me, 0, job_id, 'JUSTID')
-return {acked, attempts, max_attempts, deliveries}
+return reply()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +18,7 @@ from labkit.core.args import (
     check_seconds,
     check_tag,
 )
+from labkit.core import direct
 from labkit.core.clients import check_client, decoded
 from labkit.core.keys import key_part
 from labkit.errors import QueueKeyError
@@ -189,33 +190,14 @@ class JobQueue:
         self.max_length = check_count("max_length", max_length, max=10**9)
         self.max_dead = check_count("max_dead", max_dead, max=10**7)
         self._checked = False  # ensure_group() ran (the first enqueue runs it)
+        #: The common start of this queue's keys.
+        self.base = f"{self.prefix}:{{{key_part(self.name)}}}"
+        self.stream = f"{self.base}:stream"  #: stream of ready jobs
+        self.delayed = f"{self.base}:delayed"  #: sorted set of delayed jobs
+        self.dead = f"{self.base}:dead"  #: dead-letter stream
+        self.stats = f"{self.base}:stats"  #: hash of running totals
 
     # --- keys ---------------------------------------------------------------
-    @property
-    def base(self) -> str:
-        """The common start of this queue's keys."""
-        return f"{self.prefix}:{{{key_part(self.name)}}}"
-
-    @property
-    def stream(self) -> str:
-        """Stream of ready jobs."""
-        return f"{self.base}:stream"
-
-    @property
-    def delayed(self) -> str:
-        """Sorted set of delayed jobs."""
-        return f"{self.base}:delayed"
-
-    @property
-    def dead(self) -> str:
-        """Dead-letter stream."""
-        return f"{self.base}:dead"
-
-    @property
-    def stats(self) -> str:
-        """Hash of running totals."""
-        return f"{self.base}:stats"
-
     def job_key(self, job_id: str) -> str:
         """The record of one job."""
         return f"{self.base}:job:{key_part(job_id)}"
@@ -333,7 +315,7 @@ class JobQueue:
             )
         if not self._checked:  # once: refuse a stream that is not this queue's
             self._check_stream(self.client)
-        ids = [uuid.uuid4().hex for _ in encoded]
+        ids = [os.urandom(16).hex() for _ in encoded]
         keys = [self.stream, self.delayed, self.stats, *map(self.job_key, ids)]
         args: list[str | int] = [
             delay_ms,
@@ -346,7 +328,7 @@ class JobQueue:
         for job_id, data in zip(ids, encoded, strict=True):
             args += [job_id, data]
         try:
-            ENQUEUE(self.client, keys, args)
+            direct.run(ENQUEUE, self.client, keys, args)
         except redis.ResponseError as exc:
             raise_script_error(exc, queue=self.name)
         self._checked = True  # the stream and its group exist now

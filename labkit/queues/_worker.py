@@ -166,6 +166,8 @@ class Worker:
         self._conn: redis.Redis | None = None
         self._next_call: Direct | None = None
         self._promote_call: Direct | None = None
+        #: The queue's client decodes replies (then the worker's does too).
+        self._decodes = bool(queue.client.get_encoder().decode_responses)
         self._fresh: bool | None = None  # None until start() joined the group
 
     def __repr__(self) -> str:
@@ -317,7 +319,9 @@ class Worker:
             return []
         if not reply and polling and start == ">":
             self._stop.wait(wait_ms / 1000)
-        return list(decoded(reply[0][1])) if reply else []
+        if not reply:
+            return []
+        return list(reply[0][1] if self._decodes else decoded(reply[0][1]))
 
     def _drop_deleted(
         self, conn: redis.Redis, entries: list[tuple[str, Any]]
@@ -435,11 +439,12 @@ class Worker:
             else:  # the failure and this start: one pipeline round trip
                 args = self._next_args(None, eid, fields)
                 keys = [self.queue.stream, self.queue.stats, *map(str, args[:2])]
-                reply = self._batch(conn, [fail, (NEXT, keys, args[2:])])[1]
+                text = self._batch(conn, [fail, (NEXT, keys, args[2:])])[1]
+                reply = [int(x) for x in text.split()]
             if done is not None and not reply[0]:
                 self.late_acks += 1
             done, fail = None, None
-            attempt, max_attempts, deliveries = (int(x) for x in reply[1:])
+            attempt, max_attempts, deliveries = reply[1:]
             if attempt == -1:  # another worker took it over while it waited
                 self.skipped += 1
                 continue
@@ -484,12 +489,12 @@ class Worker:
         done: tuple[str, dict[str, str]] | None,
         eid: str,
         fields: dict[str, str],
-    ) -> list[Any]:
+    ) -> list[int]:
         try:
-            reply: list[Any] = self._next(conn)(*self._next_args(done, eid, fields))
+            reply = self._next(conn)(*self._next_args(done, eid, fields))
         except redis.ResponseError as exc:
             raise_script_error(exc, queue=self.queue.name)
-        return reply
+        return [int(x) for x in reply.split()]
 
     # --- the loop -----------------------------------------------------------
     def run(
