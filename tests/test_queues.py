@@ -26,10 +26,10 @@ from labkit.lab.queues import (
     crash_run,
     latency_run,
     poison_run,
+    run_threads,
     server_crash_run,
     try_queue,
 )
-from labkit.lab.queues import run_threads
 from labkit.queues import FanOut, Job, JobQueue, Worker, bounded_client
 from labkit.server import Cluster, Server, no_retry
 
@@ -912,7 +912,9 @@ def test_an_unreachable_server_fails_within_seconds(r: redis.Redis) -> None:
     with Server() as dead:
         gone = dead.client(retry=no_retry(), socket_connect_timeout=2)
         port = str(dead.port)
-    assert_refused(r, lambda: JobQueue(gone, "q").enqueue(1), redis.ConnectionError, port)
+    assert_refused(
+        r, lambda: JobQueue(gone, "q").enqueue(1), redis.ConnectionError, port
+    )
 
 
 FANOUT_ARGS = [

@@ -97,10 +97,9 @@ class Direct:
             if isinstance(client, redis.Redis) and type(pool) in _POOLS and not single
             else None
         )
-        encode = self._encode
+        head: list[Arg] = ["EVALSHA", script.sha, len(keys) + more_keys, *self._keys]
         self._head = b"*%d\r\n" % (3 + len(keys) + nargs) + b"".join(
-            _bulk(encode(part))
-            for part in ("EVALSHA", script.sha, len(keys) + more_keys, *self._keys)
+            _bulk(self._encode(part)) for part in head
         )
 
     def _encode(self, value: Arg) -> bytes:

@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 
+from labkit.core import direct
 from labkit.core.args import (
     DAY,
     YEAR,
@@ -18,7 +19,6 @@ from labkit.core.args import (
     check_seconds,
     check_tag,
 )
-from labkit.core import direct
 from labkit.core.clients import check_client, decoded
 from labkit.core.keys import key_part
 from labkit.errors import QueueKeyError

@@ -371,9 +371,7 @@ class Worker:
         """queues_next.lua on ``conn``, its call packed once per connection."""
         if self._next_call is None or self._next_call.client is not conn:
             q = self.queue
-            self._next_call = Direct(
-                NEXT, conn, [q.stream, q.stats], 7, more_keys=2
-            )
+            self._next_call = Direct(NEXT, conn, [q.stream, q.stats], 7, more_keys=2)
             self._promote_call = Direct(PROMOTE, conn, [q.delayed, q.stream], 1)
         return self._next_call
 
