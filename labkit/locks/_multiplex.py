@@ -32,9 +32,9 @@ class _Wire:
 
 #: redis-py 8 reads a reply with a timeout of its own; 7.x reads with the
 #: socket's timeout, set when the connection was made.
-_READ_TAKES_TIMEOUT = (
-    "timeout" in inspect.signature(AbstractConnection.read_response).parameters
-)
+_READ_TAKES_TIMEOUT = "timeout" in inspect.signature(
+    AbstractConnection.read_response
+).parameters
 
 
 def read_reply(conn: Any, timeout: float) -> Any:
@@ -91,7 +91,9 @@ class Multiplexed:
         conn = self._conns[i]
         if conn is None:
             pool = self.clients[i].connection_pool
-            kwargs = connection_settings(self.clients[i], retry=Retry(NoBackoff(), 0))
+            kwargs = connection_settings(
+                self.clients[i], retry=Retry(NoBackoff(), 0)
+            )
             conn = self._conns[i] = pool.connection_class(**kwargs)
         # Used when (re)connecting: the TCP connect and the AUTH/HELLO reply.
         conn.socket_timeout = conn.socket_connect_timeout = left
