@@ -162,10 +162,10 @@ def test_ordinary_parts_keep_their_keys(r: redis.Redis) -> None:
     assert GCRA(r, 5, 60, prefix="ex1:batch").key("u") == "ex1:batch:u"
     assert SeriesStore(r).key("cpu") == "labkit:ts:cpu"
     assert history_key("feed") == "labkit:pubsub:{feed}"
-    assert Lock(r, "counter", 1).fence_key == "lab:lock:{counter}:fence"
-    assert Redlock([r], "nightly", 1).key == "lab:redlock:nightly"
-    assert FanOut(r).record_key("big") == "lab:fanout:{big}:record"
-    assert JobQueue(r, "jobs").stream == "lab:queue:{jobs}:stream"
+    assert Lock(r, "counter", 1).fence_key == "labkit:lock:{counter}:fence"
+    assert Redlock([r], "nightly", 1).key == "labkit:redlock:nightly"
+    assert FanOut(r).record_key("big") == "labkit:fanout:{big}:record"
+    assert JobQueue(r, "jobs").stream == "labkit:queue:{jobs}:stream"
 
 
 # --- 2. foreign data is refused, left byte-identical ------------------------------
@@ -491,7 +491,7 @@ def test_lock_release_on_a_set_names_the_key(r: redis.Redis) -> None:
     lock.acquire()
     r.delete(lock.key)
     r.sadd(lock.key, "m")
-    with pytest.raises(LockError, match=r"lab:lock:\{x\} holds a set") as info:
+    with pytest.raises(LockError, match=r"labkit:lock:\{x\} holds a set") as info:
         lock.release()
     assert "user_script" not in str(info.value)
 
@@ -558,14 +558,16 @@ def test_a_fresh_worker_reaps_idle_empty_consumers(r: redis.Redis) -> None:
 
 def test_job_queue_leaves_a_foreign_stream_alone(r: redis.Redis) -> None:
     """A stream of someone else's entries at the queue's key: refused, unchanged."""
-    key = "lab:queue:{orders}:stream"
+    key = "labkit:queue:{orders}:stream"
     r.xadd(key, {"order": "1", "qty": "2"})
     before = dumps(r, key)
-    with pytest.raises(WrongTypeError, match="not a JobQueue's"):
-        JobQueue(r, "orders")
+    q = JobQueue(r, "orders")  # no I/O yet: the first use checks
+    for call in (lambda: q.enqueue({"n": 1}), q.ensure_group):
+        with pytest.raises(WrongTypeError, match="not a JobQueue's"):
+            call()
     assert dumps(r, key) == before and r.xinfo_groups(key) == []
     JobQueue(r, "fresh").enqueue({"n": 1})
-    JobQueue(r, "fresh")  # its own stream (group and entries) is accepted again
+    JobQueue(r, "fresh").ensure_group()  # its own stream is accepted again
 
 
 def test_grouped_cache_leaves_a_foreign_index_alone(r: redis.Redis) -> None:

@@ -56,7 +56,7 @@ def test_release_after_expiry_raises_and_spares_the_next_holder(r: redis.Redis) 
     assert lease_b is not None
     with pytest.raises(LockNotOwnedError) as info:
         a.release()
-    assert "'res'" in str(info.value) and info.value.key == "lab:lock:{res}"
+    assert "'res'" in str(info.value) and info.value.key == "labkit:lock:{res}"
     assert r.get(b.key) == lease_b.token
     a.acquire(blocking=False)  # refused: b holds it
     with pytest.raises(LockNotOwnedError):
@@ -110,13 +110,13 @@ def test_blocking_acquire_waits_for_release_and_is_bounded(r: redis.Redis) -> No
 def test_context_manager_releases_and_times_out(r: redis.Redis) -> None:
     """``with lock`` releases on exit and raises LockTimeoutError when held."""
     with Lock(r, "res", ttl=5) as lease:
-        assert r.get("lab:lock:{res}") == lease.token
+        assert r.get("labkit:lock:{res}") == lease.token
         with (
             pytest.raises(LockTimeoutError, match="still held"),
             Lock(r, "res", ttl=5, timeout=0.1),
         ):
             pass
-    assert r.exists("lab:lock:{res}") == 0
+    assert r.exists("labkit:lock:{res}") == 0
 
 
 def test_context_manager_reports_a_lost_lease(r: redis.Redis) -> None:
@@ -152,23 +152,62 @@ def test_mutual_exclusion_under_threads(r: redis.Redis) -> None:
 
 def test_a_lock_without_expiry_is_waited_for_not_taken(r: redis.Redis) -> None:
     """A foreign key with no TTL (a naive SETNX) is treated as held, boundedly."""
-    r.set("lab:lock:{res}", "somebody")
+    r.set("labkit:lock:{res}", "somebody")
     assert Lock(r, "res", ttl=1).acquire(timeout=0.1) is None
-    assert r.get("lab:lock:{res}") == "somebody"
+    assert r.get("labkit:lock:{res}") == "somebody"
 
 
-def test_decode_responses_false_works(redis_url: str) -> None:
-    """The lock compares tokens in Lua, so a bytes client works too."""
+@pytest.mark.parametrize("decode", [True, False], ids=["str", "bytes"])
+def test_either_kind_of_client_works(
+    redis_url: str, two_servers: list[redis.Redis], decode: bool
+) -> None:
+    """decode_responses True or False: Lock and Redlock compare tokens in Lua,
+    so either kind of client acquires, extends and releases the same way."""
     import labkit
 
-    client = labkit.connect(redis_url, decode_responses=False)
+    client = labkit.connect(redis_url, decode_responses=decode)
+    from labkit.core.clients import client_like
+
+    voters = [client_like(c, decode_responses=decode) for c in two_servers]
+    assert all(v is not None for v in voters)
     try:
-        lock = Lock(client, "bytes", ttl=5)
-        assert lock.acquire() is not None
-        lock.release()
+        lock = Lock(client, "either", ttl=5)
+        lease = lock.acquire()
+        assert lease is not None and lease.fence == 1 and isinstance(lease.fence, int)
+        assert Lock(client, "either", ttl=5).acquire(blocking=False) is None
+        assert lock.extend().fence == 1
+        assert lock.release() is None and not lock.locked()
+        red = Redlock(voters, "either", ttl=5)  # type: ignore[arg-type]
+        assert red.acquire() is not None
+        assert red.release() is None and red.released == 2
+        red.close()
         client.delete(lock.fence_key)
     finally:
         client.close()
+        for v in voters:
+            if v is not None:
+                v.close()
+
+
+def test_release_returns_none_and_raises_when_the_lease_was_lost(
+    r: redis.Redis, two_servers: list[redis.Redis]
+) -> None:
+    """Lock.release() and Redlock.release() agree: None when released, and
+    LockNotOwnedError when the lease was no longer held (the key is left alone)."""
+    lock = Lock(r, "lost", ttl=5)
+    lock.acquire()
+    r.set(lock.key, "someone else")
+    with pytest.raises(LockNotOwnedError):
+        lock.release()
+    assert r.get(lock.key) == "someone else"
+    red = Redlock(two_servers, "lost", ttl=5)
+    red.acquire()
+    for c in two_servers:
+        c.set(red.key, "someone else")
+    with pytest.raises(LockNotOwnedError):
+        red.release()
+    assert red.released == 0
+    red.close()
 
 
 # --- the holder's process dies, pauses; the server dies, freezes -------------------
@@ -276,7 +315,8 @@ def test_client_kill_of_the_holders_connections() -> None:
             admin.client_kill_filter(_type="normal", skipme=True)
             admin.close()
         lock.release()
-        assert redlock.release() == 3
+        assert redlock.release() is None
+        assert redlock.released == 3
         assert not lock.locked() and s2.client().exists(redlock.key) == 0
         redlock.close()
 
@@ -358,7 +398,8 @@ def test_redlock_majority_validity_and_release(five: list[Server]) -> None:
     assert a.quorum == 3 and b.acquire(blocking=False) is None
     assert b.last_votes == [0] * 5
     assert a.extend(3).validity > 2.5
-    assert a.release() == 5
+    assert a.release() is None
+    assert a.released == 5
     assert all(s.client().exists(a.key) == 0 for s in five)
 
 
@@ -374,7 +415,8 @@ def test_redlock_survives_one_down_and_refuses_three(five: list[Server]) -> None
             Redlock(_clients(five, flush=False), "res", ttl=2).acquire(blocking=False)
             is None
         )
-        assert lock.release() == 4
+        assert lock.release() is None
+        assert lock.released == 4
         five[1].kill()
         five[2].kill()
         with pytest.raises(LockError, match="only 2 of 5 servers answered"):
@@ -400,7 +442,8 @@ def test_redlock_frozen_server_costs_only_the_server_timeout(
         assert isinstance(lock.last_votes[4], redis.TimeoutError)
     finally:
         os.kill(five[4].pid or 0, signal.SIGCONT)
-    assert lock.release() >= 4  # the frozen server ran the SET after all, maybe
+    assert lock.release() is None
+    assert lock.released >= 4  # the frozen server ran the SET after all, maybe
 
 
 def _bare_majority(five: list[Server]) -> tuple[Redlock, Redlock]:
@@ -428,7 +471,8 @@ def test_redlock_restart_without_persistence_makes_two_holders(
     assert a.lease is not None and a.lease.remaining() > 0  # two holders at once
     with pytest.raises(LockNotOwnedError, match="only 2 of 5"):
         a.release()
-    assert b.release() == 3
+    assert b.release() is None
+    assert b.released == 3
 
 
 def test_redlock_restart_with_aof_always_keeps_the_lease() -> None:
@@ -442,7 +486,8 @@ def test_redlock_restart_with_aof_always_keeps_the_lease() -> None:
         servers[0].kill()
         servers[0].restart()
         assert b.acquire(blocking=False) is None
-        assert a.release() == 3
+        assert a.release() is None
+        assert a.released == 3
     finally:
         for s in servers:
             s.close()
@@ -468,7 +513,7 @@ def test_redlock_context_manager(five: list[Server]) -> None:
             Redlock(_clients(five, flush=False), "ctx", ttl=2, timeout=0.1),
         ):
             pass
-    assert all(s.client().exists("lab:redlock:ctx") == 0 for s in five)
+    assert all(s.client().exists("labkit:redlock:ctx") == 0 for s in five)
 
 
 def test_multiplexed_relies_on_redis_py_connection_api() -> None:
@@ -486,11 +531,11 @@ def test_multiplexed_relies_on_redis_py_connection_api() -> None:
     assert pool.connection_kwargs["port"] == 1
     with Server() as srv:
         client = srv.client()
-        client.set("lab:lock:{x}", "tok")
+        client.set("labkit:lock:{x}", "tok")
         servers = Multiplexed([client], timeout=1.0)
-        assert servers.call(RELEASE, ["lab:lock:{x}"], ["other"]) == [0]
-        assert servers.call(RELEASE, ["lab:lock:{x}"], ["tok"]) == [1]
-        assert client.exists("lab:lock:{x}") == 0
+        assert servers.call(RELEASE, ["labkit:lock:{x}"], ["other"]) == [0]
+        assert servers.call(RELEASE, ["labkit:lock:{x}"], ["tok"]) == [1]
+        assert client.exists("labkit:lock:{x}") == 0
         servers.close()
         client.close()
 
@@ -666,26 +711,26 @@ def test_wrong_type_keys_are_refused_before_any_write(
     r: redis.Redis, two_servers: list[redis.Redis]
 ) -> None:
     """A lock or fence key holding something else: a LockError naming it, no write."""
-    r.hset("lab:lock:{a}", "f", "v")
+    r.hset("labkit:lock:{a}", "f", "v")
     assert_refused(
         r,
         lambda: Lock(r, "a", 1).acquire(),
         LockError,
         "'a'",
-        "lab:lock:{a} holds a hash",
+        "labkit:lock:{a} holds a hash",
     )
-    r.set("lab:lock:{b}:fence", "not a number")
+    r.set("labkit:lock:{b}:fence", "not a number")
     assert_refused(
         r,
         lambda: Lock(r, "b", 1).acquire(),
         LockError,
-        "lab:lock:{b}:fence holds a string",
+        "labkit:lock:{b}:fence holds a string",
         "not a fencing counter",
     )
-    r.rpush("lab:lock:{c}:fence", "x")
+    r.rpush("labkit:lock:{c}:fence", "x")
     assert_refused(r, lambda: Lock(r, "c", 1).acquire(), LockError, "holds a list")
     c1, c2 = two_servers
-    c2.sadd("lab:redlock:a", "x")
+    c2.sadd("labkit:redlock:a", "x")
     err = assert_refused(
         r,
         lambda: Redlock([c1, c2], "a", 1).acquire(),
@@ -693,8 +738,8 @@ def test_wrong_type_keys_are_refused_before_any_write(
         "Redlock 'a'",
         "holds a set",
     )
-    assert err.key == "lab:redlock:a"
-    assert c1.exists("lab:redlock:a") == 0  # its vote was taken back
+    assert err.key == "labkit:redlock:a"
+    assert c1.exists("labkit:redlock:a") == 0  # its vote was taken back
 
 
 # --- keys ----------------------------------------------------------------------------
@@ -730,9 +775,9 @@ def test_keys_audit(r: redis.Redis) -> None:
     store.write("x", 1, token=1, writer="w")
     seen = audit_keys(r, Lock, Redlock, FencedStore)
     assert set(seen) == {
-        "lab:lock:{audit}",
-        "lab:lock:{audit}:fence",
-        "lab:redlock:audit",
+        "labkit:lock:{audit}",
+        "labkit:lock:{audit}:fence",
+        "labkit:redlock:audit",
         "lab:storage:{audit}:data",
         "lab:storage:{audit}:fence",
         "lab:storage:{audit}:holder",

@@ -26,10 +26,11 @@ from labkit.lab.queues import (
     crash_run,
     latency_run,
     poison_run,
+    run_threads,
     server_crash_run,
     try_queue,
 )
-from labkit.queues import FanOut, Job, JobQueue, Worker, bounded_client, run_threads
+from labkit.queues import FanOut, Job, JobQueue, Worker, bounded_client
 from labkit.server import Cluster, Server, no_retry
 
 
@@ -739,12 +740,13 @@ def test_wrong_type_queue_key_is_refused_before_any_write(
     assert_refused(r, lambda: q.enqueue({"n": 1}), WrongTypeError, f"{q.base}:{suffix}")
 
 
-def test_wrong_type_stream_key_is_refused_by_the_constructor(r: redis.Redis) -> None:
-    """The stream's key is a list already: JobQueue() raises WrongTypeError."""
-    r.rpush("lab:queue:{taken}:stream", "x")
-    assert_refused(
-        r, lambda: JobQueue(r, "taken"), WrongTypeError, "holds a list", "stream"
-    )
+def test_wrong_type_stream_key_is_refused_at_first_use(r: redis.Redis) -> None:
+    """The stream's key is a list already: the constructor does no I/O; the
+    first enqueue, ensure_group() and a worker's start() raise WrongTypeError."""
+    r.rpush("labkit:queue:{taken}:stream", "x")
+    q = JobQueue(r, "taken")
+    for call in (lambda: q.enqueue(1), q.ensure_group, Worker(q, print).start):
+        assert_refused(r, call, WrongTypeError, "holds a list", "stream")
 
 
 def test_wrong_type_job_record_is_refused_by_status(r: redis.Redis) -> None:
@@ -903,11 +905,14 @@ def test_queue_and_fanout_work_with_either_kind_of_client(
 
 
 def test_an_unreachable_server_fails_within_seconds(r: redis.Redis) -> None:
-    """A client of a server that is gone: a ConnectionError naming it, fast."""
+    """A client of a server that is gone: no I/O in JobQueue(), then a
+    ConnectionError naming it, fast."""
     with Server() as dead:
         gone = dead.client(retry=no_retry(), socket_connect_timeout=2)
         port = str(dead.port)
-    assert_refused(r, lambda: JobQueue(gone, "q"), redis.ConnectionError, port)
+    assert_refused(
+        r, lambda: JobQueue(gone, "q").enqueue(1), redis.ConnectionError, port
+    )
 
 
 FANOUT_ARGS = [
@@ -1007,3 +1012,25 @@ def test_cpu_rates_and_poison_run_use_real_processes(r: redis.Redis) -> None:
         res = poison_run(srv.client(), srv.url, "poison", good=3, max_attempts=1)
     assert res.workers_killed == 1 and res.completed == 3
     assert res.dead_letter is not None and res.dead_letter["attempts"] == 1
+
+
+def test_constructors_do_no_io_and_a_worker_has_a_lifecycle(r: redis.Redis) -> None:
+    """JobQueue() and Worker() make no call and start no thread; start() joins
+    the group, close() leaves it, and ``with`` does both."""
+    with Server() as dead:
+        gone = dead.client(retry=no_retry(), socket_connect_timeout=2)
+    threads = threading.active_count()
+    q_gone = JobQueue(gone, "nowhere")
+    Worker(q_gone, lambda job: None)  # a server that is gone: no error yet
+    assert threading.active_count() == threads
+    q = JobQueue(r, "life")
+    worker = Worker(q, lambda job: None, name="w-life", block=0.01)
+    assert r.exists(q.stream) == 0  # nothing written, nothing read
+    with worker as w:
+        assert w is worker
+        names = [c["name"] for c in r.xinfo_consumers(q.stream, "workers")]
+        assert names == ["w-life"]
+        q.enqueue_many([1, 2, 3])
+        assert w.run(burst=True) == 3
+    assert r.xinfo_consumers(q.stream, "workers") == []
+    assert threading.active_count() == threads

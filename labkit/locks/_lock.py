@@ -13,6 +13,7 @@ import redis
 
 from labkit.core.args import DAY, check_seconds, check_tag
 from labkit.core.clients import check_client
+from labkit.core.direct import Direct
 from labkit.core.keys import key_part
 from labkit.core.scripts import Script
 from labkit.errors import LockError, LockNotOwnedError, LockTimeoutError
@@ -123,10 +124,10 @@ class Lock:
             by +-50% so that waiters do not retry in lockstep).
         prefix: Start of the keys (no braces).
 
-    Keys (``lab:lock`` is the default prefix):
-        ``lab:lock:{<name>}`` (string): the holder's random token, PX ttl, so
+    Keys (``labkit:lock`` is the default prefix):
+        ``labkit:lock:{<name>}`` (string): the holder's random token, PX ttl, so
         a lock whose holder died frees itself.
-        ``lab:lock:{<name>}:fence`` (string): the fencing counter, INCR in the
+        ``labkit:lock:{<name>}:fence`` (string): the fencing counter, INCR in the
         same script as each acquisition; no TTL: it must never go backwards,
         or a storage that saw token 57 would refuse every later holder (and
         one that forgot would accept stale writers). Bounded: one integer per
@@ -153,7 +154,11 @@ class Lock:
 
     One ``Lock`` object is one holder: a thread or process that needs the
     lock makes its own (the token of the current lease is kept on the
-    object). Acquire and release are one round trip each (``EVALSHA``).
+    object). Acquire and release are one round trip each (``EVALSHA``, the
+    call packed once per object: see :class:`~labkit.core.direct.Direct`).
+    Like redis-py's ``Lock``, :meth:`release` returns None and raises
+    :class:`~labkit.errors.LockNotOwnedError` when the lease was lost, as
+    :meth:`Redlock.release <labkit.locks.Redlock.release>` does.
     """
 
     def __init__(
@@ -164,7 +169,7 @@ class Lock:
         *,
         timeout: float = 10.0,
         retry_interval: float = 0.05,
-        prefix: str = "lab:lock",
+        prefix: str = "labkit:lock",
     ) -> None:
         self.client = check_client(client, owner="Lock", cluster=True)
         self.name = check_tag("name", name)
@@ -175,19 +180,13 @@ class Lock:
         )
         self.prefix = check_tag("prefix", prefix)
         self.lease: Lease | None = None  #: the lease this holder holds, if any
+        self.key = f"{self.prefix}:{{{key_part(self.name)}}}"  #: the holder's token
+        self.fence_key = f"{self.key}:fence"  #: the fencing counter
+        self._acquire = Direct(ACQUIRE, self.client, [self.key, self.fence_key], 2)
+        self._release = Direct(RELEASE, self.client, [self.key], 1)
 
     def __repr__(self) -> str:
         return f"Lock({self.name!r}, ttl={self.ttl:g})"
-
-    @property
-    def key(self) -> str:
-        """The lock key: the holder's token lives here."""
-        return f"{self.prefix}:{{{key_part(self.name)}}}"
-
-    @property
-    def fence_key(self) -> str:
-        """The fencing counter."""
-        return f"{self.key}:fence"
 
     # --- acquiring ----------------------------------------------------------
     def acquire(
@@ -207,28 +206,29 @@ class Lock:
                 client's ``socket_timeout``.
         """
         wait = acquire_wait(self, blocking, timeout, f"lock {self.name!r}")
-        deadline = time.monotonic() + wait
         token = secrets.token_hex(16)
         ttl_ms = ms(self.ttl)
+        sent = time.monotonic()
+        deadline = sent + wait
         while True:
-            sent = time.monotonic()
-            fence, pttl = self._run(ACQUIRE, [self.key, self.fence_key], token, ttl_ms)
-            if fence:
+            reply = self._run(self._acquire, token, ttl_ms)
+            if reply > 0:  # taken: the reply is the fencing token
                 validity = self.ttl - (time.monotonic() - sent)
                 if validity > 0:
                     self.lease = Lease(
-                        self.name, token, fence, validity, sent + self.ttl
+                        self.name, token, reply, validity, sent + self.ttl
                     )
                     return self.lease
                 # The answer took longer than the lease: it is gone already.
-                self._run(RELEASE, [self.key], token)
+                self._run(self._release, token)
             left = deadline - time.monotonic()
             if not blocking or left <= 0:
                 return None
             pause = self.retry_interval * random.uniform(0.5, 1.5)
-            if pttl > 0:  # no use trying before the holder's lease can end
-                pause = max(pause, min(pttl / 1000, self.retry_interval * 4))
+            if reply < 0:  # no use trying before the holder's lease can end
+                pause = max(pause, min(-reply / 1000, self.retry_interval * 4))
             time.sleep(min(pause, left))
+            sent = time.monotonic()
 
     def release(self) -> None:
         """Release the lease this object holds.
@@ -247,7 +247,7 @@ class Lock:
                 key=self.key,
                 token="",
             )
-        released = self._run(RELEASE, [self.key], lease.token)  # errors: keep it
+        released = self._run(self._release, lease.token)  # errors: keep it
         self.lease = None
         if not released:
             raise self._lost(lease, "release")
@@ -271,7 +271,7 @@ class Lock:
                 token="",
             )
         sent = time.monotonic()
-        if not self._run(EXTEND, [self.key], lease.token, ms(new_ttl)):
+        if not self._run(EXTEND, lease.token, ms(new_ttl)):
             self.lease = None
             raise self._lost(lease, "extend")
         validity = new_ttl - (time.monotonic() - sent)
@@ -282,10 +282,13 @@ class Lock:
         """True if anyone holds the lock right now (one ``EXISTS``)."""
         return bool(self.client.exists(self.key))
 
-    def _run(self, script: Script, keys: list[str], *args: str | int) -> Any:
+    def _run(self, script: Direct | Script, *args: str | int) -> Any:
         try:
-            return script(self.client, keys, args)
+            if isinstance(script, Direct):
+                return script(*args)
+            return script(self.client, [self.key], args)
         except redis.ResponseError as exc:
+            keys = [self.key, self.fence_key]
             if "WRONGTYPE" not in str(exc):
                 raise
             text = str(exc)

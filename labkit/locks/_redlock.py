@@ -26,7 +26,6 @@ from labkit.locks._lock import (
 )
 from labkit.locks._multiplex import Multiplexed
 
-__all__ = ["Multiplexed", "Redlock"]
 __all__ = ["Redlock"]
 
 VOTE = Script("locks_redlock_acquire")
@@ -71,8 +70,8 @@ class Redlock:
             rates, as a fraction of ``ttl`` (2 ms are added): 0 to 0.5.
         prefix: Start of the key (no braces).
 
-    Keys (on each server; ``lab:redlock`` is the default prefix):
-        ``lab:redlock:<name>`` (string): the holder's random token, PX ttl.
+    Keys (on each server; ``labkit:redlock`` is the default prefix):
+        ``labkit:redlock:<name>`` (string): the holder's random token, PX ttl.
 
     An attempt sends ``SET key token NX PX ttl`` (in a script that first
     checks the key's type) to every server at once, and counts the servers
@@ -96,7 +95,7 @@ class Redlock:
         retry_interval: float = 0.05,
         server_timeout: float | None = None,
         drift_factor: float = 0.01,
-        prefix: str = "lab:redlock",
+        prefix: str = "labkit:redlock",
     ) -> None:
         if isinstance(clients, redis.Redis | redis.RedisCluster | str | bytes):
             raise TypeError(
@@ -144,6 +143,8 @@ class Redlock:
         self.servers = Multiplexed(self.clients, self.server_timeout)
         self.lease: Lease | None = None  #: the lease this holder holds, if any
         self.last_votes: list[Any] = []  #: each server's answer to the last try
+        #: Servers that still held the lease at the last :meth:`release`.
+        self.released = 0
 
     def __repr__(self) -> str:
         return (
@@ -226,8 +227,11 @@ class Redlock:
         replies = self.servers.call(script, [self.key], args)
         return sum(1 for v in replies if _yes(v))
 
-    def release(self) -> int:
-        """Release the lease on every server; return how many still held it.
+    def release(self) -> None:
+        """Release the lease on every server.
+
+        Returns None, as :meth:`Lock.release <labkit.locks.Lock.release>` does;
+        how many servers still held it is left in :attr:`released`.
 
         Raises:
             LockNotOwnedError: Fewer than a majority still held this lease (it
@@ -242,10 +246,9 @@ class Redlock:
                 key=self.key,
                 token="",
             )
-        held = self._on_all(RELEASE, [lease.token])
+        held = self.released = self._on_all(RELEASE, [lease.token])
         if held < self.quorum:
             raise self._lost(lease, "release", held)
-        return held
 
     def extend(self, ttl: float | None = None) -> Lease:
         """Renew the held lease on every server for ``ttl`` seconds from now.

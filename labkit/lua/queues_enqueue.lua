@@ -27,9 +27,14 @@ end
 local err = check(KEYS[1], 'stream', 'none') or check(KEYS[2], 'zset', 'none')
   or check(KEYS[3], 'hash', 'none')
 if err then return err end
-for i = 4, #KEYS do
-  err = check(KEYS[i], 'none')
-  if err then return err end
+for first = 4, #KEYS, 1000 do  -- no new job's record may exist yet
+  local last = math.min(first + 999, #KEYS)
+  if redis.call('EXISTS', unpack(KEYS, first, last)) > 0 then
+    for i = first, last do
+      err = check(KEYS[i], 'none')
+      if err then return err end
+    end
+  end
 end
 local held = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
 if held + n > bound then return redis.error_reply('FULL ' .. held .. ' ' .. bound) end

@@ -2,7 +2,6 @@
 
 from labkit.queues._fanout import FanOut, PartResult
 from labkit.queues._queue import GROUP, Job, JobQueue
-from labkit.queues._threads import RunResult, run_threads
 from labkit.queues._types import JobStatus, QueueCounts
 from labkit.queues._worker import Handler, Worker, bounded_client
 
@@ -15,8 +14,6 @@ __all__ = [
     "JobStatus",
     "PartResult",
     "QueueCounts",
-    "RunResult",
     "Worker",
     "bounded_client",
-    "run_threads",
 ]

@@ -77,7 +77,7 @@ class FanOut:
         self,
         client: redis.Redis | redis.RedisCluster,
         *,
-        prefix: str = "lab:fanout",
+        prefix: str = "labkit:fanout",
         ttl: float = 86400,
     ) -> None:
         self.client = check_client(client, owner="FanOut")

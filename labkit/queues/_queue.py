@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from labkit.core import direct
 from labkit.core.args import (
     DAY,
     YEAR,
@@ -169,7 +170,7 @@ class JobQueue:
         keep_dead: float = 7 * DAY,
         max_length: int = 1_000_000,
         max_dead: int = 10_000,
-        prefix: str = "lab:queue",
+        prefix: str = "labkit:queue",
     ) -> None:
         self.client = check_client(client, owner="JobQueue")
         self.name = check_tag("name", check_name("name", name))
@@ -188,34 +189,15 @@ class JobQueue:
         )
         self.max_length = check_count("max_length", max_length, max=10**9)
         self.max_dead = check_count("max_dead", max_dead, max=10**7)
-        self.ensure_group()
+        self._checked = False  # ensure_group() ran (the first enqueue runs it)
+        #: The common start of this queue's keys.
+        self.base = f"{self.prefix}:{{{key_part(self.name)}}}"
+        self.stream = f"{self.base}:stream"  #: stream of ready jobs
+        self.delayed = f"{self.base}:delayed"  #: sorted set of delayed jobs
+        self.dead = f"{self.base}:dead"  #: dead-letter stream
+        self.stats = f"{self.base}:stats"  #: hash of running totals
 
     # --- keys ---------------------------------------------------------------
-    @property
-    def base(self) -> str:
-        """The common start of this queue's keys."""
-        return f"{self.prefix}:{{{key_part(self.name)}}}"
-
-    @property
-    def stream(self) -> str:
-        """Stream of ready jobs."""
-        return f"{self.base}:stream"
-
-    @property
-    def delayed(self) -> str:
-        """Sorted set of delayed jobs."""
-        return f"{self.base}:delayed"
-
-    @property
-    def dead(self) -> str:
-        """Dead-letter stream."""
-        return f"{self.base}:dead"
-
-    @property
-    def stats(self) -> str:
-        """Hash of running totals."""
-        return f"{self.base}:stats"
-
     def job_key(self, job_id: str) -> str:
         """The record of one job."""
         return f"{self.base}:job:{key_part(job_id)}"
@@ -229,11 +211,26 @@ class JobQueue:
     ) -> None:
         """Create the stream and its consumer group if they do not exist.
 
+        The constructor does no I/O: the first :meth:`enqueue` and a worker's
+        :meth:`~labkit.queues.Worker.start` call this (so does a caller that
+        wants the check early).
+
         Raises:
             WrongTypeError: The stream's key holds another type of value, or
                 someone else's stream (nothing is written).
         """
         client = self.client if client is None else client
+        self._check_stream(client)
+        try:
+            client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._checked = True
+
+    def _check_stream(self, client: redis.Redis | redis.RedisCluster) -> bool:
+        """Refuse a stream key of another type or someone else's stream
+        (WrongTypeError); True if the stream exists."""
         found = decoded(client.type(self.stream))
         if found not in ("stream", "none"):
             raise_script_error(
@@ -250,11 +247,7 @@ class JobQueue:
                 found="stream of foreign entries",
                 expected="stream",
             )
-        try:
-            client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        return bool(found == "stream")
 
     def _ours(self, client: redis.Redis | redis.RedisCluster) -> bool:
         """True if the existing stream is this queue's: it has the group, or
@@ -320,7 +313,9 @@ class JobQueue:
                 f"payloads: {len(encoded)} jobs in one batch; this queue holds at "
                 f"most max_length={self.max_length}"
             )
-        ids = [uuid.uuid4().hex for _ in encoded]
+        if not self._checked:  # once: refuse a stream that is not this queue's
+            self._check_stream(self.client)
+        ids = [os.urandom(16).hex() for _ in encoded]
         keys = [self.stream, self.delayed, self.stats, *map(self.job_key, ids)]
         args: list[str | int] = [
             delay_ms,
@@ -333,9 +328,10 @@ class JobQueue:
         for job_id, data in zip(ids, encoded, strict=True):
             args += [job_id, data]
         try:
-            ENQUEUE(self.client, keys, args)
+            direct.run(ENQUEUE, self.client, keys, args)
         except redis.ResponseError as exc:
             raise_script_error(exc, queue=self.name)
+        self._checked = True  # the stream and its group exist now
         return ids
 
     # --- inspecting ---------------------------------------------------------

@@ -11,13 +11,12 @@ from labkit.core.scripts import Script
 from labkit.errors import QueueFullError, UnknownFanOutError, WrongTypeError
 
 __all__ = [
-    "ACK",
     "COUNTS",
     "ENQUEUE",
     "FAIL",
     "LEAVE",
+    "NEXT",
     "PROMOTE",
-    "START",
     "TOUCH",
     "encode_payload",
     "raise_script_error",
@@ -27,8 +26,7 @@ ENQUEUE = Script("queues_enqueue")
 COUNTS = Script("queues_counts")
 TOUCH = Script("queues_touch")
 PROMOTE = Script("queues_promote")
-START = Script("queues_start")
-ACK = Script("queues_ack")
+NEXT = Script("queues_next")
 FAIL = Script("queues_fail")
 LEAVE = Script("queues_leave")
 
@@ -93,10 +91,14 @@ def raise_script_error(
     raise exc
 
 
+#: Made once: ``json.dumps`` with options builds an encoder per call.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def encode_payload(payload: Any) -> str:
     """A job's payload as compact JSON; TypeError naming it if JSON cannot hold it."""
     try:
-        return json.dumps(payload, allow_nan=False, separators=(",", ":"))
+        return _ENCODER.encode(payload)
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"payload={payload!r:.80}: must be JSON-serialisable "

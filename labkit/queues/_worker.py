@@ -17,10 +17,11 @@ from redis.retry import Retry
 
 from labkit.core.args import DAY, check_callable, check_count, check_name, check_seconds
 from labkit.core.clients import client_like, decoded
+from labkit.core.direct import Direct
 from labkit.core.scripts import Arg, Script, run_batch
 from labkit.errors import WorkerError
 from labkit.queues._queue import GROUP, Job, JobQueue, read_counts
-from labkit.queues._scripts import ACK, FAIL, LEAVE, PROMOTE, START, raise_script_error
+from labkit.queues._scripts import FAIL, LEAVE, NEXT, PROMOTE, raise_script_error
 
 __all__ = ["TRANSIENT", "Handler", "Worker", "bounded_client"]
 
@@ -98,6 +99,11 @@ class Worker:
             answer (a restart, a failover) before :meth:`run` raises
             :class:`~labkit.errors.WorkerError`.
 
+    Lifecycle: the constructor does no I/O. :meth:`start` joins the consumer
+    group (:meth:`run` and :meth:`step` do it if needed); :meth:`close`
+    leaves it and closes the worker's connection; ``with Worker(...) as w:``
+    does both. The worker starts no thread: :meth:`run` works in the caller's.
+
     Each step of the loop (1) moves due delayed jobs into the stream, (2) now
     and then takes over entries left unacknowledged for longer than
     ``queue.visibility_timeout`` (XAUTOCLAIM: their worker died or hangs), and
@@ -158,7 +164,11 @@ class Worker:
         self._own_cursor: str | None = "0"  # re-read own pending entries first
         self.reaped: list[str] = []  #: idle, empty consumers this worker removed
         self._conn: redis.Redis | None = None
-        self._fresh = self._join()
+        self._next_call: Direct | None = None
+        self._promote_call: Direct | None = None
+        #: The queue's client decodes replies (then the worker's does too).
+        self._decodes = bool(queue.client.get_encoder().decode_responses)
+        self._fresh: bool | None = None  # None until start() joined the group
 
     def __repr__(self) -> str:
         return f"<Worker {self.name!r} on {self.queue.name!r}>"
@@ -176,16 +186,42 @@ class Worker:
             self._conn.connection_pool.disconnect()
         self._conn = None
 
+    # --- the lifecycle --------------------------------------------------------
+    def start(self) -> Worker:
+        """Join the consumer group (the first I/O of a worker); returns self.
+
+        :meth:`run` and :meth:`step` call it if it was not called. Creates the
+        stream and its group if needed (see :meth:`JobQueue.ensure_group`).
+
+        Raises:
+            WrongTypeError: The stream's key holds another type or someone
+                else's stream.
+        """
+        if self._fresh is None:
+            self._fresh = self._join()
+        return self
+
+    def close(self) -> None:
+        """Stop, leave the group (unless holding entries) and close the
+        worker's own connection. A closed worker can be started again."""
+        self.stop()
+        if self._fresh is not None:
+            with contextlib.suppress(redis.RedisError):
+                self.leave()
+        self._fresh = None
+        self._reset_connection()
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _join(self) -> bool:
         """Join the group; True if under a fresh name (not a restarted worker)."""
         q, conn = self.queue, self._client()
-        try:
-            return bool(conn.xgroup_createconsumer(q.stream, GROUP, self.name))
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            q.ensure_group(conn)
-            return bool(conn.xgroup_createconsumer(q.stream, GROUP, self.name))
+        q.ensure_group(conn)  # the stream and group exist, and are the queue's
+        return bool(conn.xgroup_createconsumer(q.stream, GROUP, self.name))
 
     def _reap(self, conn: redis.Redis) -> None:
         """Remove consumers idle for REAP_AFTER visibility timeouts that hold nothing.
@@ -228,6 +264,8 @@ class Worker:
         return self._step(None, None)
 
     def _step(self, deadline: float | None, max_jobs: int | None) -> int:
+        if self._fresh is None:
+            self.start()  # in the loop: a server that is not up yet is waited for
         q, conn = self.queue, self._client()
         count = self.batch if max_jobs is None else min(self.batch, max_jobs)
         entries: list[tuple[str, Any]] = []
@@ -240,7 +278,9 @@ class Worker:
             entries = self._drop_deleted(conn, entries)
         if not entries:
             try:
-                _moved, next_due_ms = PROMOTE(conn, [q.delayed, q.stream], [100])
+                self._next(conn)
+                assert self._promote_call is not None
+                _moved, next_due_ms = self._promote_call(100)
             except redis.ResponseError as exc:
                 raise_script_error(exc, queue=q.name)
             entries = self._recover(conn, count)
@@ -279,7 +319,9 @@ class Worker:
             return []
         if not reply and polling and start == ">":
             self._stop.wait(wait_ms / 1000)
-        return list(decoded(reply[0][1])) if reply else []
+        if not reply:
+            return []
+        return list(reply[0][1] if self._decodes else decoded(reply[0][1]))
 
     def _drop_deleted(
         self, conn: redis.Redis, entries: list[tuple[str, Any]]
@@ -325,10 +367,25 @@ class Worker:
         return entries
 
     # --- running jobs -------------------------------------------------------
-    def _start_call(self, eid: str, fields: dict[str, str]) -> Call:
+    def _next(self, conn: redis.Redis) -> Direct:
+        """queues_next.lua on ``conn``, its call packed once per connection."""
+        if self._next_call is None or self._next_call.client is not conn:
+            q = self.queue
+            self._next_call = Direct(NEXT, conn, [q.stream, q.stats], 7, more_keys=2)
+            self._promote_call = Direct(PROMOTE, conn, [q.delayed, q.stream], 1)
+        return self._next_call
+
+    def _next_args(
+        self, done: tuple[str, dict[str, str]] | None, eid: str, fields: dict[str, str]
+    ) -> list[Arg]:
+        """queues_next.lua's keys and args after ``KEYS[1..2]``: acknowledge
+        ``done`` (an entry, or None), start ``eid`` (or nothing if '')."""
         q = self.queue
-        job_key = q.job_key(fields.get("job") or eid)
-        return START, [q.stream, job_key], [GROUP, self.name, eid]
+        done_eid, done_key = "", q.stats
+        if done is not None:
+            done_eid, done_key = done[0], q.job_key(done[1].get("job") or done[0])
+        job_key = q.job_key(fields.get("job") or eid) if eid else q.stats
+        return [done_key, job_key, GROUP, self.name, done_eid, q.keep, eid]
 
     def _fail_call(
         self, eid: str, fields: dict[str, str], error: str, poison: bool = False
@@ -348,11 +405,6 @@ class Worker:
         ]
         return FAIL, keys, args
 
-    def _ack_call(self, eid: str, fields: dict[str, str]) -> Call:
-        q = self.queue
-        keys = [q.stream, q.job_key(fields.get("job") or eid), q.stats]
-        return ACK, keys, [GROUP, eid, q.keep]
-
     def _batch(self, conn: redis.Redis, calls: list[Call]) -> list[Any]:
         try:
             replies: list[Any] = decoded(run_batch(conn, calls))
@@ -367,7 +419,10 @@ class Worker:
         deadline: float | None,
     ) -> int:
         ran = 0
-        finish: list[Call] = []  # the previous job's ack or fail, not yet sent
+        # What the previous job left to send: its entry to acknowledge (sent
+        # with the next job's start, one script call), or its failure.
+        done: tuple[str, dict[str, str]] | None = None
+        fail: Call | None = None
         for eid, fields in entries:
             stopping = self._stop.is_set() or (
                 deadline is not None and time.monotonic() >= deadline
@@ -377,30 +432,36 @@ class Worker:
                 # time, or another worker takes them over after the timeout.
                 self._own_cursor = "0"
                 break
-            replies = self._batch(conn, [*finish, self._start_call(eid, fields)])
-            if finish:
-                self._finished(finish[0], replies[0])
-            finish = []
-            attempt, max_attempts, deliveries = (int(x) for x in replies[-1])
+            if fail is None:
+                reply = self._call_next(conn, done, eid, fields)
+            else:  # the failure and this start: one pipeline round trip
+                args = self._next_args(None, eid, fields)
+                keys = [self.queue.stream, self.queue.stats, *map(str, args[:2])]
+                text = self._batch(conn, [fail, (NEXT, keys, args[2:])])[1]
+                reply = [int(x) for x in text.split()]
+            if done is not None and not reply[0]:
+                self.late_acks += 1
+            done, fail = None, None
+            attempt, max_attempts, deliveries = reply[1:]
             if attempt == -1:  # another worker took it over while it waited
                 self.skipped += 1
                 continue
             if attempt == 0:
                 error = "job record missing (expired or deleted) when it was started"
-                finish = [self._fail_call(eid, fields, error, poison=True)]
+                fail = self._fail_call(eid, fields, error, poison=True)
                 continue
             if attempt > max_attempts:  # it kept killing its workers
                 error = (
                     f"attempts used up by worker crashes ({deliveries} deliveries, "
                     f"max_attempts={max_attempts})"
                 )
-                finish = [self._fail_call(eid, fields, error, poison=True)]
+                fail = self._fail_call(eid, fields, error, poison=True)
                 continue
             try:
                 payload = json.loads(fields["payload"])
             except (KeyError, ValueError) as exc:
                 error = f"unreadable entry {dict(fields)!r:.200}: {exc}"
-                finish = [self._fail_call(eid, fields, error, poison=True)]
+                fail = self._fail_call(eid, fields, error, poison=True)
                 continue
             job = Job(
                 fields["job"], payload, attempt, eid, self.queue, self.name, deliveries
@@ -411,16 +472,27 @@ class Worker:
                 self.handler(job)
             except Exception as exc:  # any handler error is a failed attempt
                 self.failed += 1
-                finish = [self._fail_call(eid, fields, f"{type(exc).__name__}: {exc}")]
+                fail = self._fail_call(eid, fields, f"{type(exc).__name__}: {exc}")
             else:
-                finish = [self._ack_call(eid, fields)]
-        if finish:
-            self._finished(finish[0], self._batch(conn, finish)[0])
+                done = (eid, fields)
+        if fail is not None:
+            self._batch(conn, [fail])
+        elif done is not None and not self._call_next(conn, done, "", {})[0]:
+            self.late_acks += 1
         return ran
 
-    def _finished(self, call: Call, reply: Any) -> None:
-        if call[0] is ACK and not reply:
-            self.late_acks += 1
+    def _call_next(
+        self,
+        conn: redis.Redis,
+        done: tuple[str, dict[str, str]] | None,
+        eid: str,
+        fields: dict[str, str],
+    ) -> list[int]:
+        try:
+            reply = self._next(conn)(*self._next_args(done, eid, fields))
+        except redis.ResponseError as exc:
+            raise_script_error(exc, queue=self.queue.name)
+        return [int(x) for x in reply.split()]
 
     # --- the loop -----------------------------------------------------------
     def run(
@@ -487,7 +559,9 @@ class Worker:
             if down_since is None:  # else the server is away: stay, as after a crash
                 with contextlib.suppress(redis.RedisError):
                     self.leave()
-            self._reset_connection()
+            else:
+                self._reset_connection()
+            # else the connection is kept for the next run: close() closes it
         return self.processed - start
 
     def _drained(self) -> bool:

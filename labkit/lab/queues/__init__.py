@@ -24,11 +24,13 @@ from labkit.lab.queues.faults import (
     server_crash_run,
 )
 from labkit.lab.queues.latency import LatencyRun, latency_run
+from labkit.lab.queues.threads import RunResult, run_threads
 
 __all__ = [
     "CrashRun",
     "LatencyRun",
     "PoisonRun",
+    "RunResult",
     "ServerCrash",
     "Traffic",
     "TrafficCount",
@@ -42,6 +44,7 @@ __all__ = [
     "poison",
     "poison_run",
     "record",
+    "run_threads",
     "runs_key",
     "server_crash_run",
     "spin",

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--name", required=True, help="queue name")
     w.add_argument("--handler", default="labkit.lab.queues.demo:record")
     w.add_argument("--consumer", default=None, help="consumer name in the group")
-    w.add_argument("--prefix", default="lab:queue")
+    w.add_argument("--prefix", default="labkit:queue")
     w.add_argument("--visibility", type=float, default=30.0, help="seconds")
     w.add_argument("--batch", type=int, default=10)
     w.add_argument("--block", type=float, default=1.0, help="seconds")

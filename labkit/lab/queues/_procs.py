@@ -117,6 +117,7 @@ class WorkerProcesses:
         """
         check_seconds("timeout", timeout, max=DAY)
         deadline = time.monotonic() + timeout
+        queue.ensure_group()  # the group the workers join (JobQueue() does no I/O)
         while True:
             self.check()
             got: Any = queue.client.xinfo_consumers(queue.stream, GROUP)

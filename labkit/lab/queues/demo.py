@@ -23,15 +23,8 @@ import redis
 
 from labkit.core.args import DAY, check_count, check_number, check_seconds
 from labkit.lab.queues._procs import WorkerProcesses
-from labkit.queues import (
-    GROUP,
-    Handler,
-    Job,
-    JobQueue,
-    QueueCounts,
-    RunResult,
-    run_threads,
-)
+from labkit.lab.queues.threads import RunResult, run_threads
+from labkit.queues import GROUP, Handler, Job, JobQueue, QueueCounts
 
 __all__ = [
     "CrashRun",

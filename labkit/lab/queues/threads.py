@@ -1,4 +1,7 @@
-"""run_threads: a pool of Worker threads that drains a queue and measures it."""
+"""Lab: run_threads, a pool of Worker threads that drains a queue and measures it.
+
+A measuring harness, not part of the library (``labkit.queues``).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,7 @@ from typing import Any, NamedTuple
 
 from labkit.core.args import DAY, check_count, check_seconds
 from labkit.errors import WorkerError
-from labkit.queues._queue import JobQueue
-from labkit.queues._worker import Handler, Worker
+from labkit.queues import Handler, JobQueue, Worker
 
 __all__ = ["RunResult", "run_threads"]
 
