@@ -165,6 +165,8 @@ notebooks: $(STAMP) ensure-faketime
 lint: $(STAMP)
 	$(BIN)/ruff check labkit tests tests_ui benchmarks tools
 	$(BIN)/mypy labkit
+	$(BIN)/mypy tests
+	$(BIN)/mypy tests_ui
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(OLDEST) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

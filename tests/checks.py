@@ -9,17 +9,61 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import pytest
 import redis
 
-__all__ = ["assert_refused", "audit_keys", "documented_keys", "snapshot"]
+from labkit.server import Server
+
+__all__ = [
+    "as_str",
+    "assert_refused",
+    "audit_keys",
+    "documented_keys",
+    "pid_of",
+    "snapshot",
+]
+
+
+def as_str(reply: object) -> str:
+    """A reply of a ``decode_responses=True`` client, typed as the str it is.
+
+    redis-py types replies as ``bytes | str`` (or ``None``); this narrows one
+    and fails loudly if the key was missing or the client returns bytes.
+    """
+    assert isinstance(reply, str), f"expected a str reply, got {reply!r}"
+    return reply
+
+
+def pid_of(server: Server) -> int:
+    """The process id of a running ``server`` (for ``os.kill``)."""
+    pid = server.pid
+    assert pid is not None, f"{server!r} is not running"
+    return pid
 
 
 def snapshot(client: redis.Redis) -> dict[str, str]:
     """Every key of the client's database and its type (small test databases)."""
     return {str(k): str(client.type(k)) for k in client.scan_iter(count=1000)}
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+@overload
+def assert_refused(
+    client: redis.Redis, call: Callable[[], Any], error: type[E], *words: str
+) -> E: ...
+
+
+@overload
+def assert_refused(
+    client: redis.Redis,
+    call: Callable[[], Any],
+    error: tuple[type[BaseException], ...],
+    *words: str,
+) -> BaseException: ...
 
 
 def assert_refused(

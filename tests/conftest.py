@@ -85,7 +85,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         # Every embedded server (Cluster, Sentinel and labkit.connect()'s
         # default one included) starts through Server.start.
-        Server.start = refuse  # type: ignore[method-assign]
+        Server.start = refuse  # type: ignore[method-assign, assignment]
 
 
 def pytest_collection_modifyitems(

@@ -7,13 +7,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import matplotlib
 import pytest
 import redis
-from checks import assert_refused
+from checks import as_str, assert_refused
 
 from labkit.core.wait import wait_until
 from labkit.lab.basics import (
@@ -172,6 +172,7 @@ def test_wire_selects_the_clients_database(r: redis.Redis, redis_url: str) -> No
 # --- bad input ----------------------------------------------------------------
 def _bad_inputs(r: redis.Redis, wire: Wire) -> list[tuple[Any, type, tuple[str, ...]]]:
     run = lambda c, b: None  # noqa: E731
+    work = lambda c: None  # noqa: E731
     return [
         (lambda: Wire("", 6379), ValueError, ("host=''", "non-empty str")),
         (lambda: Wire(1, 6379), TypeError, ("host=1", "str")),  # type: ignore[arg-type]
@@ -179,23 +180,23 @@ def _bad_inputs(r: redis.Redis, wire: Wire) -> list[tuple[Any, type, tuple[str, 
         (lambda: Wire("127.0.0.1", 70000), ValueError, ("port=70000", "65535")),
         (lambda: Wire("127.0.0.1", 1, timeout=math.nan), ValueError, ("timeout=nan",)),
         (lambda: Wire("127.0.0.1", 1, timeout=0), ValueError, ("timeout=0", "> 0")),
-        (lambda: Wire.to("redis://x"), TypeError, ("client='redis://x'", "Redis")),
-        (lambda: wire.send("PING"), TypeError, ("payload='PING'", "bytes")),
+        (lambda: Wire.to("redis://x"), TypeError, ("client='redis://x'", "Redis")),  # type: ignore[arg-type]
+        (lambda: wire.send("PING"), TypeError, ("payload='PING'", "bytes")),  # type: ignore[arg-type]
         (lambda: wire.send(b""), TypeError, ("payload=b''", "non-empty bytes")),
         (lambda: wire.send(resp("PING"), 0), ValueError, ("replies=0", "from 1")),
-        (lambda: wire.send(resp("PING"), 1.5), TypeError, ("replies=1.5", "an int")),
-        (lambda: proxy_for("r"), TypeError, ("client='r'", "redis.Redis")),
-        (lambda: client_via(r, "px"), TypeError, ("proxy='px'", "Proxy")),
+        (lambda: wire.send(resp("PING"), 1.5), TypeError, ("replies=1.5", "an int")),  # type: ignore[arg-type]
+        (lambda: proxy_for("r"), TypeError, ("client='r'", "redis.Redis")),  # type: ignore[arg-type]
+        (lambda: client_via(r, "px"), TypeError, ("proxy='px'", "Proxy")),  # type: ignore[arg-type]
         (lambda: median_ping_ms(r, 0), ValueError, ("n=0", "from 1")),
         (lambda: median_ping_ms(r, True), TypeError, ("n=True", "an int")),
-        (lambda: pipeline_curves(None, {"a": r}, [1]), TypeError, ("run=None",)),
-        (lambda: pipeline_curves(run, r, [1]), TypeError, ("clients=", "label")),
+        (lambda: pipeline_curves(None, {"a": r}, [1]), TypeError, ("run=None",)),  # type: ignore[arg-type]
+        (lambda: pipeline_curves(run, r, [1]), TypeError, ("clients=", "label")),  # type: ignore[arg-type]
         (lambda: pipeline_curves(run, {}, [1]), TypeError, ("clients={}",)),
-        (lambda: pipeline_curves(run, {"a": r}, "1"), TypeError, ("batch_sizes='1'",)),
+        (lambda: pipeline_curves(run, {"a": r}, "1"), TypeError, ("batch_sizes='1'",)),  # type: ignore[arg-type]
         (lambda: pipeline_curves(run, {"a": r}, []), ValueError, ("batch_sizes=[]",)),
         (lambda: pipeline_curves(run, {"a": r}, [0]), ValueError, ("item=0",)),
         (
-            lambda: pipeline_curves(run, {"a": r}, [1], rounds=math.inf),
+            lambda: pipeline_curves(run, {"a": r}, [1], rounds=math.inf),  # type: ignore[arg-type]
             TypeError,
             ("rounds=inf",),
         ),
@@ -204,11 +205,11 @@ def _bad_inputs(r: redis.Redis, wire: Wire) -> list[tuple[Any, type, tuple[str, 
             ValueError,
             ("calls=-1",),
         ),
-        (lambda: in_threads(run, "ab", 1), TypeError, ("clients='ab'", "list")),
-        (lambda: in_threads(run, [], 1), ValueError, ("len(clients)=0",)),
-        (lambda: in_threads(run, [r], 0), ValueError, ("times=0",)),
-        (lambda: in_threads(run, [r], 1, timeout=-1), ValueError, ("timeout=-1",)),
-        (lambda: in_threads(42, [r], 1), TypeError, ("work=42", "callable")),
+        (lambda: in_threads(work, "ab", 1), TypeError, ("clients='ab'", "list")),
+        (lambda: in_threads(work, [], 1), ValueError, ("len(clients)=0",)),
+        (lambda: in_threads(work, [r], 0), ValueError, ("times=0",)),
+        (lambda: in_threads(work, [r], 1, timeout=-1), ValueError, ("timeout=-1",)),
+        (lambda: in_threads(42, [r], 1), TypeError, ("work=42", "callable")),  # type: ignore[arg-type]
         (lambda: server_usec_per_call(r, "", r.ping), ValueError, ("command=''",)),
         (
             lambda: server_usec_per_call(r, "get", r.ping, calls=0),
@@ -221,7 +222,7 @@ def _bad_inputs(r: redis.Redis, wire: Wire) -> list[tuple[Any, type, tuple[str, 
             ("seconds=nan",),
         ),
         (lambda: sample(r.dbsize, seconds=1, every=2), ValueError, ("every=2", "<= 1")),
-        (lambda: sample("dbsize", seconds=1, every=0.1), TypeError, ("fn='dbsize'",)),
+        (lambda: sample("dbsize", seconds=1, every=0.1), TypeError, ("fn='dbsize'",)),  # type: ignore[arg-type]
     ]
 
 
@@ -358,11 +359,11 @@ def test_in_threads_races_for_real(r: redis.Redis, redis_url: str) -> None:
     a, b = r, labkit.connect(redis_url)
     try:
         r.set("n", 0)
-        in_threads(lambda c: c.set("n", int(c.get("n")) + 1), [a, b], times=200)
-        assert int(r.get("n")) <= 400
+        in_threads(lambda c: c.set("n", int(as_str(c.get("n"))) + 1), [a, b], times=200)
+        assert int(as_str(r.get("n"))) <= 400
         r.set("n", 0)
         out = in_threads(lambda c: c.incr("n"), [a, b], times=200)
-        assert int(r.get("n")) == 400 and [len(x) for x in out] == [200, 200]
+        assert int(as_str(r.get("n"))) == 400 and [len(x) for x in out] == [200, 200]
     finally:
         b.close()
 
@@ -408,7 +409,7 @@ def test_plots_draw_measured_data() -> None:
     for fig in figs:
         assert fig.axes
         plt.close(fig)
-    for call in (
+    bad: list[Callable[[], object]] = [
         lambda: plot_pipeline_curves({}),
         lambda: plot_pipeline_curves({"x": {10: 1.0}}),
         lambda: expiry_timeline({}),
@@ -416,6 +417,7 @@ def test_plots_draw_measured_data() -> None:
         lambda: hash_growth({}, limit=1),
         lambda: batch_bars({"a": 1.0}, {"b": 1}),
         lambda: time_per_command({}),
-    ):
+    ]
+    for call in bad:
         with pytest.raises(ValueError):
             call()

@@ -14,10 +14,12 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 import redis
+from checks import pid_of
 
 from labkit.cache import Cache, ClientSideCache, GroupedCache
 from labkit.core.clients import supports
@@ -79,7 +81,7 @@ def test_server_frozen_during_a_load(srv: Server, mode: str) -> None:
     cache = Cache(client, "k", ttl=60, stampede=mode)
 
     def loader_that_freezes_the_server() -> dict[str, int]:
-        os.kill(srv.pid, signal.SIGSTOP)
+        os.kill(pid_of(srv), signal.SIGSTOP)
         return {"n": 1}
 
     try:
@@ -87,7 +89,7 @@ def test_server_frozen_during_a_load(srv: Server, mode: str) -> None:
             lambda: cache.get_or_load("u", loader_that_freezes_the_server)
         )
     finally:
-        os.kill(srv.pid, signal.SIGCONT)
+        os.kill(pid_of(srv), signal.SIGCONT)
     assert isinstance(error, redis.TimeoutError)
     client.close()
     client = quick_client(srv)
@@ -112,12 +114,12 @@ def test_waiters_of_a_frozen_server_give_up_within_seconds(srv: Server) -> None:
     for t in threads:
         t.start()
     time.sleep(0.1)
-    os.kill(srv.pid, signal.SIGSTOP)
+    os.kill(pid_of(srv), signal.SIGSTOP)
     try:
         for t in threads:
             t.join(timeout=60)
     finally:
-        os.kill(srv.pid, signal.SIGCONT)
+        os.kill(pid_of(srv), signal.SIGCONT)
     assert not any(t.is_alive() for t in threads)
     assert len(outcomes) == 4
     assert all(isinstance(e, redis.TimeoutError) for e in outcomes)
@@ -228,13 +230,13 @@ def test_local_cache_server_frozen(srv: Server) -> None:
     writer.set("city", "Lima")
     local = ClientSideCache(srv.client(), timeout=1).start()
     assert local.get("city") == "Lima"
-    os.kill(srv.pid, signal.SIGSTOP)
+    os.kill(pid_of(srv), signal.SIGSTOP)
     try:
         error, _ = first_error(lambda: local.get("city"), timeout=60)
         assert isinstance(error, redis.TimeoutError | redis.ConnectionError)
         assert "city" not in local
     finally:
-        os.kill(srv.pid, signal.SIGCONT)
+        os.kill(pid_of(srv), signal.SIGCONT)
     writer.close()
     writer = quick_client(srv)
     writer.set("city", "Oslo")
@@ -274,7 +276,7 @@ def test_cache_on_a_cluster(cluster: Cluster, mode: str) -> None:
     rc = cluster.client()
     cache = Cache(rc, f"c-{mode}", ttl=60, stampede=mode)
     for i in range(30):  # keys on every node
-        assert cache.get_or_load(i, lambda i=i: {"n": i}) == {"n": i}
+        assert cache.get_or_load(i, partial(dict, n=i)) == {"n": i}
     assert cache.get_or_load(5, lambda: None) == {"n": 5}
     cache.set(5, {"n": 50})
     assert cache.get_or_load(5, lambda: None) == {"n": 50}
@@ -296,7 +298,7 @@ def test_grouped_cache_on_a_cluster(cluster: Cluster, per_field: Any) -> None:
     )
     for owner in range(10):
         for q in ("a", "b"):
-            cache.get_or_load(owner, q, lambda owner=owner, q=q: f"{owner}{q}")
+            cache.get_or_load(owner, q, partial("{}{}".format, owner, q))
     assert cache.get_or_load(3, "a", lambda: None) == "3a"
     assert sorted(cache.entry_ttls(3)) == ["a", "b"]
     assert cache.invalidate_owner(3) == 2 and cache.entry_ttls(3) == {}
@@ -311,5 +313,5 @@ def test_client_side_cache_refuses_a_cluster(cluster: Cluster) -> None:
     with pytest.raises(
         TypeError, match="ClientSideCache does not work on a RedisCluster"
     ):
-        ClientSideCache(rc)
+        ClientSideCache(rc)  # type: ignore[arg-type]
     rc.close()

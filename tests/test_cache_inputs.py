@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -38,7 +39,7 @@ Call = Callable[[redis.Redis], Any]
 # (id, call, error, words...)
 CASES: list[tuple[str, Call, type[BaseException], tuple[str, ...]]] = [
     # --- Cache(...) --------------------------------------------------------
-    ("cache-client-url", lambda r: Cache("redis://x", **OK), TypeError,
+    ("cache-client-url", lambda r: Cache("redis://x", **OK), TypeError,  # type: ignore[arg-type]
      ("client='redis://x'", "redis.Redis")),
     ("cache-ns-empty", lambda r: cache(r, namespace=""), ValueError,
      ("namespace=''", "non-empty")),
@@ -111,13 +112,13 @@ CASES: list[tuple[str, Call, type[BaseException], tuple[str, ...]]] = [
      ("key='a}b'", "'}'")),
     ("get-key-braces-only", lambda r: cache(r).get_or_load("{}", lambda: 1),
      ValueError, ("key='{}'", "hash tag")),
-    ("get-key-none", lambda r: cache(r).get_or_load(None, lambda: 1), TypeError,
+    ("get-key-none", lambda r: cache(r).get_or_load(None, lambda: 1), TypeError,  # type: ignore[arg-type]
      ("key=None", "non-empty str")),
     ("get-key-bool", lambda r: cache(r).get_or_load(True, lambda: 1), TypeError,
      ("key=True", "non-empty str")),
-    ("get-key-float", lambda r: cache(r).get_or_load(1.5, lambda: 1), TypeError,
+    ("get-key-float", lambda r: cache(r).get_or_load(1.5, lambda: 1), TypeError,  # type: ignore[arg-type]
      ("key=1.5", "non-empty str")),
-    ("get-loader-str", lambda r: cache(r).get_or_load("k", "users"), TypeError,
+    ("get-loader-str", lambda r: cache(r).get_or_load("k", "users"), TypeError,  # type: ignore[arg-type]
      ("loader='users'", "callable")),
     ("get-value-set", lambda r: cache(r).get_or_load("k", lambda: {1, 2}),
      TypeError, ("labkit:cache:{ok:k}", "set", "JSON-serialisable")),
@@ -131,10 +132,10 @@ CASES: list[tuple[str, Call, type[BaseException], tuple[str, ...]]] = [
     ("set-key-empty", lambda r: cache(r).set("", 1), ValueError, ("key=''",)),
     ("invalidate-key-brace", lambda r: cache(r).invalidate("{x}"), ValueError,
      ("key='{x}'", "'{'")),
-    ("cached-key-str", lambda r: cache(r).cached(key="user"), TypeError,
+    ("cached-key-str", lambda r: cache(r).cached(key="user"), TypeError,  # type: ignore[arg-type]
      ("key='user'", "callable")),
     # --- GroupedCache ---------------------------------------------------------
-    ("group-client-none", lambda r: GroupedCache(None, **OK), TypeError,
+    ("group-client-none", lambda r: GroupedCache(None, **OK), TypeError,  # type: ignore[arg-type]
      ("client=None", "redis.Redis")),
     ("group-ttl-nan", lambda r: grouped(r, ttl=math.nan), ValueError,
      ("ttl=nan", "finite number of seconds")),
@@ -150,24 +151,24 @@ CASES: list[tuple[str, Call, type[BaseException], tuple[str, ...]]] = [
      ValueError, ("owner=''", "non-empty")),
     ("group-owner-brace", lambda r: grouped(r).get_or_load("7}", "q", lambda: 1),
      ValueError, ("owner='7}'", "'}'")),
-    ("group-owner-none", lambda r: grouped(r).invalidate_owner(None), TypeError,
+    ("group-owner-none", lambda r: grouped(r).invalidate_owner(None), TypeError,  # type: ignore[arg-type]
      ("owner=None", "non-empty str")),
     ("group-key-empty", lambda r: grouped(r).get_or_load(7, "", lambda: 1),
      ValueError, ("key=''", "non-empty")),
-    ("group-key-list", lambda r: grouped(r).get_or_load(7, ["q"], lambda: 1),
+    ("group-key-list", lambda r: grouped(r).get_or_load(7, ["q"], lambda: 1),  # type: ignore[arg-type]
      TypeError, ("key=['q']", "non-empty str")),
-    ("group-loader-none", lambda r: grouped(r).get_or_load(7, "q", None), TypeError,
+    ("group-loader-none", lambda r: grouped(r).get_or_load(7, "q", None), TypeError,  # type: ignore[arg-type]
      ("loader=None", "callable")),
     ("group-value-set", lambda r: grouped(r).get_or_load(7, "q", lambda: {1}),
      TypeError, ("'q'", "set")),
     ("group-invalidate-key-bool", lambda r: grouped(r).invalidate(7, False),
      TypeError, ("key=False", "non-empty str")),
     # --- ClientSideCache --------------------------------------------------------
-    ("local-client-str", lambda r: ClientSideCache("localhost"), TypeError,
+    ("local-client-str", lambda r: ClientSideCache("localhost"), TypeError,  # type: ignore[arg-type]
      ("client='localhost'", "redis.Redis")),
     ("local-max-zero", lambda r: ClientSideCache(r, max_entries=0), ValueError,
      ("max_entries=0", "from 1")),
-    ("local-max-float", lambda r: ClientSideCache(r, max_entries=2.5), TypeError,
+    ("local-max-float", lambda r: ClientSideCache(r, max_entries=2.5), TypeError,  # type: ignore[arg-type]
      ("max_entries=2.5", "an int")),
     ("local-max-bool", lambda r: ClientSideCache(r, max_entries=True), TypeError,
      ("max_entries=True", "an int")),
@@ -207,7 +208,11 @@ def local(r: redis.Redis) -> Any:
     ],
 )
 def test_local_cache_refuses_bad_keys(
-    r: redis.Redis, local: ClientSideCache, bad: Any, error: type, words: tuple
+    r: redis.Redis,
+    local: ClientSideCache,
+    bad: Any,
+    error: type,
+    words: tuple[str, ...],
 ) -> None:
     """ClientSideCache.get refuses an empty, missing or list key."""
     assert_refused(r, lambda: local.get(bad), error, *words)
@@ -236,13 +241,13 @@ def test_cache_entry_holding_a_hash(r: redis.Redis) -> None:
         c = cache(r, namespace="users", stampede=mode)
         err = assert_refused(
             r,
-            lambda c=c: c.get_or_load(7, lambda: calls.append(1)),
+            partial(c.get_or_load, 7, lambda: calls.append(1)),
             WrongTypeError,
             "labkit:cache:{users:7}",
             "holds a hash",
         )
-        assert err.found == "hash" and err.expected == "string"  # type: ignore[attr-defined]
-        assert_refused(r, lambda c=c: c.set(7, {"n": 1}), WrongTypeError, "hash")
+        assert err.found == "hash" and err.expected == "string"
+        assert_refused(r, partial(c.set, 7, {"n": 1}), WrongTypeError, "hash")
     assert calls == []
 
 
@@ -305,9 +310,13 @@ def test_unreachable_server_fails_fast(r: redis.Redis, nowhere: redis.Redis) -> 
     port = nowhere.connection_pool.connection_kwargs["port"]
     where = f"127.0.0.1:{port}"
     for mode in ("lock", "none", "xfetch"):
+
+        def read(m: str = mode) -> object:
+            return Cache(nowhere, **OK, stampede=m).get_or_load("k", int)
+
         assert_refused(
             r,
-            lambda m=mode: Cache(nowhere, **OK, stampede=m).get_or_load("k", int),
+            read,
             redis.ConnectionError,
             where,
         )
@@ -338,7 +347,7 @@ def test_keys_audit_after_a_normal_run(r: redis.Redis) -> None:
     for mode in ("lock", "none", "xfetch"):
         c = cache(r, namespace=f"audit-{mode}", stampede=mode, rng=random.Random(1))
         for i in range(5):
-            c.get_or_load(i, lambda i=i: {"n": i})
+            c.get_or_load(i, partial(dict, n=i))
         c.set("direct", [1])
         c.invalidate(0)
     held = cache(r, namespace="audit-lease")
@@ -347,7 +356,7 @@ def test_keys_audit_after_a_normal_run(r: redis.Redis) -> None:
         g = grouped(r, namespace=f"audit-{per_field}", per_field_expiry=per_field)
         for owner in (1, 2):
             for q in ("a", "b"):
-                g.get_or_load(owner, q, lambda q=q: [q])
+                g.get_or_load(owner, q, partial(list, [q]))
         g.invalidate_owner(1)
         g.invalidate(2, "a")
     with ClientSideCache(r) as local:

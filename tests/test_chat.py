@@ -22,7 +22,7 @@ def test_two_clients_two_workers_each_reply_to_its_own_client(r: redis.Redis) ->
     svc = ChatService(r)
     ada, bob = ChatClient(svc), ChatClient(svc)
     workers = [ChatWorker(svc, name="w1"), ChatWorker(svc, name="w2")]
-    sent = {ada.token: [], bob.token: []}
+    sent: dict[str, list[str]] = {ada.token: [], bob.token: []}
     for i in range(5):
         for client in (ada, bob):
             sent[client.token].append(client.send(f"{client.token[:4]} #{i}"))
@@ -210,7 +210,7 @@ def test_chat_service_refuses_a_cluster_with_the_reason() -> None:
     with Cluster(masters=1) as cluster:
         rc = cluster.client()
         with pytest.raises(TypeError, match="cannot share a cluster slot"):
-            ChatService(rc)
+            ChatService(rc)  # type: ignore[arg-type]
         rc.close()
 
 
@@ -224,7 +224,7 @@ NAN = float("nan")
         (lambda s, c: ChatService(s.client, ttl=NAN), ValueError, "ttl=nan", "finite"),
         (lambda s, c: ChatService(s.client, ttl=True), TypeError, "ttl=True", "num"),
         (lambda s, c: ChatService(s.client, prefix=""), ValueError, "prefix=''", "non"),
-        (lambda s, c: ChatService("r"), TypeError, "client='r'", "redis.Redis"),
+        (lambda s, c: ChatService("r"), TypeError, "client='r'", "redis.Redis"),  # type: ignore[arg-type]
         (lambda s, c: s.send(c.token, 42), TypeError, "text=42", "a str"),
         (lambda s, c: s.send(c.token, ""), ValueError, "text=''", "from 1"),
         (lambda s, c: s.send("{x}", "hi"), ValueError, "token='{x}'", "must not"),
@@ -236,8 +236,8 @@ NAN = float("nan")
         ),
         (lambda s, c: s.history("gone"), SessionExpiredError, "'gone'", "expired"),
         (lambda s, c: s.replies(c.token, block=NAN), ValueError, "block=nan", "fin"),
-        (lambda s, c: ChatClient("svc"), TypeError, "service='svc'", "ChatService"),
-        (lambda s, c: ChatWorker(s, model=5), TypeError, "model=5", "callable"),
+        (lambda s, c: ChatClient("svc"), TypeError, "service='svc'", "ChatService"),  # type: ignore[arg-type]
+        (lambda s, c: ChatWorker(s, model=5), TypeError, "model=5", "callable"),  # type: ignore[arg-type]
         (lambda s, c: ChatWorker(s, name=""), ValueError, "name=''", "non-empty"),
         (lambda s, c: ChatWorker(s).recover(idle=-1), ValueError, "idle=-1", "from 0"),
         (lambda s, c: ChatWorker(s).recover(idle=NAN), ValueError, "idle=nan", "fin"),

@@ -103,6 +103,7 @@ def test_no_copy_carries_a_cluster_nodes_handler(r: redis.Redis) -> None:
         for copy in copies:
             assert HANDLER not in copy.connection_pool.connection_kwargs
         with FlagStore(node, "copies") as store:
+            assert store._listen_client is not None
             kwargs = store._listen_client.connection_pool.connection_kwargs
             assert HANDLER not in kwargs
         with ClientSideCache(node) as csc:

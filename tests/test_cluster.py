@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 import redis
 
@@ -21,7 +24,7 @@ pytestmark = pytest.mark.embedded
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster() -> Iterator[Cluster]:
     """One 3-master cluster for the module (forming one takes about 2 s)."""
     with Cluster(masters=3) as c:
         yield c
@@ -76,7 +79,7 @@ def test_slot_ranges_cover_every_slot_once() -> None:
         ({"node_timeout_ms": 5}, "node_timeout_ms=5"),
     ],
 )
-def test_bad_arguments(kwargs: dict, match: str) -> None:
+def test_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
     """Bad sizes are refused before any process starts."""
     with pytest.raises(ValueError, match=match):
         Cluster(**kwargs)
@@ -138,7 +141,7 @@ def test_sharded_client_refuses_a_cluster_client(cluster: Cluster) -> None:
     rc = cluster.client()
     try:
         with pytest.raises(TypeError, match="routes every key to its slot's owner"):
-            ShardedClient({"a": rc}, JumpHash(["a"]))
+            ShardedClient({"a": rc}, JumpHash(["a"]))  # type: ignore[dict-item]
     finally:
         rc.close()
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -224,7 +225,9 @@ def test_start_returns_the_store_and_is_idempotent(r: redis.Redis) -> None:
         ({"value": object()}, TypeError, "must be JSON"),
     ],
 )
-def test_bad_input(r: redis.Redis, kwargs: dict, error: type, named: str) -> None:
+def test_bad_input(
+    r: redis.Redis, kwargs: dict[str, Any], error: type, named: str
+) -> None:
     """Bad names, states, percents and values raise, naming the argument."""
     with FlagStore(r) as flags, pytest.raises(error, match=named):
         flags.set(**({"name": "f"} | kwargs))

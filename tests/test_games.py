@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
-from checks import assert_refused, audit_keys
+from checks import as_str, assert_refused, audit_keys
 
 from labkit.core.wait import wait_until
 from labkit.errors import WrongTypeError
-from labkit.lab.games import MOVE, GameServer, GameState, NaiveGameServer, winner_of
+from labkit.lab.games import (
+    MOVE,
+    GameServer,
+    GameState,
+    NaiveGameServer,
+    ScenarioResult,
+    winner_of,
+)
 from labkit.lab.games import scenarios as sc
 from labkit.server import free_port, no_retry
 
@@ -33,11 +40,13 @@ def threads() -> Iterator[None]:
 
 @pytest.fixture(params=["naive", "redis"])
 def design(request: pytest.FixtureRequest) -> str:
-    return request.param
+    return str(request.param)
 
 
 @pytest.fixture
-def pair(r: redis.Redis, design: str) -> Iterator[tuple]:
+def pair(
+    r: redis.Redis, design: str
+) -> Iterator[tuple[NaiveGameServer | GameServer, NaiveGameServer | GameServer]]:
     """Two connected servers of one design on one game."""
     cls = NaiveGameServer if design == "naive" else GameServer
     a, b = cls(r, "A"), cls(r, "B")
@@ -49,7 +58,11 @@ def pair(r: redis.Redis, design: str) -> Iterator[tuple]:
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda f: f.__name__)
-def test_scenarios(pair: tuple, design: str, scenario) -> None:
+def test_scenarios(
+    pair: tuple[NaiveGameServer | GameServer, NaiveGameServer | GameServer],
+    design: str,
+    scenario: Callable[..., ScenarioResult],
+) -> None:
     """Every scenario breaks the tutorial design and leaves the fix consistent."""
     result = scenario(*pair)
     assert result.ok == (design == "redis"), result.problems
@@ -95,7 +108,10 @@ def test_concurrent_moves_keep_invariants(r: redis.Redis) -> None:
         a.state
         == b.state
         == GameState(
-            stored["board"], stored["turn"], int(stored["version"]), stored["winner"]
+            as_str(stored["board"]),
+            as_str(stored["turn"]),
+            int(stored["version"]),
+            as_str(stored["winner"]),
         )
     )
 
@@ -126,7 +142,9 @@ def test_naive_race_makes_double_moves(r: redis.Redis) -> None:
     ],
     ids=["x-row", "o-diagonal", "draw"],
 )  # fmt: skip
-def test_winner_and_draw_detected(r: redis.Redis, moves: list, winner: str) -> None:
+def test_winner_and_draw_detected(
+    r: redis.Redis, moves: list[tuple[str, int]], winner: str
+) -> None:
     """The script detects wins and draws, then refuses further moves."""
     a, b = GameServer(r, "A"), GameServer(r, "B")
     a.connect()
@@ -336,7 +354,7 @@ def _unreachable() -> redis.Redis:
 BAD_INPUT = [
     ("player-z", lambda r: GameServer(r, "A").move("Z", 0), ValueError,
      ["player='Z'", "'X', 'O'"]),
-    ("player-none", lambda r: GameServer(r, "A").move(None, 0), TypeError,
+    ("player-none", lambda r: GameServer(r, "A").move(None, 0), TypeError,  # type: ignore[arg-type]
      ["player=None", "'X' or 'O'"]),
     ("player-lower", lambda r: GameServer(r, "A").move("x", 0), ValueError,
      ["player='x'"]),
@@ -344,16 +362,16 @@ BAD_INPUT = [
      ["cell=9", "from 0 to 8"]),
     ("cell-negative", lambda r: GameServer(r, "A").move("X", -1), ValueError,
      ["cell=-1", "from 0 to 8"]),
-    ("cell-str", lambda r: GameServer(r, "A").move("X", "4"), TypeError,
+    ("cell-str", lambda r: GameServer(r, "A").move("X", "4"), TypeError,  # type: ignore[arg-type]
      ["cell='4'"]),
     ("cell-bool", lambda r: GameServer(r, "A").move("X", True), TypeError,
      ["cell=True"]),
-    ("cell-float", lambda r: GameServer(r, "A").move("X", 4.0), TypeError,
+    ("cell-float", lambda r: GameServer(r, "A").move("X", 4.0), TypeError,  # type: ignore[arg-type]
      ["cell=4.0"]),
-    ("cell-nan", lambda r: GameServer(r, "A").move("X", NAN), TypeError,
+    ("cell-nan", lambda r: GameServer(r, "A").move("X", NAN), TypeError,  # type: ignore[arg-type]
      ["cell=nan"]),
     ("name-empty", lambda r: GameServer(r, ""), ValueError, ["name=''"]),
-    ("name-int", lambda r: GameServer(r, 5), TypeError, ["name=5"]),
+    ("name-int", lambda r: GameServer(r, 5), TypeError, ["name=5"]),  # type: ignore[arg-type]
     ("game-empty", lambda r: GameServer(r, "A", game=""), ValueError, ["game=''"]),
     ("game-brace-only", lambda r: GameServer(r, "A", game="}"), ValueError,
      ["game='}'", "'{'"]),

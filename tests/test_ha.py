@@ -41,6 +41,7 @@ def test_sentinel_failover_client_writes_and_reads_within_bounded_time() -> None
             "timeout",
             "refused",
         }
+        assert group.sentinel is not None
         client = group.sentinel.master_for()
         client.set("after-failover", "yes")
         assert client.get("after-failover") == "yes" and client.get("fo:0") == "0"
@@ -59,6 +60,7 @@ def test_writes_acknowledged_during_a_partition_are_lost_in_the_failover() -> No
 def test_wait_counts_replicas_but_does_not_undo_the_write() -> None:
     """WAIT returns how many replicas have the write; 0 leaves it on the primary."""
     with ReplicatedGroup() as group:
+        assert group.primary is not None
         primary, replica = group.primary.client(), group.replicas[0].client()
         primary.set("a", "1")
         assert primary.wait(1, 2000) == 1 and replica.get("a") == "1"
@@ -75,6 +77,7 @@ def test_wait_covers_only_the_writes_of_its_own_connection() -> None:
     fresh connection, which wrote nothing, gets 1 at once (WAIT 0 = no timeout:
     had it anything to wait for, it would block until pytest-timeout)."""
     with ReplicatedGroup() as group:
+        assert group.primary is not None
         writer = group.primary.client(single_connection_client=True)
         fresh = group.primary.client(single_connection_client=True)
         writer.set("x", "1")
@@ -107,6 +110,7 @@ def test_a_replica_acknowledgement_is_not_its_disk() -> None:
     """A replica without AOF acknowledges a write (WAIT 1) but never fsyncs it
     (WAITAOF 0 1 answers 0 replicas)."""
     with ReplicatedGroup() as group:
+        assert group.primary is not None
         writer = group.primary.client(single_connection_client=True)
         writer.set("k", "v")
         assert writer.wait(1, 5000) == 1
@@ -117,6 +121,7 @@ def test_a_replica_acknowledgement_is_not_its_disk() -> None:
 def test_sentinel_event_stream_shows_the_failover_in_order() -> None:
     """PSUBSCRIBE * on the Sentinel records +sdown, +odown, +switch-master in order."""
     with ReplicatedGroup(sentinel=True) as group:
+        assert group.sentinel is not None
         with SentinelEvents(group.sentinel) as events:
             result = failover_test(group, writes_before=20, writes_after=5)
             assert events.first("+switch-master") is not None
@@ -124,6 +129,7 @@ def test_sentinel_event_stream_shows_the_failover_in_order() -> None:
         firsts = [order.index(c) for c in ("+sdown", "+odown", "+switch-master")]
         assert firsts == sorted(firsts)
         switch = events.first("+switch-master")
+        assert switch is not None
         assert switch.at > result.killed_at and str(result.new_port) in switch.text
         assert not events.listener.running
 
@@ -132,6 +138,7 @@ def test_proxied_group_routes_every_link_through_proxies() -> None:
     """proxied=True: replicas replicate via the primary's proxy and Sentinel
     monitors it there; every server is reachable at its proxy."""
     with ReplicatedGroup(2, sentinel=True, proxied=True) as group:
+        assert group.primary is not None and group.sentinel is not None
         front = group.proxies[group.primary]
         assert group.sentinel.master_address() == (front.host, front.port)
         for replica in group.replicas:
@@ -177,15 +184,15 @@ def _bad(call: Any, error: type, words: str) -> None:
         (lambda: ReplicatedGroup(replicas=True), TypeError, "replicas=True"),
         (lambda: ReplicatedGroup(replicas=99), ValueError, "replicas=99"),
         (lambda: ReplicatedGroup(down_after_ms=5), ValueError, "down_after_ms=5"),
-        (lambda: ReplicatedGroup(down_after_ms=1.5), TypeError, "down_after_ms=1.5"),
+        (lambda: ReplicatedGroup(down_after_ms=1.5), TypeError, "down_after_ms=1.5"),  # type: ignore[arg-type]
         (
             lambda: ReplicatedGroup(failover_timeout_ms=10),
             ValueError,
             "failover_timeout_ms=10",
         ),
-        (lambda: ReplicatedGroup(config="appendonly yes"), TypeError, "config="),
-        (lambda: ReplicatedGroup(sentinel="yes"), TypeError, "sentinel='yes'"),
-        (lambda: ReplicatedGroup(proxied=1), TypeError, "proxied=1"),
+        (lambda: ReplicatedGroup(config="appendonly yes"), TypeError, "config="),  # type: ignore[arg-type]
+        (lambda: ReplicatedGroup(sentinel="yes"), TypeError, "sentinel='yes'"),  # type: ignore[arg-type]
+        (lambda: ReplicatedGroup(proxied=1), TypeError, "proxied=1"),  # type: ignore[arg-type]
         (lambda: split_brain_test("quorum"), ValueError, "mode='quorum'"),
         (lambda: split_brain_test(partition_s=0), ValueError, "partition_s=0"),
         (lambda: split_brain_test(partition_s=math.nan), ValueError, "partition_s=nan"),
@@ -195,8 +202,8 @@ def _bad(call: Any, error: type, words: str) -> None:
         (lambda: split_brain_test(wait_ms=True), TypeError, "wait_ms=True"),
         (lambda: split_brain_test(max_lag_s=-1), ValueError, "max_lag_s=-1"),
         (lambda: split_brain_test(timeout=-1), ValueError, "timeout=-1"),
-        (lambda: failover_test("group"), TypeError, "group='group'"),
-        (lambda: SentinelEvents("sentinel"), TypeError, "sentinel='sentinel'"),
+        (lambda: failover_test("group"), TypeError, "group='group'"),  # type: ignore[arg-type]
+        (lambda: SentinelEvents("sentinel"), TypeError, "sentinel='sentinel'"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_harness_arguments_are_refused_before_anything_starts(
@@ -220,7 +227,7 @@ def test_bad_failover_arguments_need_a_sentinel_and_sane_counts() -> None:
             "freeze_last=6",
         )
         _bad(lambda: failover_test(group, timeout=math.nan), ValueError, "timeout=nan")
-        assert group.primary.running  # nothing was killed
+        assert group.primary is not None and group.primary.running  # nothing was killed
 
 
 @pytest.mark.timeout(120)
@@ -232,6 +239,7 @@ def test_failover_that_never_comes_is_a_clear_error_within_its_timeout() -> None
         pytest.raises(ExperimentTimeoutError, match="accepted writes within 4 s"),
     ):
         failover_test(group, writes_before=5, writes_after=1, timeout=4)
+    assert group.primary is not None and group.sentinel is not None
     assert not group.primary.running and not group.sentinel.running
 
 

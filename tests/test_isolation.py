@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import redis
+from checks import pid_of
 
 import labkit
 from labkit.cache import Cache, GroupedCache
@@ -114,7 +115,10 @@ def test_every_pattern_builds_injective_keys(r: redis.Redis, seed: int) -> None:
     """Property: random (prefix or namespace, name) pairs never build one key twice."""
     assert_injective(lambda ns, k: [Cache(r, ns, 60).key(k)], 2, seed)
     assert_injective(lambda ns, k: [Cache(r, ns, 60).lease_key(k)], 2, seed)
-    g = lambda ns: GroupedCache(r, ns, 60, per_field_expiry=False)  # noqa: E731
+
+    def g(ns: str) -> GroupedCache:
+        return GroupedCache(r, ns, 60, per_field_expiry=False)
+
     assert_injective(lambda ns, o, k: [g(ns).entry_key(o, k)], 3, seed)
     assert_injective(lambda ns, o: [g(ns).gen_key(o), g(ns).index_key(o)], 2, seed)
     for cls in LIMITERS:
@@ -288,9 +292,14 @@ def test_a_lease_key_of_another_type_is_an_error(r: redis.Redis) -> None:
     c = Cache(r, "users", 60, lease_ttl=3600)  # a stall would last an hour
     r.hset(c.lease_key("k"), "f", 1)
     before = dumps(r, c.lease_key("k"))
-    loads = []
+    loads: list[int] = []
+
+    def load() -> int:
+        loads.append(1)
+        return 1
+
     with pytest.raises(WrongTypeError, match="lease"):
-        c.get_or_load("k", lambda: loads.append(1) or 1)
+        c.get_or_load("k", load)
     assert loads == [] and dumps(r, c.lease_key("k")) == before
 
 
@@ -496,14 +505,14 @@ def test_a_frozen_server_timeout_names_server_and_key() -> None:
         client = srv.client(socket_timeout=0.5)
         lim = FixedWindow(client, 5, 60)
         lim.allow("k")
-        os.kill(srv.pid, signal.SIGSTOP)
+        os.kill(pid_of(srv), signal.SIGSTOP)
         try:
             with pytest.raises(redis.TimeoutError) as info:
                 lim.allow("k")
             with pytest.raises(redis.TimeoutError) as hit:
                 Cache(client, "users", 60).get_or_load("k", lambda: 1)
         finally:
-            os.kill(srv.pid, signal.SIGCONT)
+            os.kill(pid_of(srv), signal.SIGCONT)
         client.close()
     assert f":{srv.port}/0" in str(info.value)
     assert "ratelimit_fixed_window" in str(info.value)

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -176,10 +177,10 @@ def test_either_kind_of_client_works(
         assert lease is not None and lease.fence == 1 and isinstance(lease.fence, int)
         assert Lock(client, "either", ttl=5).acquire(blocking=False) is None
         assert lock.extend().fence == 1
-        assert lock.release() is None and not lock.locked()
+        assert lock.release() is None and not lock.locked()  # type: ignore[func-returns-value]
         red = Redlock(voters, "either", ttl=5)  # type: ignore[arg-type]
         assert red.acquire() is not None
-        assert red.release() is None and red.released == 2
+        assert red.release() is None and red.released == 2  # type: ignore[func-returns-value]
         red.close()
         client.delete(lock.fence_key)
     finally:
@@ -258,7 +259,10 @@ def test_paused_holder_is_fenced_off(r: redis.Redis) -> None:
     assert not fenced.stale_accepted and not fenced.a_accepted
     assert fenced.lost_updates == 0 and fenced.b_accepted
     assert (
-        fenced.b_lease is not None and fenced.b_lease.fence == fenced.a_lease.fence + 1
+        fenced.a_lease is not None
+        and fenced.a_lease.fence is not None
+        and fenced.b_lease is not None
+        and fenced.b_lease.fence == fenced.a_lease.fence + 1
     )
     assert not short.stale_accepted and short.a_released and short.lost_updates == 0
     assert not experiment.process.is_alive()
@@ -315,7 +319,7 @@ def test_client_kill_of_the_holders_connections() -> None:
             admin.client_kill_filter(_type="normal", skipme=True)
             admin.close()
         lock.release()
-        assert redlock.release() is None
+        assert redlock.release() is None  # type: ignore[func-returns-value]
         assert redlock.released == 3
         assert not lock.locked() and s2.client().exists(redlock.key) == 0
         redlock.close()
@@ -356,7 +360,7 @@ def test_lock_on_a_real_cluster() -> None:
             for lock in holders:
                 lock.release()
             with pytest.raises(TypeError, match="independent servers"):
-                Redlock([rc], "alpha", ttl=1)
+                Redlock([rc], "alpha", ttl=1)  # type: ignore[list-item]
         finally:
             rc.close()
 
@@ -398,7 +402,7 @@ def test_redlock_majority_validity_and_release(five: list[Server]) -> None:
     assert a.quorum == 3 and b.acquire(blocking=False) is None
     assert b.last_votes == [0] * 5
     assert a.extend(3).validity > 2.5
-    assert a.release() is None
+    assert a.release() is None  # type: ignore[func-returns-value]
     assert a.released == 5
     assert all(s.client().exists(a.key) == 0 for s in five)
 
@@ -415,7 +419,7 @@ def test_redlock_survives_one_down_and_refuses_three(five: list[Server]) -> None
             Redlock(_clients(five, flush=False), "res", ttl=2).acquire(blocking=False)
             is None
         )
-        assert lock.release() is None
+        assert lock.release() is None  # type: ignore[func-returns-value]
         assert lock.released == 4
         five[1].kill()
         five[2].kill()
@@ -442,7 +446,7 @@ def test_redlock_frozen_server_costs_only_the_server_timeout(
         assert isinstance(lock.last_votes[4], redis.TimeoutError)
     finally:
         os.kill(five[4].pid or 0, signal.SIGCONT)
-    assert lock.release() is None
+    assert lock.release() is None  # type: ignore[func-returns-value]
     assert lock.released >= 4  # the frozen server ran the SET after all, maybe
 
 
@@ -471,7 +475,7 @@ def test_redlock_restart_without_persistence_makes_two_holders(
     assert a.lease is not None and a.lease.remaining() > 0  # two holders at once
     with pytest.raises(LockNotOwnedError, match="only 2 of 5"):
         a.release()
-    assert b.release() is None
+    assert b.release() is None  # type: ignore[func-returns-value]
     assert b.released == 3
 
 
@@ -486,7 +490,7 @@ def test_redlock_restart_with_aof_always_keeps_the_lease() -> None:
         servers[0].kill()
         servers[0].restart()
         assert b.acquire(blocking=False) is None
-        assert a.release() is None
+        assert a.release() is None  # type: ignore[func-returns-value]
         assert a.released == 3
     finally:
         for s in servers:
@@ -565,7 +569,7 @@ def test_multiplexed_is_bounded_on_fresh_connections_to_frozen_servers() -> None
 # --- bad input: refused before anything is written ---------------------------------
 
 
-def _where(client: redis.Redis) -> dict[str, object]:
+def _where(client: redis.Redis) -> dict[str, Any]:
     """The host and port of a client, to open another db of the same server."""
     kw = client.connection_pool.connection_kwargs
     return {"host": kw["host"], "port": kw["port"]}
@@ -581,11 +585,11 @@ def two_servers() -> Iterator[list[redis.Redis]]:
             c.close()
 
 
-def _bad_lock_calls(r: redis.Redis) -> list[tuple]:
+def _bad_lock_calls(r: redis.Redis) -> list[tuple[Any, ...]]:
     lock = Lock(r, "ok", ttl=1)
     return [
         (
-            lambda: Lock("redis://x", "a", 1),
+            lambda: Lock("redis://x", "a", 1),  # type: ignore[arg-type]
             TypeError,
             "client='redis://x'",
             "redis.Redis",
@@ -593,8 +597,8 @@ def _bad_lock_calls(r: redis.Redis) -> list[tuple]:
         (lambda: Lock(r, "", 1), ValueError, "name=''", "non-empty"),
         (lambda: Lock(r, "{a}", 1), ValueError, "name='{a}'", "must not contain"),
         (lambda: Lock(r, "a}", 1), ValueError, "name='a}'", "must not contain"),
-        (lambda: Lock(r, None, 1), TypeError, "name=None", "non-empty str"),
-        (lambda: Lock(r, ["a"], 1), TypeError, "name=['a']", "non-empty str"),
+        (lambda: Lock(r, None, 1), TypeError, "name=None", "non-empty str"),  # type: ignore[arg-type]
+        (lambda: Lock(r, ["a"], 1), TypeError, "name=['a']", "non-empty str"),  # type: ignore[arg-type]
         (lambda: Lock(r, "a", math.nan), ValueError, "ttl=nan", "finite number"),
         (lambda: Lock(r, "a", math.inf), ValueError, "ttl=inf", "86400"),
         (lambda: Lock(r, "a", -1), ValueError, "ttl=-1", "from 0.001"),
@@ -602,7 +606,7 @@ def _bad_lock_calls(r: redis.Redis) -> list[tuple]:
         (lambda: Lock(r, "a", 10**400), ValueError, "ttl=100000...(401", "86400"),
         (lambda: Lock(r, "a", 10**9), ValueError, "ttl=1000000000", "86400"),
         (lambda: Lock(r, "a", True), TypeError, "ttl=True", "finite number"),
-        (lambda: Lock(r, "a", "5"), TypeError, "ttl='5'", "finite number"),
+        (lambda: Lock(r, "a", "5"), TypeError, "ttl='5'", "finite number"),  # type: ignore[arg-type]
         (
             lambda: Lock(r, "a", 1, timeout=math.nan),
             ValueError,
@@ -624,14 +628,14 @@ def _bad_lock_calls(r: redis.Redis) -> list[tuple]:
         ),
         (lambda: lock.acquire(timeout=math.inf), ValueError, "timeout=inf", "finite"),
         (
-            lambda: lock.acquire(blocking="no"),
+            lambda: lock.acquire(blocking="no"),  # type: ignore[arg-type]
             TypeError,
             "blocking='no'",
             "True or False",
         ),
         (lambda: lock.extend(ttl=-2), ValueError, "ttl=-2", "from 0.001"),
         (
-            lambda: FencedStore(r, "s", fencing=1),
+            lambda: FencedStore(r, "s", fencing=1),  # type: ignore[arg-type]
             TypeError,
             "fencing=1",
             "True or False",
@@ -657,14 +661,14 @@ def test_bad_redlock_arguments_are_refused(
 ) -> None:
     """Every bad argument of Redlock: a clear error, nothing written."""
     c1, c2 = two_servers
-    cases = [
+    cases: list[tuple[Any, ...]] = [
         (
-            lambda: Redlock(r, "a", 1),
+            lambda: Redlock(r, "a", 1),  # type: ignore[arg-type]
             TypeError,
             "must be a list of redis.Redis",
             "[client]",
         ),
-        (lambda: Redlock("abc", "a", 1), TypeError, "clients='abc'"),
+        (lambda: Redlock("abc", "a", 1), TypeError, "clients='abc'"),  # type: ignore[arg-type]
         (lambda: Redlock([], "a", 1), ValueError, "0 given", "1 to 99"),
         (lambda: Redlock([c1, c1], "a", 1), ValueError, "clients[1]", "same server"),
         (
@@ -673,7 +677,7 @@ def test_bad_redlock_arguments_are_refused(
             "clients[1]",
             "another db of one server",
         ),
-        (lambda: Redlock([c1, "x"], "a", 1), TypeError, "client='x'", "Redlock"),
+        (lambda: Redlock([c1, "x"], "a", 1), TypeError, "client='x'", "Redlock"),  # type: ignore[list-item]
         (lambda: Redlock([c1, c2], "", 1), ValueError, "name=''"),
         (lambda: Redlock([c1, c2], "a{", 1), ValueError, "name='a{'"),
         (lambda: Redlock([c1, c2], "a", math.nan), ValueError, "ttl=nan"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -44,7 +46,7 @@ def test_rate_and_compare_rates_count_ops_per_call() -> None:
         (lambda: compare_rates({}, rounds=0), "rounds=0"),
     ],
 )
-def test_bad_arguments(call, match: str) -> None:
+def test_bad_arguments(call: Callable[[], object], match: str) -> None:
     """Bad arguments raise ValueError naming the argument."""
     with pytest.raises(ValueError, match=match):
         call()

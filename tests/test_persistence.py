@@ -14,6 +14,8 @@ import redis
 from labkit.lab.errors import PowerCutUnavailableError
 from labkit.lab.persistence import (
     POLICIES,
+    AofFile,
+    CrashResult,
     PowerCutShim,
     aof_files,
     crash_test,
@@ -42,7 +44,7 @@ from labkit.server import Server, no_retry, running_servers
 pytestmark = pytest.mark.embedded
 
 
-def _honest(result) -> bool:
+def _honest(result: CrashResult) -> bool:
     """acked - lost <= recovered <= acked - lost + in_flight, nothing corrupted."""
     kept = result.acked - result.lost
     return result.consistent and kept <= result.recovered <= kept + result.in_flight
@@ -143,7 +145,7 @@ def test_bad_policy_is_refused_listing_the_allowed_ones(policy: object) -> None:
         ({"writes": 10, "rate": 0}, "rate=0"),
     ],
 )
-def test_bad_crash_arguments(kwargs: dict, match: str) -> None:
+def test_bad_crash_arguments(kwargs: dict[str, Any], match: str) -> None:
     """Counts out of range are refused before any server starts."""
     with pytest.raises(ValueError, match=match):
         crash_test("none", **kwargs)
@@ -156,9 +158,14 @@ def test_rewrite_leaves_a_new_base_and_an_empty_incremental_file() -> None:
         for i in range(500):
             r.set("counter", i)
         before, after = rewrite_aof(r, srv.data_dir)
-        kinds = lambda files: sorted(f.kind for f in files)  # noqa: E731
+
+        def kinds(files: list[AofFile]) -> list[str]:
+            return sorted(f.kind for f in files)
+
+        def incr(files: list[AofFile]) -> AofFile:
+            return next(f for f in files if f.kind == "incr")
+
         assert kinds(before) == kinds(after) == ["base", "incr", "manifest"]
-        incr = lambda files: next(f for f in files if f.kind == "incr")  # noqa: E731
         assert incr(before).bytes > 10_000 and incr(after).bytes == 0
         assert {f.name for f in before} != {f.name for f in after}
         assert aof_files(srv.data_dir) == after
@@ -415,7 +422,7 @@ BAD_HARNESS: list[tuple[str, Callable[[], Any], type, str]] = [
     ),
     (
         "crash kill_at float",
-        lambda: crash_test("none", kill_at=5.0),
+        lambda: crash_test("none", kill_at=5.0),  # type: ignore[arg-type]
         TypeError,
         "kill_at=5.0",
     ),
@@ -434,13 +441,13 @@ BAD_HARNESS: list[tuple[str, Callable[[], Any], type, str]] = [
     ("crash timeout 0", lambda: crash_test("none", timeout=0), ValueError, "timeout=0"),
     (
         "crash policy list",
-        lambda: crash_test(["aof-always"]),
+        lambda: crash_test(["aof-always"]),  # type: ignore[arg-type]
         ValueError,
         "policy=['aof-always']",
     ),
     (
         "power shim str",
-        lambda: power_loss_test("shim", "aof-no"),
+        lambda: power_loss_test("shim", "aof-no"),  # type: ignore[arg-type]
         TypeError,
         "shim='shim'",
     ),
@@ -509,7 +516,7 @@ BAD_HARNESS: list[tuple[str, Callable[[], Any], type, str]] = [
     ),
     (
         "formats compression",
-        lambda: formats_test(10, rdbcompression="yes"),
+        lambda: formats_test(10, rdbcompression="yes"),  # type: ignore[arg-type]
         TypeError,
         "rdbcompression='yes'",
     ),
@@ -522,7 +529,7 @@ BAD_HARNESS: list[tuple[str, Callable[[], Any], type, str]] = [
     ),
     (
         "fork writes",
-        lambda: fork_cost(10, concurrent_writes=1),
+        lambda: fork_cost(10, concurrent_writes=1),  # type: ignore[arg-type]
         TypeError,
         "concurrent_writes=1",
     ),
@@ -538,7 +545,7 @@ BAD_HARNESS: list[tuple[str, Callable[[], Any], type, str]] = [
         TypeError,
         "fork_repeats=True",
     ),
-    ("shim binary", lambda: PowerCutShim(binary=5), TypeError, "binary=5"),
+    ("shim binary", lambda: PowerCutShim(binary=5), TypeError, "binary=5"),  # type: ignore[arg-type]
 ]
 
 

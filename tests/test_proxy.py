@@ -422,7 +422,7 @@ def test_partition_between_picks_crossing_links() -> None:
     with pytest.raises(ValueError, match="proxies of their own"):
         Partition.between({"primary", "client"}, {"replica", "sentinel"}, shared)
     with pytest.raises(TypeError, match="expected a Proxy"):
-        Partition({"x": to_c, "y": "not a proxy"})  # type: ignore[dict-item]
+        Partition({"x": to_c, "y": "not a proxy"})  # type: ignore[arg-type]
 
 
 def _offset(server: Server) -> int:
@@ -522,7 +522,7 @@ def test_partition_fails_over_and_the_old_primary_loses_acknowledged_writes(
         # demotion drops the clients' connections, so a poll may meet a reset.
         def demoted() -> bool:
             try:
-                return client.info("replication")["role"] == "slave"
+                return bool(client.info("replication")["role"] == "slave")
             except redis.ConnectionError:
                 return False
 

@@ -32,7 +32,7 @@ from labkit.lab.pubsub import (
     slow_consumer,
     total,
 )
-from labkit.pubsub import Publisher, Subscriber, history_key
+from labkit.pubsub import Publisher, Received, Subscriber, history_key
 from labkit.server import Cluster, Server, free_port, no_retry
 
 CHANNELS = ["Weather", "Sports", "Music"]
@@ -155,7 +155,7 @@ def test_callback_is_the_deprecated_name_of_on_message(r: redis.Redis) -> None:
 
 def test_pattern_subscription_and_callback(r: redis.Redis) -> None:
     """A pattern matches by glob; an on_message callback replaces the queue."""
-    seen = []
+    seen: list[Received] = []
     with Subscriber(r, patterns=["news.*"], on_message=seen.append) as sub:
         pub = Publisher(r)
         pub.publish("news.tech", "a")
@@ -192,7 +192,7 @@ def test_listener_threads_stop_cleanly(redis_url: str, threads: None) -> None:
     client = labkit.connect(redis_url, client_name="lab-sub-under-test")
     admin = labkit.connect(redis_url)
 
-    def ours() -> list[dict]:
+    def ours() -> list[dict[str, Any]]:
         return [c for c in admin.client_list() if c["name"] == "lab-sub-under-test"]
 
     subs = [Subscriber(client, [f"ch{i}"], name=f"sub-{i}").start() for i in range(3)]
@@ -540,7 +540,7 @@ BAD_INPUT = [
      ["channels='news'", "bare str"]),
     ("sub-empty-channel", lambda r: Subscriber(r, [""]), ValueError,
      ["channels item=''", "non-empty"]),
-    ("sub-int-channel", lambda r: Subscriber(r, [5]), TypeError,
+    ("sub-int-channel", lambda r: Subscriber(r, [5]), TypeError,  # type: ignore[list-item]
      ["channels item=5", "str"]),
     ("sub-nothing", lambda r: Subscriber(r), ValueError, ["subscribe to something"]),
     ("sub-str-patterns", lambda r: Subscriber(r, patterns="a*"), TypeError,
@@ -557,11 +557,11 @@ BAD_INPUT = [
      ["dead_after=-1", "seconds"]),
     ("sub-poll-huge", lambda r: Subscriber(r, ["a"], poll_interval=1e9), ValueError,
      ["poll_interval=1000000000.0", "to 5"]),
-    ("sub-on-message", lambda r: Subscriber(r, ["a"], on_message=3), TypeError,
+    ("sub-on-message", lambda r: Subscriber(r, ["a"], on_message=3), TypeError,  # type: ignore[arg-type]
      ["on_message=3", "callable"]),
-    ("sub-on-subscribe", lambda r: Subscriber(r, ["a"], on_subscribe="reload"),
+    ("sub-on-subscribe", lambda r: Subscriber(r, ["a"], on_subscribe="reload"),  # type: ignore[arg-type]
      TypeError, ["on_subscribe='reload'", "callable"]),
-    ("sub-sharded-int", lambda r: Subscriber(r, ["a"], sharded=1), TypeError,
+    ("sub-sharded-int", lambda r: Subscriber(r, ["a"], sharded=1), TypeError,  # type: ignore[arg-type]
      ["sharded=1", "True or False"]),
     ("sub-sharded-plain", lambda r: Subscriber(r, ["a"], sharded=True), TypeError,
      ["sharded=True needs a redis.RedisCluster"]),
@@ -575,7 +575,7 @@ BAD_INPUT = [
      ValueError, ["prefix='lab:{x}'", "'{'"]),
     ("sub-queue-zero", lambda r: Subscriber(r, ["a"], queue_size=0), ValueError,
      ["queue_size=0", "from 1"]),
-    ("sub-client-url", lambda r: Subscriber("redis://localhost", ["a"]), TypeError,
+    ("sub-client-url", lambda r: Subscriber("redis://localhost", ["a"]), TypeError,  # type: ignore[arg-type]
      ["client='redis://localhost'", "redis.Redis"]),
     ("sub-name-empty", lambda r: Subscriber(r, ["a"], name=""), ValueError,
      ["name=''", "non-empty"]),
@@ -589,9 +589,9 @@ BAD_INPUT = [
      ValueError, ["timeout=-1"]),
     ("sub-unreachable", lambda r: Subscriber(_unreachable(), ["a"], name="far").start(),
      ListenerError, ["far: cannot subscribe", "127.0.0.1"]),
-    ("pub-client-none", lambda r: Publisher(None), TypeError,
+    ("pub-client-none", lambda r: Publisher(None), TypeError,  # type: ignore[arg-type]
      ["client=None", "redis.Redis"]),
-    ("pub-sharded-str", lambda r: Publisher(r, sharded="yes"), TypeError,
+    ("pub-sharded-str", lambda r: Publisher(r, sharded="yes"), TypeError,  # type: ignore[arg-type]
      ["sharded='yes'"]),
     ("pub-history-neg", lambda r: Publisher(r, history=-1), ValueError,
      ["history=-1", "from 0 to 1000000"]),
@@ -599,7 +599,7 @@ BAD_INPUT = [
      ["history=True"]),
     ("pub-history-huge", lambda r: Publisher(r, history=10**9), ValueError,
      ["history=1000000000"]),
-    ("pub-history-float", lambda r: Publisher(r, history=2.5), TypeError,
+    ("pub-history-float", lambda r: Publisher(r, history=2.5), TypeError,  # type: ignore[arg-type]
      ["history=2.5", "an int"]),
     ("pub-ttl-nan", lambda r: Publisher(r, history=5, history_ttl=NAN), ValueError,
      ["history_ttl=nan", "finite"]),
@@ -611,15 +611,15 @@ BAD_INPUT = [
      ["source=''"]),
     ("pub-channel-empty", lambda r: Publisher(r).publish("", "x"), ValueError,
      ["channel=''", "non-empty"]),
-    ("pub-channel-int", lambda r: Publisher(r).publish(5, "x"), TypeError,
+    ("pub-channel-int", lambda r: Publisher(r).publish(5, "x"), TypeError,  # type: ignore[arg-type]
      ["channel=5"]),
-    ("pub-data-none", lambda r: Publisher(r).publish("c", None), TypeError,
+    ("pub-data-none", lambda r: Publisher(r).publish("c", None), TypeError,  # type: ignore[arg-type]
      ["data=None", "str"]),
     ("pub-data-bool", lambda r: Publisher(r).publish("c", True), TypeError,
      ["data=True"]),
     ("pub-many-str", lambda r: Publisher(r).publish_many("c", "abc"), TypeError,
      ["items='abc'", "bare str"]),
-    ("pub-many-bad-item", lambda r: Publisher(r).publish_many("c", ["a", None]),
+    ("pub-many-bad-item", lambda r: Publisher(r).publish_many("c", ["a", None]),  # type: ignore[list-item]
      TypeError, ["data=None"]),
     ("pub-history-empty-tag", lambda r: Publisher(r, history=5).publish("}", "x"),
      ValueError, ["channel='}'", "'{'"]),
@@ -629,7 +629,7 @@ BAD_INPUT = [
      redis.ConnectionError, ["127.0.0.1"]),
     ("fanout-zero", lambda r: measure_fanout(r, 0, 1), ValueError,
      ["subscribers=0", "from 1"]),
-    ("fanout-messages-nan", lambda r: measure_fanout(r, 1, NAN), TypeError,
+    ("fanout-messages-nan", lambda r: measure_fanout(r, 1, NAN), TypeError,  # type: ignore[arg-type]
      ["messages=nan"]),
     ("fanout-mode", lambda r: measure_fanout(r, 1, 1, mode="fibers"), ValueError,
      ["mode='fibers'", "processes"]),

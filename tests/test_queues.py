@@ -7,10 +7,11 @@ import os
 import signal
 import threading
 import time
+from typing import Any
 
 import pytest
 import redis
-from checks import assert_refused, audit_keys
+from checks import as_str, assert_refused, audit_keys, pid_of
 
 from labkit.core.wait import wait_until
 from labkit.errors import (
@@ -30,8 +31,15 @@ from labkit.lab.queues import (
     server_crash_run,
     try_queue,
 )
-from labkit.queues import FanOut, Job, JobQueue, Worker, bounded_client
+from labkit.queues import FanOut, Job, JobQueue, JobStatus, Worker, bounded_client
 from labkit.server import Cluster, Server, no_retry
+
+
+def status_of(q: JobQueue, job_id: str) -> JobStatus:
+    """``q.status(job_id)`` of a job the test knows exists."""
+    found = q.status(job_id)
+    assert found is not None, f"no job {job_id!r}"
+    return found
 
 
 def server_ms(r: redis.Redis) -> int:
@@ -75,13 +83,13 @@ def test_crash_on_job_one_of_ten_costs_one_attempt(r: redis.Redis) -> None:
 
     with pytest.raises(Crash):
         Worker(q, die, name="doomed", batch=10, block=0.01).run(timeout=5)
-    attempts = [q.status(i).attempts for i in ids]
+    attempts = [status_of(q, i).attempts for i in ids]
     assert attempts == [1] + [0] * 9
     assert r.xpending(q.stream, "workers")["pending"] == 10  # all held, one started
     done: list[str] = []
     Worker(q, lambda job: done.append(job.id), block=0.01).run(burst=True, timeout=20)
     assert sorted(done) == sorted(ids)
-    assert [q.status(i).attempts for i in ids] == [2] + [1] * 9
+    assert [status_of(q, i).attempts for i in ids] == [2] + [1] * 9
 
 
 def test_worker_restarted_under_its_name_rereads_its_own_entries(
@@ -123,7 +131,7 @@ def test_failing_job_is_dead_lettered_after_max_attempts(r: redis.Redis) -> None
             "error": "RuntimeError: boom 4",
         }
     ]
-    assert q.status(job_id).state == "dead"
+    assert status_of(q, job_id).state == "dead"
     assert 0 < r.ttl(q.job_key(job_id)) <= q.keep_dead
     counts = q.counts()
     assert (counts.retried, counts.dead, counts.completed) == (3, 1, 0)
@@ -187,7 +195,7 @@ def test_delayed_jobs_do_not_run_early(r: redis.Redis) -> None:
     q = JobQueue(r, "later")
     seen: dict[str, int] = {}
     job_ids = [q.enqueue({"n": i}, delay=0.1 * i) for i in range(4)]
-    due = {j: int(r.hget(q.job_key(j), "due_ms")) for j in job_ids}
+    due = {j: int(as_str(r.hget(q.job_key(j), "due_ms"))) for j in job_ids}
 
     def handler(job: Job) -> None:
         seen[job.id] = server_ms(r)
@@ -207,8 +215,9 @@ def test_long_delayed_job_waits_while_a_due_one_runs(r: redis.Redis) -> None:
     Worker(q, lambda job: seen.setdefault(job.id, server_ms(r)), block=0.01).run(
         max_jobs=1, timeout=20
     )
-    assert list(seen) == [soon] and seen[soon] >= int(r.hget(q.job_key(soon), "due_ms"))
-    assert q.status(late).state == "delayed" and q.counts().delayed == 1
+    due_ms = int(as_str(r.hget(q.job_key(soon), "due_ms")))
+    assert list(seen) == [soon] and seen[soon] >= due_ms
+    assert status_of(q, late).state == "delayed" and q.counts().delayed == 1
 
 
 def test_try_queue_is_reproducible(r: redis.Redis) -> None:
@@ -398,13 +407,13 @@ def test_worker_run_timeout_holds_on_a_frozen_server() -> None:
             except WorkerError as exc:
                 outcome.append(exc)
 
-        os.kill(srv.pid, signal.SIGSTOP)
+        os.kill(pid_of(srv), signal.SIGSTOP)
         try:
             thread = threading.Thread(target=run, daemon=True)
             thread.start()
             thread.join(60)
         finally:
-            os.kill(srv.pid, signal.SIGCONT)
+            os.kill(pid_of(srv), signal.SIGCONT)
         assert not thread.is_alive()
         [err] = outcome
         assert isinstance(err, WorkerError) and "has not answered" in str(err)
@@ -464,7 +473,7 @@ def test_client_kill_of_a_worker_connection_is_survived(r: redis.Redis) -> None:
     thread = threading.Thread(target=worker.run, kwargs={"timeout": 10}, daemon=True)
     thread.start()
 
-    def blocked() -> list[dict]:
+    def blocked() -> list[dict[str, Any]]:
         return [c for c in r.client_list() if c.get("cmd") == "xreadgroup"]
 
     assert wait_until(blocked, 5)
@@ -681,7 +690,7 @@ QUEUE_ARGS = [
 
 @pytest.mark.parametrize(("kwargs", "error", "arg", "allowed"), QUEUE_ARGS)
 def test_bad_queue_arguments_are_refused(
-    r: redis.Redis, kwargs: dict, error: type, arg: str, allowed: str
+    r: redis.Redis, kwargs: dict[str, Any], error: type, arg: str, allowed: str
 ) -> None:
     """JobQueue settings out of range: an error naming them, nothing written."""
     kwargs = {"name": "bad", **kwargs}
@@ -704,7 +713,11 @@ ENQUEUE_ARGS = [
 
 @pytest.mark.parametrize(("call", "error", "arg", "allowed"), ENQUEUE_ARGS)
 def test_bad_enqueue_arguments_are_refused(
-    r: redis.Redis, call: tuple, error: type, arg: str, allowed: str
+    r: redis.Redis,
+    call: tuple[tuple[Any, ...], dict[str, Any]],
+    error: type,
+    arg: str,
+    allowed: str,
 ) -> None:
     """A bad delay or a payload JSON cannot hold: refused before any write."""
     q = _queue(r)
@@ -721,7 +734,7 @@ def test_enqueue_many_refuses_a_str_a_dict_or_a_number(
 ) -> None:
     """A str is one payload, not three: enqueue_many("abc") is refused."""
     q = _queue(r)
-    assert_refused(r, lambda: q.enqueue_many(payloads), TypeError, arg, "a list")
+    assert_refused(r, lambda: q.enqueue_many(payloads), TypeError, arg, "a list")  # type: ignore[arg-type]
 
 
 def test_enqueue_many_larger_than_the_queue_is_refused(r: redis.Redis) -> None:
@@ -793,7 +806,7 @@ def test_bad_queue_method_arguments_are_refused(
     ],
 )
 def test_bad_worker_arguments_are_refused(
-    r: redis.Redis, kwargs: dict, error: type, arg: str, allowed: str
+    r: redis.Redis, kwargs: dict[str, Any], error: type, arg: str, allowed: str
 ) -> None:
     """Worker settings out of range: refused before it joins the group."""
     q = _queue(r)
@@ -811,7 +824,7 @@ def test_bad_worker_arguments_are_refused(
     ],
 )
 def test_bad_run_arguments_are_refused(
-    r: redis.Redis, kwargs: dict, error: type, arg: str, allowed: str
+    r: redis.Redis, kwargs: dict[str, Any], error: type, arg: str, allowed: str
 ) -> None:
     """Worker.run() checks its bounds before the loop starts."""
     worker = Worker(_queue(r), _no_job)
@@ -828,7 +841,7 @@ def test_bad_run_arguments_are_refused(
     ],
 )
 def test_bad_run_threads_arguments_are_refused(
-    r: redis.Redis, kwargs: dict, error: type, arg: str, allowed: str
+    r: redis.Redis, kwargs: dict[str, Any], error: type, arg: str, allowed: str
 ) -> None:
     """run_threads() checks its arguments before it starts a thread."""
     q = _queue(r)
@@ -839,9 +852,12 @@ def test_bad_run_threads_arguments_are_refused(
 def test_clients_the_queue_cannot_use_are_refused(r: redis.Redis) -> None:
     """Not a client: a TypeError saying what is needed."""
     assert_refused(
-        r, lambda: JobQueue("redis://x", "q"), TypeError, "client='redis://x'"
+        r,
+        lambda: JobQueue("redis://x", "q"),  # type: ignore[arg-type]
+        TypeError,
+        "client='redis://x'",
     )
-    assert_refused(r, lambda: FanOut("redis://x"), TypeError, "client='redis://x'")
+    assert_refused(r, lambda: FanOut("redis://x"), TypeError, "client='redis://x'")  # type: ignore[arg-type]
 
 
 def _client(r: redis.Redis, decode: bool) -> redis.Redis:
@@ -878,8 +894,8 @@ def test_queue_and_fanout_work_with_either_kind_of_client(
     assert done == ["report"]
     assert fan.progress("report") == (2, 2, True)
     assert q.status(ids[0]) == (ids[0], "done", 1, 1, "")
-    assert q.status(ids[1]).state == "dead"
-    assert all(q.status(i).state == "done" for i in part_ids)
+    assert status_of(q, ids[1]).state == "dead"
+    assert all(status_of(q, i).state == "done" for i in part_ids)
     counts = q.counts()
     assert (counts.enqueued, counts.completed, counts.dead) == (4, 3, 1)
     [letter] = q.dead_letters()
@@ -937,7 +953,8 @@ FANOUT_ARGS = [
 
 
 def r_of(fan: FanOut) -> redis.Redis:
-    return fan.client  # type: ignore[return-value]
+    assert isinstance(fan.client, redis.Redis)  # FanOut.client is typed Any
+    return fan.client
 
 
 @pytest.mark.parametrize(("call", "error", "arg", "allowed"), FANOUT_ARGS)

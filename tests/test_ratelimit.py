@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import redis
+from checks import as_str
 
 import labkit
 from labkit.lab.plots.ratelimit import (
@@ -126,7 +127,8 @@ def test_server_time_is_used_by_default(r: redis.Redis, cls: type[Limiter]) -> N
     seconds, micros = r.time()
     server_now = seconds + micros / 1e6
     if cls is GCRA:  # the stored TAT is the server's now + 30 s (two used of 2/min)
-        assert float(r.get(lim.key("u"))) / 1e6 - server_now == pytest.approx(60, abs=5)
+        tat = float(as_str(r.get(lim.key("u")))) / 1e6
+        assert tat - server_now == pytest.approx(60, abs=5)
 
 
 def test_two_clients_share_server_time(r: redis.Redis, redis_url: str) -> None:
@@ -163,7 +165,7 @@ def test_no_limiter_key_without_ttl_after_everything(r: redis.Redis) -> None:
         gold = Rate(20, 120, 5 if cls in BUCKETS else None)
         tiers = {"gold": gold, "silver": 3}.get
         for kw in ({}, {"clock": clock}, {"lookup": tiers}):
-            lim = cls(r, limit=5, period=30, **kw)  # type: ignore[arg-type]
+            lim = cls(r, limit=5, period=30, **kw)
             for key in ("u", "gold", "silver"):
                 lim.allow(key, cost=2)
                 lim.allow(key, cost=3)
@@ -191,7 +193,7 @@ def test_no_limiter_key_without_ttl_after_everything(r: redis.Redis) -> None:
     ],
 )
 def test_bad_construction(
-    r: redis.Redis, cls: type[Limiter], kwargs: dict, error: type, named: str
+    r: redis.Redis, cls: type[Limiter], kwargs: dict[str, Any], error: type, named: str
 ) -> None:
     """A bad limit or period raises, naming the argument and its value."""
     args = {"limit": 5, "period": 10} | kwargs
@@ -432,7 +434,7 @@ def test_traffic_is_seeded_and_keeps_its_mean_rate() -> None:
         ({"burstiness": 1}, "burstiness=1"),
     ],
 )
-def test_traffic_bad_input(kwargs: dict, named: str) -> None:
+def test_traffic_bad_input(kwargs: dict[str, Any], named: str) -> None:
     """Out-of-range trace parameters raise ValueError naming them."""
     args = {"rate": 1.0, "seconds": 10.0} | kwargs
     with pytest.raises(ValueError, match=named):
@@ -594,7 +596,7 @@ def test_batch_on_server_time_matches_single_calls(
 ) -> None:
     """Without a clock: the same allowed and remaining as one allow() per key
     (a long period, so the moments between the calls change nothing else)."""
-    keys = ["a", "b", "a", "a", "c", "a", "b", 7, "a:b", "%"]
+    keys: list[str | int] = ["a", "b", "a", "a", "c", "a", "b", 7, "a:b", "%"]
     batch = cls(r, limit=3, period=3600, prefix="batch")
     single = cls(r, limit=3, period=3600, prefix="single")
     got = batch.allow_many(keys, cost=1)
@@ -611,7 +613,8 @@ def test_batch_with_cost_lookup_and_chunks(r: redis.Redis, cls: type[Limiter]) -
     """Per-key rates (a lookup), a cost of 2 and more keys than one call takes
     (several calls in one round trip) still decide as allow() does."""
     clock = Clock()
-    tiers = {"gold": 9, "silver": Rate(4, 20)}.get
+    rates: dict[str, int | Rate] = {"gold": 9, "silver": Rate(4, 20)}
+    tiers = rates.get
     keys = ["gold"] * 300 + ["silver"] * 300 + ["bronze"] * 1100 + ["gold"] * 5
     batch = cls(r, limit=5, period=10, clock=clock, lookup=tiers, prefix="batch")
     single = cls(r, limit=5, period=10, clock=clock, lookup=tiers, prefix="single")
@@ -667,7 +670,7 @@ def test_batch_foreign_key_named_others_decided(
     r.hset(lim.key("odd"), "someone", "else")
     with pytest.raises(WrongTypeError) as info:
         lim.allow_many(["a", "bad", "b", "odd", "a"])
-    assert info.value.key == lim.key("bad")  # type: ignore[attr-defined]
+    assert info.value.key == lim.key("bad")
     assert r.get(lim.key("bad")) == "not a limiter"
     assert r.hgetall(lim.key("odd")) == {"someone": "else"}
     assert lim.allow("a").remaining == 2 and lim.allow("b").remaining == 3

@@ -15,11 +15,12 @@ import signal
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 import redis
-from checks import assert_refused, audit_keys
+from checks import as_str, assert_refused, audit_keys
 
 import labkit
 from labkit.core.scripts import Script
@@ -35,6 +36,7 @@ from labkit.ratelimit import (
     ALGORITHMS,
     GCRA,
     FixedWindow,
+    Limiter,
     Rate,
     SlidingLog,
     TokenBucket,
@@ -94,7 +96,12 @@ CONSTRUCTION = [
 @pytest.mark.parametrize("cls", ALL, ids=ids)
 @pytest.mark.parametrize(("kwargs", "error", "named", "allowed"), CONSTRUCTION)
 def test_construction_refused(
-    r: redis.Redis, cls: type, kwargs: dict, error: type, named: str, allowed: str
+    r: redis.Redis,
+    cls: type,
+    kwargs: dict[str, Any],
+    error: type,
+    named: str,
+    allowed: str,
 ) -> None:
     """A bad limit, period, prefix, lookup or clock: refused, nothing written."""
     args = {"limit": 5, "period": 10} | kwargs
@@ -121,7 +128,12 @@ def test_construction_refused(
     ],
 )
 def test_burst_refused(
-    r: redis.Redis, cls: type, kwargs: dict, error: type, named: str, allowed: str
+    r: redis.Redis,
+    cls: type,
+    kwargs: dict[str, Any],
+    error: type,
+    named: str,
+    allowed: str,
 ) -> None:
     """A bad burst, or one an algorithm has not: refused, nothing written."""
     args = {"limit": 5, "period": 10} | kwargs
@@ -226,7 +238,7 @@ def test_wrong_type_key_refused(r: redis.Redis, cls: type, kind: str) -> None:
     err = assert_refused(
         r, lambda: lim.allow("u"), WrongTypeError, repr(key), "nothing was written"
     )
-    assert err.key == key and err.found in ("string", "list", "hash")  # type: ignore[attr-defined]
+    assert err.key == key and err.found in ("string", "list", "hash")
     assert_refused(r, lambda: lim.allow_many(["u"]), WrongTypeError, repr(key))
 
 
@@ -270,7 +282,7 @@ def _cfg(limit: float, period: float, capacity: float) -> bytes:
 )
 @pytest.mark.parametrize("cls", ALL, ids=ids)
 def test_scripts_validate_before_writing(
-    r: redis.Redis, cls: type, argv: list[str], why: str
+    r: redis.Redis, cls: type[Limiter], argv: list[str], why: str
 ) -> None:
     """Each script, called directly with bad ARGV, errors and writes nothing."""
     script: Script = cls.script
@@ -294,10 +306,10 @@ def flags(r: redis.Redis) -> Iterator[FlagStore]:
 PERCENT = "must be a finite number (a share) from 0 to 100"
 FLAG_CALLS: list[tuple[str, Callable[[FlagStore], Any], type, str, str]] = [
     ("name empty", lambda f: f.set(""), ValueError, "name=''", "non-empty str"),
-    ("name int", lambda f: f.set(3), TypeError, "name=3", "non-empty str"),
-    ("name list", lambda f: f.set(["a"]), TypeError, "name=['a']", "non-empty str"),
-    ("on str", lambda f: f.set("x", on="yes"), TypeError, "on='yes'", "True or False"),
-    ("on int", lambda f: f.set("x", on=1), TypeError, "on=1", "True or False"),
+    ("name int", lambda f: f.set(3), TypeError, "name=3", "non-empty str"),  # type: ignore[arg-type]
+    ("name list", lambda f: f.set(["a"]), TypeError, "name=['a']", "non-empty str"),  # type: ignore[arg-type]
+    ("on str", lambda f: f.set("x", on="yes"), TypeError, "on='yes'", "True or False"),  # type: ignore[arg-type]
+    ("on int", lambda f: f.set("x", on=1), TypeError, "on=1", "True or False"),  # type: ignore[arg-type]
     ("pct nan", lambda f: f.set("x", percent=NAN), ValueError, "percent=nan", PERCENT),
     ("pct inf", lambda f: f.set("x", percent=INF), ValueError, "percent=inf", PERCENT),
     ("pct 101", lambda f: f.set("x", percent=101), ValueError, "percent=101", PERCENT),
@@ -308,12 +320,12 @@ FLAG_CALLS: list[tuple[str, Callable[[FlagStore], Any], type, str, str]] = [
     ("value obj", lambda f: f.set("x", value=object()), TypeError, "value=", "JSON"),
     ("value huge", lambda f: f.set("x", value="x" * 70_000), ValueError, "value=", "at most 65536"),  # noqa: E501
     ("delete empty", lambda f: f.delete(""), ValueError, "name=''", "non-empty str"),
-    ("get int", lambda f: f.get(3), TypeError, "name=3", "non-empty str"),
-    ("enabled none", lambda f: f.is_enabled(None), TypeError, "name=None", "non-empty str"),  # noqa: E501
-    ("actor list", lambda f: f.is_enabled("beta", actor=[1]), TypeError, "actor=[1]", "non-empty str"),  # noqa: E501
+    ("get int", lambda f: f.get(3), TypeError, "name=3", "non-empty str"),  # type: ignore[arg-type]
+    ("enabled none", lambda f: f.is_enabled(None), TypeError, "name=None", "non-empty str"),  # type: ignore[arg-type]  # noqa: E501
+    ("actor list", lambda f: f.is_enabled("beta", actor=[1]), TypeError, "actor=[1]", "non-empty str"),  # type: ignore[arg-type]  # noqa: E501
     ("actor empty", lambda f: f.is_enabled("beta", actor=""), ValueError, "actor=''", "non-empty str"),  # noqa: E501
-    ("default str", lambda f: f.is_enabled("beta", default="no"), TypeError, "default='no'", "True or False"),  # noqa: E501
-    ("wait check", lambda f: f.wait_until(5), TypeError, "check=5", "must be callable"),
+    ("default str", lambda f: f.is_enabled("beta", default="no"), TypeError, "default='no'", "True or False"),  # type: ignore[arg-type]  # noqa: E501
+    ("wait check", lambda f: f.wait_until(5), TypeError, "check=5", "must be callable"),  # type: ignore[arg-type]
     ("wait nan", lambda f: f.wait_until(lambda s: 0, timeout=NAN), ValueError, "timeout=nan", "finite number of seconds"),  # noqa: E501
 ]  # fmt: skip
 
@@ -350,7 +362,7 @@ def test_flag_call_refused(
     ],
 )
 def test_flagstore_construction_refused(
-    r: redis.Redis, kwargs: dict, error: type, named: str, allowed: str
+    r: redis.Redis, kwargs: dict[str, Any], error: type, named: str, allowed: str
 ) -> None:
     """A bad client, namespace, callback or timeout: refused, nothing started."""
     args = {"client": r} | kwargs
@@ -415,7 +427,7 @@ def test_flagstore_unreachable(r: redis.Redis) -> None:
         (lambda: traffic(1, 10, burstiness=NAN), ValueError, "burstiness=nan"),
         (lambda: traffic(1, 10, seed=-1), ValueError, "seed=-1"),
         (lambda: TutorialWindow(redis.Redis(), limit=0), ValueError, "limit=0"),
-        (lambda: TutorialWindow(redis.Redis(), window=NAN), TypeError, "window=nan"),
+        (lambda: TutorialWindow(redis.Redis(), window=NAN), TypeError, "window=nan"),  # type: ignore[arg-type]
     ],
 )
 def test_lab_helpers_refuse(
@@ -429,7 +441,7 @@ def test_propagation_bad_n(r: redis.Redis, flags: FlagStore) -> None:
     """propagation_ms needs a count of changes from 1 to 100,000."""
     for n in (0, True, 10**6):
         error = TypeError if n is True else ValueError
-        assert_refused(r, lambda n=n: propagation_ms(flags, flags, n), error, f"n={n}")
+        assert_refused(r, partial(propagation_ms, flags, flags, n), error, f"n={n}")
 
 
 # --- contention harness ---------------------------------------------------------
@@ -585,6 +597,7 @@ def test_own_change_never_overwrites_a_newer_one(
     its listener had just applied, and the stale value stayed.
     """
     hooked = HookedRedis.from_url(redis_url, decode_responses=True)
+    assert isinstance(hooked, HookedRedis)  # redis-py types from_url as Redis
     other = labkit.connect(redis_url)
     with FlagStore(hooked) as a, FlagStore(other) as b:
 
@@ -595,7 +608,7 @@ def test_own_change_never_overwrites_a_newer_one(
         hooked.after_write = newer_change_lands_first
         a.set("limit", value="older")
         assert a.value("limit") == "newer" == b.value("limit")
-        assert json.loads(r.hget(a.key, "limit"))["value"] == "newer"
+        assert json.loads(as_str(r.hget(a.key, "limit")))["value"] == "newer"
     hooked.close()
     other.close()
 
@@ -603,7 +616,7 @@ def test_own_change_never_overwrites_a_newer_one(
 def test_late_old_announcement_is_ignored(r: redis.Redis, flags: FlagStore) -> None:
     """An announcement older than what the copy holds changes nothing."""
     flags.set("x", value=2)
-    version = int(r.get(flags.version_key))
+    version = int(as_str(r.get(flags.version_key)))
     stale = json.dumps(["x", json.dumps({"on": True, "value": 1, "percent": 100})])
     r.publish(flags.channel, f"{version - 1} {stale}")
     flags.set("y", on=True)  # its echo comes after the stale one
@@ -640,6 +653,7 @@ def test_listener_survives_its_caller_closing_the_client(
     store = FlagStore(client).start()
     # redis-py 8.1: a pool copied from connection_class and connection_kwargs
     # (minus the pool's own maintenance state) is a pool of its own.
+    assert store._listen_client is not None
     own = store._listen_client.connection_pool
     assert own is not client.connection_pool
     assert own.connection_kwargs["db"] == client.connection_pool.connection_kwargs["db"]
@@ -680,7 +694,7 @@ def test_flagstore_under_a_frozen_server() -> None:
             check = srv.client()
 
             def agrees() -> bool:
-                doc = json.loads(check.hget(store.key, "beta"))
+                doc = json.loads(as_str(check.hget(store.key, "beta")))
                 return store.get("beta") == Flag("beta", doc["on"], None)
 
             assert wait_until(agrees, timeout=5)
@@ -747,5 +761,5 @@ def test_limiters_and_flags_on_a_cluster() -> None:
             assert [d.allowed for d in first] == [True] * 60 + [False] * 30
             assert lim.allow("user:0").allowed is False
         with pytest.raises(TypeError, match="does not work on a RedisCluster: its"):
-            FlagStore(rc)
+            FlagStore(rc)  # type: ignore[arg-type]
         rc.close()

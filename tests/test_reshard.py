@@ -8,9 +8,11 @@ import re
 import signal
 import threading
 import warnings
+from typing import Any
 
 import pytest
 import redis
+from checks import pid_of
 from redis.cluster import PRIMARY, ClusterNode
 
 from labkit.core.clients import supports
@@ -38,7 +40,7 @@ from labkit.lab.sharding.reshard import (
     slots_of,
 )
 from labkit.lab.sharding.scale import WriteLoad
-from labkit.server import Cluster
+from labkit.server import Cluster, Server
 from labkit.sharding import key_slot, tagged
 
 # These tests start, kill and rewire embedded servers (see conftest TIER).
@@ -85,7 +87,7 @@ def test_live_reshard_loses_nothing() -> None:
         rc.close()
 
 
-def migrating_to_new_master(cluster: Cluster, key: str) -> tuple:
+def migrating_to_new_master(cluster: Cluster, key: str) -> tuple[Server, Server]:
     """Add a master and leave ``key``'s slot half-way towards it."""
     new = add_master(cluster)
     slot = key_slot(key)
@@ -204,7 +206,7 @@ def test_frozen_target_stops_a_reshard_in_seconds_losing_nothing() -> None:
 
         def freeze() -> None:
             wait_until(lambda: probe.dbsize() > 0, timeout=60, interval=0.002)
-            os.kill(new.pid, signal.SIGSTOP)
+            os.kill(pid_of(new), signal.SIGSTOP)
 
         watcher = threading.Thread(target=freeze, daemon=True)
         watcher.start()
@@ -213,7 +215,7 @@ def test_frozen_target_stops_a_reshard_in_seconds_losing_nothing() -> None:
                 reshard(cluster, new, 1000, batch=1)
         finally:
             watcher.join(timeout=10)
-            os.kill(new.pid, signal.SIGCONT)
+            os.kill(pid_of(new), signal.SIGCONT)
         assert "timeout" in str(info.value)  # MIGRATE's own timeout fired
         assert info.value.target.endswith(str(new.port))
         safe = safe_client(cluster)
@@ -238,7 +240,7 @@ def test_key_by_key_and_atomic_migration_under_traffic() -> None:
         kbk = migration_under_traffic(
             cluster, slots_a, a, new, atomic=False, groups=tags_a, baseline=0.3
         )
-        print(f"\nkey by key: {kbk._replace(traffic=None)}")
+        print(f"\nkey by key: {kbk._replace(traffic=None)}")  # type: ignore[arg-type]
         # A multi-key command may exhaust redis-py's TRYAGAIN retries (about
         # 0.4 s) on a loaded machine; nothing else may fail.
         assert kbk.ask > 0 and kbk.keys >= 200
@@ -248,7 +250,7 @@ def test_key_by_key_and_atomic_migration_under_traffic() -> None:
             atomic = migration_under_traffic(
                 cluster, slots_b, b, new, atomic=True, groups=tags_b, baseline=0.3
             )
-            print(f"atomic: {atomic._replace(traffic=None)}")
+            print(f"atomic: {atomic._replace(traffic=None)}")  # type: ignore[arg-type]
             assert atomic.ask == 0 and atomic.tryagain == 0 and atomic.failed == 0
             assert atomic.keys >= 200
             assert len(slots_of(cluster)[node_id(new)]) == 128
@@ -329,7 +331,9 @@ def test_write_load_measures_a_rate() -> None:
         ({"max_seconds": math.inf}, ValueError, "max_seconds=inf"),
     ],
 )
-def test_live_traffic_bad_input(kwargs: dict, error: type, words: str) -> None:
+def test_live_traffic_bad_input(
+    kwargs: dict[str, Any], error: type, words: str
+) -> None:
     """LiveTraffic checks its arguments before starting any process."""
     with Cluster(masters=1) as cluster, pytest.raises(error, match=re.escape(words)):
         LiveTraffic(cluster, **kwargs)

@@ -56,7 +56,9 @@ def _client(port: int, password: str, db: int) -> redis.Redis:
     return redis.Redis(port=port, password=password, db=db, decode_responses=True)
 
 
-def test_flush_of_db0_on_a_foreign_server_is_refused(foreign, monkeypatch) -> None:
+def test_flush_of_db0_on_a_foreign_server_is_refused(
+    foreign: tuple[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """FLUSHDB on db 0 of a server labkit did not start raises and deletes nothing."""
     monkeypatch.delenv("LABKIT_ALLOW_FLUSH", raising=False)
     port, password = foreign
@@ -73,7 +75,7 @@ def test_flush_of_db0_on_a_foreign_server_is_refused(foreign, monkeypatch) -> No
 
 
 def test_reconfigure_of_db0_on_a_foreign_server_is_refused(
-    foreign, monkeypatch
+    foreign: tuple[int, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """CONFIG SET through `reconfigured` is refused before anything changes."""
     monkeypatch.delenv("LABKIT_ALLOW_FLUSH", raising=False)
@@ -88,7 +90,9 @@ def test_reconfigure_of_db0_on_a_foreign_server_is_refused(
         assert c.config_get("maxmemory")["maxmemory"] == before
 
 
-def test_a_spare_database_opts_in(foreign, monkeypatch) -> None:
+def test_a_spare_database_opts_in(
+    foreign: tuple[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A URL naming a database other than 0 may be flushed."""
     monkeypatch.delenv("LABKIT_ALLOW_FLUSH", raising=False)
     port, password = foreign
@@ -100,7 +104,9 @@ def test_a_spare_database_opts_in(foreign, monkeypatch) -> None:
         zero.delete("precious")
 
 
-def test_the_environment_variable_opts_in(foreign, monkeypatch) -> None:
+def test_the_environment_variable_opts_in(
+    foreign: tuple[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """LABKIT_ALLOW_FLUSH=1 allows db 0 of a foreign server."""
     monkeypatch.setenv("LABKIT_ALLOW_FLUSH", "1")
     port, password = foreign
@@ -109,7 +115,7 @@ def test_the_environment_variable_opts_in(foreign, monkeypatch) -> None:
         assert flushdb(c) == 1
 
 
-def test_embedded_servers_need_no_opt_in(monkeypatch) -> None:
+def test_embedded_servers_need_no_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
     """A server labkit started may be flushed and reconfigured on db 0."""
     monkeypatch.delenv("LABKIT_ALLOW_FLUSH", raising=False)
     with Server() as srv, srv.client() as c:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -81,7 +82,7 @@ def test_sentinel_monitors_through_a_proxy_from_the_start() -> None:
         ({"monitor": ("a b", 6379)}, ValueError, "monitor="),
     ],
 )
-def test_bad_arguments(kwargs: dict, error: type, match: str) -> None:
+def test_bad_arguments(kwargs: dict[str, Any], error: type, match: str) -> None:
     """Bad Sentinel settings are refused before anything starts."""
     with Server() as primary, pytest.raises(error, match=match):
         Sentinel(primary, **kwargs)

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -145,7 +146,7 @@ def test_log_tail_and_url() -> None:
         ({"startup_timeout": 0}, "startup_timeout=0"),
     ],
 )
-def test_bad_arguments_name_the_argument(kwargs: dict, match: str) -> None:
+def test_bad_arguments_name_the_argument(kwargs: dict[str, Any], match: str) -> None:
     """Bad constructor arguments raise at once, naming the argument and value."""
     with pytest.raises((ValueError, TypeError), match=match):
         Server(**kwargs)
@@ -189,7 +190,7 @@ def test_unreachable_url_says_how_to_fall_back(monkeypatch: pytest.MonkeyPatch) 
 
     def counted(self: redis.connection.Connection) -> object:
         connects.append(1)
-        return connect(self)
+        return connect(self)  # type: ignore[no-untyped-call]
 
     monkeypatch.setattr(redis.connection.Connection, "_connect", counted)
     with pytest.raises(ServerUnreachableError) as info:

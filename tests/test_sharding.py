@@ -10,12 +10,13 @@ import subprocess
 import sys
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from typing import Any
 
 import pytest
 import redis
-from checks import assert_refused
+from checks import assert_refused, pid_of
 
 import labkit
 from labkit.core.wait import wait_until
@@ -75,7 +76,9 @@ def test_consistent_routers_move_one_share(
 
 
 @pytest.mark.parametrize("hash_fn", [hash64, char_sum])
-def test_modulo_moves_most_keys(hash_fn, keys: list[str]) -> None:
+def test_modulo_moves_most_keys(
+    hash_fn: Callable[[str | bytes], int], keys: list[str]
+) -> None:
     """ModuloRouter from 3 to 4 nodes moves more than 0.6 of the keys (about 3/4)."""
     before = ModuloRouter(names(3), hash=hash_fn)
     after = ModuloRouter(names(4), hash=hash_fn)
@@ -209,7 +212,7 @@ def test_bad_nodes(cls: type, nodes: list[str], match: str) -> None:
         (lambda: Rendezvous(["a"], weights={"z": 1}), "not among nodes"),
     ],
 )
-def test_bad_settings(make, match: str) -> None:
+def test_bad_settings(make: Callable[[], object], match: str) -> None:
     """vnodes < 1, weight <= 0 and unknown weighted names raise ValueError."""
     with pytest.raises(ValueError, match=match):
         make()
@@ -232,7 +235,7 @@ def servers() -> Iterator[dict[str, Server]]:
 
 
 @pytest.fixture
-def clients(servers: dict[str, Server]) -> Iterator[dict]:
+def clients(servers: dict[str, Server]) -> Iterator[dict[str, redis.Redis]]:
     """A flushed client per server."""
     out = {name: s.client(socket_timeout=5) for name, s in servers.items()}
     for c in out.values():
@@ -242,12 +245,14 @@ def clients(servers: dict[str, Server]) -> Iterator[dict]:
         c.close()
 
 
-def three(clients: dict, router_cls: type = HashRing) -> ShardedClient:
+def three(
+    clients: dict[str, redis.Redis], router_cls: type = HashRing
+) -> ShardedClient:
     subset = {n: clients[n] for n in names(3)}
     return ShardedClient(subset, router_cls(names(3)))
 
 
-def test_sharded_client_routes_and_splits(clients: dict) -> None:
+def test_sharded_client_routes_and_splits(clients: dict[str, redis.Redis]) -> None:
     """Each key is stored only on its owner; MGET reassembles in input order."""
     sc = three(clients)
     data = {f"user:{i}": str(i) for i in range(300)}
@@ -262,7 +267,9 @@ def test_sharded_client_routes_and_splits(clients: dict) -> None:
     assert sc.delete("user:7", "user:8", "nope") == 2
 
 
-def test_sharded_client_refuses_mismatched_names(clients: dict) -> None:
+def test_sharded_client_refuses_mismatched_names(
+    clients: dict[str, redis.Redis],
+) -> None:
     """Router nodes and client names must be the same set."""
     with pytest.raises(ValueError, match="same servers"):
         ShardedClient({"node0": clients["node0"]}, HashRing(names(2)))
@@ -272,7 +279,7 @@ def test_sharded_client_refuses_mismatched_names(clients: dict) -> None:
     ("cls", "low", "high"), [(HashRing, 0.18, 0.32), (ModuloRouter, 0.68, 0.82)]
 )
 def test_move_keys_to_a_fourth_server(
-    clients: dict, cls: type, low: float, high: float
+    clients: dict[str, redis.Redis], cls: type, low: float, high: float
 ) -> None:
     """After move_keys every key reads back through the 4-server router."""
     old = three(clients, cls)
@@ -295,7 +302,7 @@ def test_make_router_builds_every_kind(kind: str, keys: list[str]) -> None:
     router = make_router(kind, names(3), vnodes=10)
     assert set(load_spread(router, keys[:1000]).counts) == set(names(3))
     if kind == "hash ring":
-        assert router.vnodes == 10
+        assert isinstance(router, HashRing) and router.vnodes == 10
 
 
 def test_make_router_rejects_unknown_kind() -> None:
@@ -382,7 +389,9 @@ def test_parse_cluster_nodes_every_field() -> None:
         (NODES_TEXT.replace("10923-16383", "10923-16384"), ValueError, "16384"),
     ],
 )
-def test_parse_cluster_nodes_refuses_garbage(text, error, words: str) -> None:
+def test_parse_cluster_nodes_refuses_garbage(
+    text: Any, error: type[Exception], words: str
+) -> None:
     """A parsed dict or a malformed line is refused, naming the problem."""
     with pytest.raises(error, match=words):
         parse_cluster_nodes(text)
@@ -390,7 +399,7 @@ def test_parse_cluster_nodes_refuses_garbage(text, error, words: str) -> None:
 
 # --- bad input: every public class and function of labkit.sharding -----------
 @pytest.fixture
-def one(redis_url: str, r) -> Iterator[ShardedClient]:
+def one(redis_url: str, r: redis.Redis) -> Iterator[ShardedClient]:
     """A one-node ShardedClient on the test database (so assert_refused sees it)."""
     client = labkit.connect(redis_url, socket_timeout=5)
     yield ShardedClient({"only": client}, HashRing(["only"]))
@@ -406,14 +415,14 @@ BAD_LIBRARY_INPUT = [
     (lambda sc: HashRing("abc"), TypeError, ["nodes='abc'", "bare str"]),
     (lambda sc: Rendezvous([]), ValueError, ["nodes=[]", "at least 1"]),
     (lambda sc: JumpHash(["a", ""]), ValueError, ["nodes item=''", "non-empty"]),
-    (lambda sc: ModuloRouter(["a", 7]), TypeError, ["nodes item=7", "str"]),
+    (lambda sc: ModuloRouter(["a", 7]), TypeError, ["nodes item=7", "str"]),  # type: ignore[list-item]
     (lambda sc: HashRing(["a", "a"]), ValueError, ["duplicate node names ['a']"]),
     (lambda sc: HashRing(names(10_001)), ValueError, ["10001 names", "at most"]),
     # routers: vnodes and weights
     (lambda sc: HashRing(["a"], vnodes=0), ValueError, ["vnodes=0", "1 to 10000"]),
     (lambda sc: HashRing(["a"], vnodes=10**9), ValueError, ["vnodes=1000000000"]),
     (lambda sc: HashRing(["a"], vnodes=True), TypeError, ["vnodes=True", "an int"]),
-    (lambda sc: HashRing(["a"], vnodes=2.5), TypeError, ["vnodes=2.5", "an int"]),
+    (lambda sc: HashRing(["a"], vnodes=2.5), TypeError, ["vnodes=2.5", "an int"]),  # type: ignore[arg-type]
     (_ring_points_bomb, ValueError, ["vnodes=10000", "3,000,000 points"]),
     (
         lambda sc: HashRing(["a"], weights={"a": math.nan}),
@@ -429,15 +438,15 @@ BAD_LIBRARY_INPUT = [
     (lambda sc: HashRing(["a"], weights={"a": 0}), ValueError, ["weights['a']=0"]),
     (lambda sc: HashRing(["a"], weights={"a": -1}), ValueError, ["weights['a']=-1"]),
     (lambda sc: HashRing(["a"], weights={"a": True}), TypeError, ["=True"]),
-    (lambda sc: HashRing(["a"], weights=[("a", 2)]), TypeError, ["weights=", "map"]),
+    (lambda sc: HashRing(["a"], weights=[("a", 2)]), TypeError, ["weights=", "map"]),  # type: ignore[arg-type]
     (lambda sc: Rendezvous(["a"], weights={"z": 1}), ValueError, ["not among nodes"]),
-    (lambda sc: ModuloRouter(["a"], hash="crc"), TypeError, ["hash='crc'", "callable"]),
+    (lambda sc: ModuloRouter(["a"], hash="crc"), TypeError, ["hash='crc'", "callable"]),  # type: ignore[arg-type]
     # routers: keys and jump_bucket
-    (lambda sc: HashRing(["a"]).node_for(42), TypeError, ["key=42", "str or bytes"]),
-    (lambda sc: JumpHash(["a"]).node_for(None), TypeError, ["key=None"]),
+    (lambda sc: HashRing(["a"]).node_for(42), TypeError, ["key=42", "str or bytes"]),  # type: ignore[arg-type]
+    (lambda sc: JumpHash(["a"]).node_for(None), TypeError, ["key=None"]),  # type: ignore[arg-type]
     (lambda sc: jump_bucket(-1, 3), ValueError, ["key=-1", "64-bit unsigned"]),
     (lambda sc: jump_bucket(2**64, 3), ValueError, ["key=18446744073709551616"]),
-    (lambda sc: jump_bucket(1.5, 3), TypeError, ["key=1.5"]),
+    (lambda sc: jump_bucket(1.5, 3), TypeError, ["key=1.5"]),  # type: ignore[arg-type]
     (lambda sc: jump_bucket(1, 0), ValueError, ["buckets=0", "from 1"]),
     (lambda sc: jump_bucket(1, True), TypeError, ["buckets=True"]),
     # hash tags and slots
@@ -445,20 +454,20 @@ BAD_LIBRARY_INPUT = [
     (lambda sc: tagged("}x", "cart"), ValueError, ["tag='}x'", "braces"]),
     (lambda sc: tagged("{}", "cart"), ValueError, ["tag='{}'"]),
     (lambda sc: tagged(True, "cart"), TypeError, ["tag=True"]),
-    (lambda sc: tagged("u1", None), TypeError, ["parts[0]=None"]),
+    (lambda sc: tagged("u1", None), TypeError, ["parts[0]=None"]),  # type: ignore[arg-type]
     (lambda sc: same_slot("abc"), TypeError, ["keys='abc'", "bare str"]),
     (lambda sc: same_slot([]), ValueError, ["keys=[]"]),
     (lambda sc: same_slot(["a", "b"]), CrossSlotError, ["2 slots", "hash tag"]),
-    (lambda sc: key_slot(42), TypeError, ["key=42"]),
+    (lambda sc: key_slot(42), TypeError, ["key=42"]),  # type: ignore[arg-type]
     # ShardedClient
-    (lambda sc: ShardedClient(sc.clients, "ring"), TypeError, ["router='ring'"]),
+    (lambda sc: ShardedClient(sc.clients, "ring"), TypeError, ["router='ring'"]),  # type: ignore[arg-type]
     (
-        lambda sc: ShardedClient(list(sc.clients.values()), sc.router),
+        lambda sc: ShardedClient(list(sc.clients.values()), sc.router),  # type: ignore[arg-type]
         TypeError,
         ["clients=", "mapping"],
     ),
     (
-        lambda sc: ShardedClient({"only": "redis://x"}, sc.router),
+        lambda sc: ShardedClient({"only": "redis://x"}, sc.router),  # type: ignore[dict-item]
         TypeError,
         ["client='redis://x'", "needs a redis.Redis"],
     ),
@@ -477,14 +486,14 @@ BAD_LIBRARY_INPUT = [
     (lambda sc: list(sc.scan_iter(count=0)), ValueError, ["count=0"]),
     (lambda sc: sc.execute("", "k"), ValueError, ["command=''"]),
     # move_keys
-    (lambda sc: move_keys("old", sc), TypeError, ["old='old'", "ShardedClient"]),
+    (lambda sc: move_keys("old", sc), TypeError, ["old='old'", "ShardedClient"]),  # type: ignore[arg-type]
     (lambda sc: move_keys(sc, sc, batch=0), ValueError, ["batch=0", "from 1"]),
     (lambda sc: move_keys(sc, sc, batch=True), TypeError, ["batch=True"]),
     (lambda sc: move_keys(sc, sc, batch=10**6), ValueError, ["batch=1000000"]),
     (lambda sc: move_keys(sc, sc, timeout=math.nan), ValueError, ["timeout=nan"]),
     (lambda sc: move_keys(sc, sc, match=""), ValueError, ["match=''"]),
     # cluster nodes
-    (lambda sc: cluster_nodes("127.0.0.1:7000"), TypeError, ["client='127.0.0.1"]),
+    (lambda sc: cluster_nodes("127.0.0.1:7000"), TypeError, ["client='127.0.0.1"]),  # type: ignore[arg-type]
 ]
 
 
@@ -493,7 +502,13 @@ BAD_LIBRARY_INPUT = [
     BAD_LIBRARY_INPUT,
     ids=[f"case{i:02d}" for i in range(len(BAD_LIBRARY_INPUT))],
 )
-def test_bad_input_is_refused(r, one: ShardedClient, call, error, words) -> None:
+def test_bad_input_is_refused(
+    r: redis.Redis,
+    one: ShardedClient,
+    call: Callable[[ShardedClient], object],
+    error: type[Exception],
+    words: list[str],
+) -> None:
     """Each bad argument raises a clear error naming it, having written nothing."""
     r.set("fine", "kept")  # an existing key the refused calls must not touch
     assert_refused(r, lambda: call(one), error, *words)
@@ -509,7 +524,9 @@ def test_sharded_client_needs_a_socket_timeout(redis_url: str) -> None:
         client.close()
 
 
-def test_move_keys_refuses_one_name_for_two_servers(clients: dict) -> None:
+def test_move_keys_refuses_one_name_for_two_servers(
+    clients: dict[str, redis.Redis],
+) -> None:
     """A name present in both layouts must be the same server."""
     old = ShardedClient({"node0": clients["node0"]}, JumpHash(["node0"]))
     swapped = {"node0": clients["node1"], "node1": clients["node0"]}
@@ -519,7 +536,9 @@ def test_move_keys_refuses_one_name_for_two_servers(clients: dict) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_unreachable_server_fails_fast_with_its_name(clients: dict) -> None:
+def test_unreachable_server_fails_fast_with_its_name(
+    clients: dict[str, redis.Redis],
+) -> None:
     """A server that refuses connections: ShardUnavailableError naming it, quickly."""
     dead = redis.Redis(port=free_port(), socket_timeout=1, retry=no_retry())
     sc = ShardedClient(
@@ -547,7 +566,7 @@ def trio() -> Iterator[list[Server]]:
         yield servers
         for s in servers:  # a test that failed mid-freeze must not leave it stopped
             if s.running:
-                os.kill(s.pid, signal.SIGCONT)
+                os.kill(pid_of(s), signal.SIGCONT)
 
 
 def fast(server: Server) -> redis.Redis:
@@ -565,7 +584,7 @@ def test_frozen_node_fails_in_seconds_then_recovers(trio: list[Server]) -> None:
     sc.mset(data)
     frozen = [k for k in data if sc.node_for(k) == "n1"]
     alive = [k for k in data if sc.node_for(k) != "n1"]
-    os.kill(trio[1].pid, signal.SIGSTOP)
+    os.kill(pid_of(trio[1]), signal.SIGSTOP)
     try:
         with pytest.raises(
             ShardUnavailableError, match="'n1' did not answer GET"
@@ -574,7 +593,7 @@ def test_frozen_node_fails_in_seconds_then_recovers(trio: list[Server]) -> None:
         assert isinstance(info.value.__cause__, redis.TimeoutError)
         assert [sc.get(k) for k in alive[:50]] == [data[k] for k in alive[:50]]
     finally:
-        os.kill(trio[1].pid, signal.SIGCONT)
+        os.kill(pid_of(trio[1]), signal.SIGCONT)
     assert sc.mget(list(data)) == list(data.values())  # nothing lost
 
 
@@ -604,7 +623,9 @@ def test_killed_node_during_traffic(trio: list[Server]) -> None:
     assert sc.get(keys[-1]) == "back"
 
 
-def move_setup(trio: list[Server], n: int) -> tuple[ShardedClient, ShardedClient, dict]:
+def move_setup(
+    trio: list[Server], n: int
+) -> tuple[ShardedClient, ShardedClient, dict[str, str]]:
     """Keys on two servers; the new layout adds the third."""
     clients = {
         f"n{i}": s.client(socket_timeout=5, retry=no_retry())
@@ -623,7 +644,7 @@ def freeze_when_filling(server: Server, sig: int) -> threading.Thread:
 
     def watch() -> None:
         wait_until(lambda: probe.dbsize() > 0, timeout=30, interval=0.002)
-        os.kill(server.pid, sig)
+        os.kill(pid_of(server), sig)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -641,7 +662,7 @@ def test_move_with_a_frozen_target_fails_then_finishes(trio: list[Server]) -> No
             move_keys(old, new, batch=1, timeout=1)
         watcher.join(timeout=5)
     finally:
-        os.kill(trio[2].pid, signal.SIGCONT)
+        os.kill(pid_of(trio[2]), signal.SIGCONT)
     assert "timeout" in str(info.value)  # MIGRATE's timeout=1 fired
     assert 0 < info.value.moved < to_move
     assert info.value.target == "n2"
@@ -674,7 +695,10 @@ def test_sharded_client_decode_responses_either_way(
     replies come back as the clients give them, keys route the same as str or bytes."""
     client = redis.Redis.from_url(redis_url, decode_responses=decode, socket_timeout=5)
     sc = ShardedClient({"a": client, "b": client}, HashRing(["a", "b"]))
-    text = (lambda s: s) if decode else (lambda s: s.encode())
+
+    def text(s: str) -> str | bytes:
+        return s if decode else s.encode()
+
     try:
         sc.mset({"dec:1": "x", "dec:2": "y"})
         assert sc.get("dec:1") == text("x") and sc.get(b"dec:1") == text("x")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import Any
 
 import pytest
 
@@ -73,8 +74,10 @@ def test_handoff_times_follow_an_atomic_migration() -> None:
                 "NODE", reshard.node_id(new),
             )  # fmt: skip
 
-            def job() -> dict:
-                return client.execute_command("CLUSTER GETSLOTMIGRATIONS")[-1]
+            def job() -> dict[str, Any]:
+                jobs = client.execute_command("CLUSTER GETSLOTMIGRATIONS")
+                last: dict[str, Any] = jobs[-1]
+                return last
 
             assert wait_until(lambda: job()["state"] == "success", timeout=60)
             name = job()["name"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from functools import partial
+from typing import Any
 
 import pytest
 import redis
@@ -22,6 +23,7 @@ from labkit.sharding import (
     JumpHash,
     ModuloRouter,
     Rendezvous,
+    Router,
     ShardedClient,
     move_keys,
 )
@@ -37,7 +39,7 @@ def servers() -> Iterator[dict[str, Server]]:
 
 
 @pytest.fixture
-def clients(servers: dict[str, Server]) -> Iterator[dict]:
+def clients(servers: dict[str, Server]) -> Iterator[dict[str, redis.Redis]]:
     """A flushed client per server."""
     out = {name: s.client(socket_timeout=5) for name, s in servers.items()}
     for c in out.values():
@@ -47,13 +49,13 @@ def clients(servers: dict[str, Server]) -> Iterator[dict]:
         c.close()
 
 
-def tutorial(clients: dict) -> Shortener:
+def tutorial(clients: dict[str, redis.Redis]) -> Shortener:
     """The tutorial's placement: character sum modulo three servers."""
     router = ModuloRouter(NAMES[:3], hash=char_sum)
     return Shortener(ShardedClient({n: clients[n] for n in NAMES[:3]}, router))
 
 
-def test_shorten_and_resolve(clients: dict) -> None:
+def test_shorten_and_resolve(clients: dict[str, redis.Redis]) -> None:
     """A code redirects to its URL with a one-hour TTL; an unknown code is 404."""
     short = tutorial(clients)
     code = short.shorten("https://example.com/a/long/path")
@@ -63,7 +65,7 @@ def test_shorten_and_resolve(clients: dict) -> None:
     assert 3590 < short.client.ttl(short.url_key(code)) <= 3600
 
 
-def test_same_url_same_code_and_counters(clients: dict) -> None:
+def test_same_url_same_code_and_counters(clients: dict[str, redis.Redis]) -> None:
     """Shortening twice gives one code; hits and misses are counted."""
     short = tutorial(clients)
     urls = [f"https://example.com/{i}" for i in range(60)]
@@ -78,7 +80,7 @@ def test_same_url_same_code_and_counters(clients: dict) -> None:
     assert all(n > 5 for n in short.links_per_server().values())
 
 
-def test_links_expire(clients: dict) -> None:
+def test_links_expire(clients: dict[str, redis.Redis]) -> None:
     """A link shortened with ttl=1 answers 404 after it expires."""
     short = tutorial(clients)
     code = short.shorten("https://example.com/brief", ttl=1)
@@ -87,7 +89,7 @@ def test_links_expire(clients: dict) -> None:
     assert short.resolve(code) == Resolution(404, None)
 
 
-def test_anagram_codes_share_a_server(clients: dict) -> None:
+def test_anagram_codes_share_a_server(clients: dict[str, redis.Redis]) -> None:
     """The character sum sends every anagram of a code to the same server."""
     router = tutorial(clients).client.router
     assert len({router.node_for(c) for c in ["abc1234", "4321cba", "c1b2a34"]}) == 1
@@ -102,7 +104,12 @@ def test_anagram_codes_share_a_server(clients: dict) -> None:
         (lambda n: JumpHash(n), 0.17, 0.33),
     ],
 )
-def test_adding_a_fourth_server(clients: dict, router, low: float, high: float) -> None:
+def test_adding_a_fourth_server(
+    clients: dict[str, redis.Redis],
+    router: Callable[[list[str]], Router],
+    low: float,
+    high: float,
+) -> None:
     """Links break on the new layout until moved; after move_keys all resolve."""
     three = ShardedClient({n: clients[n] for n in NAMES[:3]}, router(NAMES[:3]))
     four = ShardedClient(clients, router(NAMES))
@@ -120,7 +127,7 @@ def test_adding_a_fourth_server(clients: dict, router, low: float, high: float) 
     ("kind", "low", "high"), [("modulo", 0.65, 0.85), ("jump hash", 0.17, 0.33)]
 )
 def test_grow_counts_and_repairs(
-    clients: dict, kind: str, low: float, high: float
+    clients: dict[str, redis.Redis], kind: str, low: float, high: float
 ) -> None:
     """grow: broken links are exactly the moved ones, and all resolve afterwards."""
     urls = [f"https://example.com/g/{i}" for i in range(500)]
@@ -129,7 +136,9 @@ def test_grow_counts_and_repairs(
 
 
 @pytest.mark.parametrize("nodes_before", [0, 4, "3"])
-def test_grow_bad_nodes_before(clients: dict, nodes_before) -> None:
+def test_grow_bad_nodes_before(
+    clients: dict[str, redis.Redis], nodes_before: Any
+) -> None:
     """nodes_before must leave at least one server to add."""
     with pytest.raises(ValueError, match="nodes_before="):
         grow(clients, HashRing, ["https://a.example"], nodes_before=nodes_before)
@@ -137,7 +146,7 @@ def test_grow_bad_nodes_before(clients: dict, nodes_before) -> None:
 
 # --- bad input, wrong-type keys, a server down, the keys audit ----------------
 @pytest.fixture
-def solo(redis_url: str, r) -> Iterator[Shortener]:
+def solo(redis_url: str, r: redis.Redis) -> Iterator[Shortener]:
     """A one-server shortener on the test database (so assert_refused sees it)."""
     client = labkit.connect(redis_url, socket_timeout=5)
     yield Shortener(ShardedClient({"only": client}, HashRing(["only"])))
@@ -164,7 +173,9 @@ BAD_URLS = [
 
 
 @pytest.mark.parametrize(("url", "error", "words"), BAD_URLS)
-def test_bad_urls_are_refused(r, solo: Shortener, url, error, words: str) -> None:
+def test_bad_urls_are_refused(
+    r: redis.Redis, solo: Shortener, url: Any, error: type[Exception], words: str
+) -> None:
     """Schemes other than http(s), no host, CR/LF and control characters: refused."""
     assert_refused(r, lambda: solo.shorten(url), error, words, "http:// or https://")
 
@@ -175,15 +186,15 @@ BAD_SETTINGS = [
     (lambda s: s.shorten(URL, ttl=math.nan), TypeError, ["ttl=nan"]),
     (lambda s: s.shorten(URL, ttl=True), TypeError, ["ttl=True"]),
     (lambda s: s.shorten(URL, ttl=10**12), ValueError, ["ttl=1000000000000"]),
-    (lambda s: Shortener(s.client, ttl=3600.5), TypeError, ["ttl=3600.5"]),
+    (lambda s: Shortener(s.client, ttl=3600.5), TypeError, ["ttl=3600.5"]),  # type: ignore[arg-type]
     (lambda s: Shortener(s.client, length=2), ValueError, ["length=2", "4 to 10"]),
     (lambda s: Shortener(s.client, length=11), ValueError, ["length=11"]),
     (lambda s: Shortener(s.client, length=True), TypeError, ["length=True"]),
     (lambda s: Shortener(s.client, prefix=""), ValueError, ["prefix=''"]),
     (lambda s: Shortener(s.client, prefix="a*"), ValueError, ["prefix='a*'", "glob"]),
     (lambda s: Shortener(s.client, prefix="{x}"), ValueError, ["prefix='{x}'"]),
-    (lambda s: Shortener(s.client, prefix=5), TypeError, ["prefix=5"]),
-    (lambda s: Shortener("redis://x"), TypeError, ["client='redis://x'"]),
+    (lambda s: Shortener(s.client, prefix=5), TypeError, ["prefix=5"]),  # type: ignore[arg-type]
+    (lambda s: Shortener("redis://x"), TypeError, ["client='redis://x'"]),  # type: ignore[arg-type]
     (lambda s: s.resolve(""), ValueError, ["code=''", "letters and digits"]),
     (lambda s: s.resolve("../etc"), ValueError, ["code='../etc'"]),
     (lambda s: s.resolve("x" * 65), ValueError, ["1 to 64"]),
@@ -192,7 +203,13 @@ BAD_SETTINGS = [
 
 
 @pytest.mark.parametrize(("call", "error", "words"), BAD_SETTINGS)
-def test_bad_settings_are_refused(r, solo: Shortener, call, error, words) -> None:
+def test_bad_settings_are_refused(
+    r: redis.Redis,
+    solo: Shortener,
+    call: Callable[[Shortener], object],
+    error: type[Exception],
+    words: list[str],
+) -> None:
     """TTLs, lengths, prefixes, clients and codes are checked before any write."""
     assert_refused(r, lambda: call(solo), error, *words)
 
@@ -207,7 +224,9 @@ def test_bytes_clients_are_refused(redis_url: str) -> None:
         raw.close()
 
 
-def test_wrong_type_keys_are_reported_and_untouched(r, solo: Shortener) -> None:
+def test_wrong_type_keys_are_reported_and_untouched(
+    r: redis.Redis, solo: Shortener
+) -> None:
     """A link or counters key of another type: WrongTypeError, nothing written."""
     code = solo._code(URL, 0)
     r.hset(solo.url_key(code), "x", "1")
@@ -232,7 +251,7 @@ def test_check_url_accepts_real_urls() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_a_server_down_fails_fast_naming_it(clients: dict) -> None:
+def test_a_server_down_fails_fast_naming_it(clients: dict[str, redis.Redis]) -> None:
     """A shortener over a dead server: that server's lookups fail in seconds."""
     dead = redis.Redis(
         port=free_port(), socket_timeout=1, retry=no_retry(), decode_responses=True
@@ -248,7 +267,7 @@ def test_a_server_down_fails_fast_naming_it(clients: dict) -> None:
     assert isinstance(info.value.__cause__, redis.ConnectionError)  # refused
 
 
-def test_keys_audit(clients: dict) -> None:
+def test_keys_audit(clients: dict[str, redis.Redis]) -> None:
     """After a normal run, every key is documented and only the counters lack a TTL."""
     short = tutorial(clients)
     codes = [short.shorten(f"https://example.com/audit/{i}") for i in range(30)]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis
-from checks import assert_refused, audit_keys
+from checks import assert_refused, audit_keys, pid_of
 
 from labkit.core.scripts import Script
 from labkit.errors import WrongTypeError
@@ -115,8 +115,8 @@ def _call(method: str, *args: Any) -> Callable[[redis.Redis], Callable[[], Any]]
 
 # (case id, call factory, error, words the message must contain)
 BAD_INPUT: list[tuple[str, Callable[[redis.Redis], Callable[[], Any]], type, str]] = [
-    ("client str", lambda r: lambda: SeriesStore("redis://x"), TypeError, "client="),
-    ("client None", lambda r: lambda: SeriesStore(None), TypeError, "client=None"),
+    ("client str", lambda r: lambda: SeriesStore("redis://x"), TypeError, "client="),  # type: ignore[arg-type]
+    ("client None", lambda r: lambda: SeriesStore(None), TypeError, "client=None"),  # type: ignore[arg-type]
     ("prefix empty", lambda r: _store(r, prefix=""), ValueError, "prefix=''"),
     ("prefix int", lambda r: _store(r, prefix=5), TypeError, "prefix=5"),
     ("max_points 0", lambda r: _store(r, max_points=0), ValueError, "max_points=0"),
@@ -195,7 +195,7 @@ BAD_INPUT: list[tuple[str, Callable[[redis.Redis], Callable[[], Any]], type, str
 def test_bad_input_is_refused_before_anything_is_written(
     r: redis.Redis,
     make: Callable[[redis.Redis], Callable[[], Any]],
-    error: type,
+    error: type[Exception],
     words: str,
 ) -> None:
     """Each bad argument raises a clear error naming it; the database is unchanged."""
@@ -396,11 +396,11 @@ def test_sigstop_during_writes_times_out_then_recovers() -> None:
     with Server() as srv:
         store = SeriesStore(srv.client(retry=no_retry(), socket_timeout=1))
         store.add("s", 0, 0.0)
-        os.kill(srv.pid, signal.SIGSTOP)
+        os.kill(pid_of(srv), signal.SIGSTOP)
         try:
             err = _writes_until_error(store, 1)
         finally:
-            os.kill(srv.pid, signal.SIGCONT)
+            os.kill(pid_of(srv), signal.SIGCONT)
         assert isinstance(err, redis.exceptions.TimeoutError)
         # The add that timed out may have run after SIGCONT; no other is lost.
         assert store.add("s", 2, 2.0) in (2, 3)
