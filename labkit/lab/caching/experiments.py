@@ -18,6 +18,7 @@ import numpy as np
 import redis
 
 from labkit.cache import Cache
+from labkit.core.wait import wait_until
 from labkit.lab.caching.readlog import ReadLog
 from labkit.lab.measure import time_calls
 from labkit.server import flushdb, fresh_client, reconfigured
@@ -431,6 +432,14 @@ def eviction_trial(
     # (lazyfree-lazy-user-flush): a SYNC flush keeps the old keys out of the
     # baseline below, which would otherwise make the budget too generous.
     client.execute_command("FLUSHDB", "SYNC")
+    # An earlier ASYNC flush (another test's, the notebook's setup) may still
+    # be freeing in the background: its memory would count in the baseline and
+    # be freed during the trial, widening the budget. Wait for it (bounded).
+    if not wait_until(
+        lambda: int(client.info("memory").get("lazyfree_pending_objects", 0)) == 0,
+        timeout=60,
+    ):
+        raise RuntimeError("the server's background frees did not finish in 60 s")
     limits: dict[str, str | int] = {
         "maxmemory-policy": policy,
         "maxmemory": int(client.info("memory")["used_memory"]) + budget_bytes,
