@@ -26,8 +26,8 @@ end
 -- Checked: now write.
 local new = redis.call('SADD', KEYS[2], ARGV[1])
 local finished = redis.call('SCARD', KEYS[2])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+local expires = redis.call('PEXPIRETIME', KEYS[1])  -- the record's expiry, exactly
+if expires > 0 then redis.call('PEXPIREAT', KEYS[2], expires) end
 local fired = 0
 if new == 1 and finished == total then
   fired = redis.call('HSETNX', KEYS[1], 'done', 1)

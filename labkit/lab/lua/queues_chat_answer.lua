@@ -4,7 +4,7 @@
 -- set of answered request ids is the marker, written with the answer); a
 -- second worker's answer (after a takeover) is dropped, and the request is
 -- acknowledged either way. The reply stream and the marker set expire with
--- the session (its remaining PTTL, never more).
+-- the session, at its very instant (PEXPIRETIME, then PEXPIREAT).
 -- KEYS[1]: stream, requests   KEYS[2]: list, the session's history
 -- KEYS[3]: stream, the session's replies   KEYS[4]: set, answered request ids
 -- ARGV[1]: consumer group   ARGV[2]: request entry id   ARGV[3]: answer text
@@ -21,7 +21,7 @@ end
 local err = check(KEYS[1], 'stream', 'none') or check(KEYS[2], 'list', 'none')
   or check(KEYS[3], 'stream', 'none') or check(KEYS[4], 'set', 'none')
 if err then return err end
-local ttl = redis.call('PTTL', KEYS[2])
+local expires = redis.call('PEXPIRETIME', KEYS[2])  -- -2 none, -1 no TTL
 
 -- Checked: now write.
 local function done()
@@ -31,12 +31,12 @@ local function done()
   end
 end
 if redis.call('SISMEMBER', KEYS[4], ARGV[2]) == 1 then done() return {0, ''} end
-if ttl <= 0 then done() return {-1, ''} end
+if expires < 0 then done() return {-1, ''} end
 redis.call('SADD', KEYS[4], ARGV[2])
-redis.call('PEXPIRE', KEYS[4], ttl)
+redis.call('PEXPIREAT', KEYS[4], expires)
 redis.call('RPUSH', KEYS[2], ARGV[4])
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'request', ARGV[2],
                       'text', ARGV[3], 'worker', ARGV[5])
-redis.call('PEXPIRE', KEYS[3], ttl)
+redis.call('PEXPIREAT', KEYS[3], expires)
 done()
 return {1, id}
