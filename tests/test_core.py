@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -142,8 +143,13 @@ def test_client_checks_say_what_they_need(r: redis.Redis, redis_url: str) -> Non
     with pytest.raises(TypeError, match=r"JobQueue needs a redis\.Redis"):
         check_client("redis://x", owner="JobQueue")
     raw = labkit.connect(redis_url, decode_responses=False)
-    with pytest.raises(TypeError, match="decode_responses=True"):
+    with pytest.raises(TypeError, match="decode_responses=True") as info:
         check_client(raw, owner="JobQueue", decode=True)
+    # The client is named in a line, by address and db (not its whole pool repr).
+    assert re.match(
+        r"client=<Redis \S+ db=\d+ decode_responses=False>: ", str(info.value)
+    )
+    assert "ConnectionPool" not in str(info.value) and len(str(info.value)) < 200
     assert check_client(r, owner="JobQueue", decode=True) is r
     raw.close()
 
@@ -152,8 +158,11 @@ def test_cluster_refusal_gives_the_reason() -> None:
     """A pattern that cannot run on a cluster says why."""
     with Cluster(masters=3) as cluster:
         rc = cluster.client()
-        with pytest.raises(TypeError, match=r"FlagStore does not work .*: one hash"):
+        with pytest.raises(
+            TypeError, match=r"FlagStore does not work .*: one hash"
+        ) as info:
             check_client(rc, owner="FlagStore", cluster="one hash")
+        assert str(info.value).startswith("client=<RedisCluster 127.0.0.1:")
         rc.close()
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import reprlib
 import weakref
 from typing import Any, NamedTuple
 
@@ -236,6 +237,21 @@ def _decodes(client: Any) -> bool:
     return bool(client.get_encoder().decode_responses)
 
 
+def _describe(client: Any) -> str:
+    """A short, secret-free name for a client in an error message."""
+    if isinstance(client, redis.RedisCluster):
+        node = client.nodes_manager.default_node
+        where = f"{node.host}:{node.port}" if node is not None else "?"
+        return f"<RedisCluster {where} decode_responses={_decodes(client)}>"
+    if isinstance(client, redis.Redis):
+        kw = client.connection_pool.connection_kwargs
+        where = kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}"
+        return (
+            f"<Redis {where} db={kw.get('db', 0)} decode_responses={_decodes(client)}>"
+        )
+    return reprlib.repr(client)
+
+
 def check_client(
     client: Any,
     *,
@@ -254,19 +270,20 @@ def check_client(
     """
     if not isinstance(client, redis.Redis | redis.RedisCluster):
         raise TypeError(
-            f"client={client!r}: {owner} needs a redis.Redis"
+            f"client={_describe(client)}: {owner} needs a redis.Redis"
             f"{' or redis.RedisCluster' if cluster is True else ''} "
             "(e.g. labkit.connect())"
         )
     if isinstance(client, redis.RedisCluster) and cluster is not True:
         reason = f": {cluster}" if isinstance(cluster, str) else ""
         raise TypeError(
-            f"client={client!r}: {owner} does not work on a RedisCluster{reason}. "
+            f"client={_describe(client)}: {owner} does not work on a "
+            f"RedisCluster{reason}. "
             "Pass a redis.Redis for one server (or one node)."
         )
     if decode and not _decodes(client):
         raise TypeError(
-            f"client={client!r}: {owner} needs a client made with "
+            f"client={_describe(client)}: {owner} needs a client made with "
             "decode_responses=True (labkit.connect() does that by default)"
         )
     return client
