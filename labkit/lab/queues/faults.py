@@ -298,7 +298,8 @@ def server_crash_run(
     The notebook (08a) runs these same steps on the page with :class:`Traffic`;
     this function repeats them for tests and further exploration. Once
     ``kill_after`` of the jobs are acknowledged, the queue's server is
-    SIGKILLed. Then either it restarts on its data dir (persistence settings),
+    SIGKILLed (for the failover, its replication link is cut first and 10
+    more enqueues are acknowledged, which no replica can have). Then either it restarts on its data dir (persistence settings),
     or its replica is promoted (``REPLICAOF NO ONE``) and producer and
     workers move to it; they go on until every acknowledged job has had its
     chance to run.
@@ -333,7 +334,9 @@ def server_crash_run(
             traffic.wait_acked(jobs * kill_after)
             c = queue.counts()
             if link is not None:
-                link.blackhole()  # the machine dies with what is still on the wire
+                link.blackhole()  # the machine dies: its network first, then...
+                # ...enqueues it acknowledges meanwhile can reach no replica.
+                traffic.wait_acked(min(jobs, traffic.acked + 10))
             primary.kill()
             killed = time.monotonic()
             if replica is None:
