@@ -338,9 +338,13 @@ def test_late_ack_of_a_recovered_job_counts_once(r: redis.Redis) -> None:
 
 
 def test_heartbeat_keeps_a_long_job_from_being_taken_over(r: redis.Redis) -> None:
-    """A job 4x the visibility timeout runs once with heartbeats, twice without."""
+    """A job 4x the visibility timeout runs once with heartbeats, twice without.
+
+    4 heartbeats per visibility timeout: a heartbeat late by up to 0.3 s (a
+    stalled thread) still comes in time.
+    """
     for beat, expected in ((True, 1), (False, 2)):
-        q = JobQueue(r, f"long-{beat}", visibility_timeout=0.2)
+        q = JobQueue(r, f"long-{beat}", visibility_timeout=0.4)
         runs: list[str] = []
         lock = threading.Lock()
 
@@ -352,7 +356,7 @@ def test_heartbeat_keeps_a_long_job_from_being_taken_over(r: redis.Redis) -> Non
         ) -> None:
             with lock:
                 runs.append(job.worker)
-            for _ in range(8):
+            for _ in range(16):
                 time.sleep(0.1)
                 if beat:
                     assert job.heartbeat()
