@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -263,6 +264,67 @@ def test_listener_watchdog_finds_a_frozen_server(threads: None) -> None:
             client.publish("c", "back")
             assert wait_until(lambda: got == ["back"], timeout=5)
             assert listener.connected and listener.stats.downtime > 0
+        finally:
+            listener.stop()
+            client.close()
+
+
+def _stopped(pid: int) -> bool:
+    """True once process ``pid`` is stopped (SIGSTOP taken effect; Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0] == "T"
+
+
+def test_listener_stall_after_its_ping_is_not_a_dead_connection(
+    threads: None,
+) -> None:
+    """The listener's thread stalls for longer than dead_after between its
+    PING and reading the PONG (a GC pause, a descheduled process): the PONG
+    waiting on the socket proves the connection alive, so no reconnect. A
+    frozen server sends nothing: that connection is still declared dead.
+
+    The test plays the listener's thread, step by step (no thread started):
+    ``_watchdog()`` sends the PING, the sleep is the stall, and
+    ``_read_one()`` is the loop's next step (watchdog check, then read).
+    """
+    with Server() as server:
+        assert server.pid is not None
+        client = server.client(retry=no_retry(), socket_timeout=1)
+        listener = Listener(
+            client,
+            ["c"],
+            on_message=print,
+            health_check_interval=0.01,
+            dead_after=0.05,
+        )
+        listener.connect()
+        try:
+            conn = listener._pubsub.connection
+            time.sleep(0.02)  # the next PING is due
+            listener._watchdog()  # sends it
+            assert listener._ping_sent is not None
+            time.sleep(0.2)  # the stall: 4 x dead_after
+            assert wait_until(lambda: conn.can_read(timeout=0), timeout=10)  # PONG
+            listener._read_one(0.1)
+            assert listener._ping_sent is None  # the PONG was read
+            assert listener.stats.unresponsive == 0 and listener.connected
+            assert listener.stats.reconnects == 0
+
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                assert wait_until(lambda: _stopped(server.pid), timeout=10)
+                time.sleep(0.02)
+                listener._watchdog()  # a PING the frozen server never answers
+                assert listener._ping_sent is not None
+                time.sleep(0.2)
+                listener._read_one(0.1)
+                assert listener.stats.unresponsive == 1 and not listener.connected
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            listener.start()  # the thread reconnects and resubscribes
+            assert wait_until(lambda: listener.connected, timeout=10)
+            assert wait_until(lambda: client.pubsub_numsub("c") == [("c", 1)])
+            assert listener.stats.reconnects == 1
         finally:
             listener.stop()
             client.close()

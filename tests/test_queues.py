@@ -31,7 +31,15 @@ from labkit.lab.queues import (
     server_crash_run,
     try_queue,
 )
-from labkit.queues import FanOut, Job, JobQueue, JobStatus, Worker, bounded_client
+from labkit.queues import (
+    GROUP,
+    FanOut,
+    Job,
+    JobQueue,
+    JobStatus,
+    Worker,
+    bounded_client,
+)
 from labkit.server import Cluster, Server, no_retry
 
 
@@ -71,6 +79,29 @@ def test_sigkill_mid_batch_loses_no_job() -> None:
     # Taken over once idle for the visibility timeout, counted from delivery:
     waits = zip(res.returned_after, res.idle_at_kill, strict=True)
     assert all(t - (res.visibility - idle) >= -0.05 for t, idle in waits)
+
+
+def test_paused_worker_process_holds_still_resumes_and_stops() -> None:
+    """pause() (SIGSTOP): nothing runs and its pending entries stay put;
+    resume() (SIGCONT): it finishes them; stop() ends a paused worker by
+    SIGTERM (thawed first), not by the SIGKILL after the stop timeout."""
+    with Server() as srv:
+        client = srv.client()
+        q = JobQueue(client, "paused", visibility_timeout=60)
+        with WorkerProcesses(srv.url, q.name, 1) as procs:
+            procs.wait_ready(q)
+            q.enqueue_many([{"sleep": 0.05}] * 5)
+            assert wait_until(lambda: q.counts().completed >= 1, timeout=30)
+            procs.pause(0)
+            held = client.xpending(q.stream, GROUP)["pending"]
+            done = q.counts().completed
+            time.sleep(0.2)  # a stopped process does nothing, however long
+            assert client.xpending(q.stream, GROUP)["pending"] == held
+            assert q.counts().completed == done < 5
+            procs.resume(0)
+            assert wait_until(lambda: q.counts().completed == 5, timeout=30)
+            procs.pause(0)
+        assert procs.procs[0].returncode == 0  # SIGTERM: a clean exit
 
 
 def test_crash_on_job_one_of_ten_costs_one_attempt(r: redis.Redis) -> None:
@@ -307,9 +338,13 @@ def test_late_ack_of_a_recovered_job_counts_once(r: redis.Redis) -> None:
 
 
 def test_heartbeat_keeps_a_long_job_from_being_taken_over(r: redis.Redis) -> None:
-    """A job 4x the visibility timeout runs once with heartbeats, twice without."""
+    """A job 4x the visibility timeout runs once with heartbeats, twice without.
+
+    4 heartbeats per visibility timeout: a heartbeat late by up to 0.3 s (a
+    stalled thread) still comes in time.
+    """
     for beat, expected in ((True, 1), (False, 2)):
-        q = JobQueue(r, f"long-{beat}", visibility_timeout=0.2)
+        q = JobQueue(r, f"long-{beat}", visibility_timeout=0.4)
         runs: list[str] = []
         lock = threading.Lock()
 
@@ -321,7 +356,7 @@ def test_heartbeat_keeps_a_long_job_from_being_taken_over(r: redis.Redis) -> Non
         ) -> None:
             with lock:
                 runs.append(job.worker)
-            for _ in range(8):
+            for _ in range(16):
                 time.sleep(0.1)
                 if beat:
                     assert job.heartbeat()

@@ -296,14 +296,7 @@ class Listener:
         if self.sharded:
             return self._pubsub.get_sharded_message(timeout=timeout)
         conn = self._pubsub.connection
-        try:  # connects (and redis-py resubscribes) if the socket is closed
-            readable = conn.can_read(timeout=timeout)
-        except _NET_ERRORS:
-            # can_read raises on a connection the server closed, but leaves
-            # the socket open: every later read would fail the same way.
-            self._drop_connection()
-            raise
-        if not readable:
+        if not self._can_read(conn, timeout):
             return None
         response = self._pubsub.parse_response(
             block=False, timeout=conn.socket_timeout or _BODY_TIMEOUT
@@ -315,6 +308,16 @@ class Listener:
             self._ping_sent = None
             return None
         return response
+
+    def _can_read(self, conn: Any, timeout: float) -> bool:
+        """True if a reply (or part of one) is waiting, within ``timeout`` s."""
+        try:  # connects (and redis-py resubscribes) if the socket is closed
+            return bool(conn.can_read(timeout=timeout))
+        except _NET_ERRORS:
+            # can_read raises on a connection the server closed, but leaves
+            # the socket open: every later read would fail the same way.
+            self._drop_connection()
+            raise
 
     def _to_message(self, raw: Any) -> Message | None:
         if raw is None:
@@ -395,7 +398,11 @@ class Listener:
         if self._ping_sent is not None and silent > self.dead_after:
             # Open but silent: only a missing answer tells. Any message read
             # counts as a sign of life (under a backlog the PONG queues
-            # behind many messages, and that connection is not dead).
+            # behind many messages, and that connection is not dead), and
+            # so does one waiting to be read: the silence may be this
+            # thread's own (a stall between the PING and reading its PONG).
+            if self._can_read(self._pubsub.connection, 0):
+                return
             self.stats.unresponsive += 1
             self._ping_sent = None
             if self.stats.down_since is None:

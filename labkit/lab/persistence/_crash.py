@@ -22,6 +22,14 @@ def _value(i: int) -> str:
     return f"v{i}"
 
 
+def _aof_bytes(i: int) -> int:
+    """Bytes write ``i`` (``SET crash:<i> v<i>``) takes in the AOF (RESP)."""
+    key, value = _KEY.format(i), _value(i)
+    return len(
+        f"*3\r\n$3\r\nSET\r\n${len(key)}\r\n{key}\r\n${len(value)}\r\n{value}\r\n"
+    )
+
+
 class Outcome(NamedTuple):
     """What came back after one restart.
 

@@ -14,6 +14,7 @@ import redis
 from labkit.core.args import check_seconds
 from labkit.lab.persistence._crash import (
     Outcome,
+    _aof_bytes,
     _check,
     _extra,
     _outcome,
@@ -54,6 +55,9 @@ class PowerLossResult:
             the server stopped waiting for a slow fsync and wrote anyway.
         held_back: ``aof_buffer_length`` just before the cut: bytes of
             acknowledged writes the server held in memory, not yet written.
+        acked_at_info: Writes acknowledged when that INFO was sent (0 if it
+            got no answer): apart from the ``held_back`` ones, each had been
+            written to the file (the page cache) by then.
         stream_s: Seconds from the first write to the cut.
         kill: What came back after the SIGKILL.
         power: What came back after the power cut.
@@ -68,10 +72,29 @@ class PowerLossResult:
     fsyncs: int
     delayed_fsync: int
     held_back: int
+    acked_at_info: int
     stream_s: float
     kill: Outcome
     power: Outcome
     cut: list[CutFile] = field(default_factory=list, repr=False)
+
+    @property
+    def kill_may_lose(self) -> int:
+        """The most acknowledged writes a SIGKILL may lose, by the server's report.
+
+        A kill loses what had not been written to the file: the newest
+        writes held back in memory at the INFO (as many as fit in
+        ``held_back`` bytes) and those acknowledged after it. Under an AOF
+        policy that is 0, unless everysec held writes back while a slow
+        background fsync ran (``crash_test`` explains when).
+        """
+        fit, room = 0, self.held_back
+        for i in range(self.acked_at_info - 1, -1, -1):
+            room -= _aof_bytes(i)
+            if room < 0:
+                break
+            fit += 1
+        return fit + self.acked - self.acked_at_info
 
     @property
     def power_lost_s(self) -> float | None:
@@ -123,6 +146,7 @@ def power_loss_test(
             set_fsync_delay(server, fsync_delay)
         mark = len(fsync_log(server))
         writer, start, probe = _stream(server, writes, kill_at, rate, timeout)
+        acked_at_info = writer.acked  # all answered before INFO is sent
         info = _info_or_empty(probe)
         server.kill()
         stream_s = time.perf_counter() - start
@@ -153,6 +177,7 @@ def power_loss_test(
         fsyncs,
         int(info.get("aof_delayed_fsync", 0)),
         int(info.get("aof_buffer_length", 0)),
+        acked_at_info if info else 0,
         stream_s,
         kill,
         power,

@@ -40,7 +40,8 @@ class WorkerProcesses:
 
     A context manager: leaving it stops every worker (SIGTERM: finish the job
     in hand, then exit), and on Linux a worker dies with the process that
-    started it. :meth:`kill` SIGKILLs one worker, as in a crash. Each child's
+    started it. :meth:`kill` SIGKILLs one worker, as in a crash;
+    :meth:`pause` freezes one (SIGSTOP) and :meth:`resume` thaws it. Each child's
     stderr goes to a file of its own, quoted in the
     :class:`~labkit.lab.errors.WorkerProcessError` raised when a child fails.
     """
@@ -70,6 +71,7 @@ class WorkerProcesses:
             )
         self.names = [f"proc-{i}" for i in range(n)]
         self.killed: set[int] = set()
+        self.paused: set[int] = set()
         self._logs = Path(tempfile.mkdtemp(prefix="labkit-workers-"))
         self.procs: list[subprocess.Popen[bytes]] = []
         try:
@@ -139,8 +141,42 @@ class WorkerProcesses:
     def kill(self, i: int) -> None:
         """SIGKILL worker ``i`` (no cleanup, no ack: a crash) and reap it."""
         self.killed.add(i)
+        self.paused.discard(i)
         self.procs[i].send_signal(signal.SIGKILL)
         self.procs[i].wait()
+
+    def pause(self, i: int, timeout: float = 10.0) -> None:
+        """SIGSTOP worker ``i`` and wait until it is stopped.
+
+        From then on it sends nothing, so what it holds (its pending entries)
+        no longer changes; :meth:`resume` lets it go on, :meth:`kill` ends it.
+
+        Raises:
+            WorkerProcessError: It exited, or was not stopped within
+                ``timeout`` seconds.
+        """
+        check_seconds("timeout", timeout, max=DAY)
+        p, deadline = self.procs[i], time.monotonic() + timeout
+        self.paused.add(i)
+        p.send_signal(signal.SIGSTOP)
+        # WNOWAIT: look without consuming; Popen never asks about stops.
+        flags = os.WSTOPPED | os.WNOHANG | os.WNOWAIT
+        while p.poll() is None and os.waitid(os.P_PID, p.pid, flags) is None:
+            if time.monotonic() >= deadline:
+                raise WorkerProcessError(
+                    f"worker process {self.names[i]!r} not stopped within "
+                    f"{timeout:g} s",
+                    worker=self.names[i],
+                    returncode=None,
+                    output=self.output(i),
+                )
+            time.sleep(0.0005)
+        self.check()  # it exited on an error: say so
+
+    def resume(self, i: int) -> None:
+        """SIGCONT worker ``i`` after :meth:`pause`."""
+        self.paused.discard(i)
+        self.procs[i].send_signal(signal.SIGCONT)
 
     def wait(self, timeout: float = 60.0) -> list[int]:
         """Wait for every worker to exit (``--burst`` workers do once drained).
@@ -167,9 +203,11 @@ class WorkerProcesses:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM every live worker, then SIGKILL those still up after ``timeout``."""
-        for p in self.procs:
+        for i, p in enumerate(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
+                if i in self.paused:  # a stopped process acts on it once thawed
+                    self.resume(i)
         for p in self.procs:
             try:
                 p.wait(timeout=timeout)

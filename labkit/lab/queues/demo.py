@@ -96,17 +96,19 @@ class CrashRun:
 
     Attributes:
         jobs: Jobs enqueued.
-        held: Jobs the killed worker held unacknowledged at the kill.
+        held: Jobs the killed worker held unacknowledged at the kill (read
+            while it was frozen, just before the SIGKILL).
         recovered: Jobs taken over from dead workers (XAUTOCLAIM).
         lost: Jobs that never ran.
         duplicates: Extra runs (jobs that ran more than once).
         extra_attempts: Attempts charged beyond one per job (each job here
             succeeds at once, so only a crash charges a second attempt).
         returned_after: For each held job, seconds from the kill to its next
-            start (wall clock).
+            start (wall clock; the kill counts from the freeze before it,
+            after which the worker did nothing).
         idle_at_kill: For each held job (same order), seconds its entry had
-            been idle when the worker died (XPENDING's time since delivery,
-            reset when its job started).
+            been idle when the worker was frozen (XPENDING's time since
+            delivery, reset when its job started).
         times, completed: The completion curve (seconds, jobs completed).
         killed_at: Seconds from the start to the kill (None if none).
         visibility: The queue's visibility timeout, in seconds.
@@ -161,9 +163,11 @@ def crash_run(
 
     Worker processes (``python -m labkit.lab.queues worker``) work on queue
     ``name`` of the server at ``url`` (``client`` talks to the same server).
-    Once ``kill_after`` of the jobs are done and worker 0 holds at least 3
-    unacknowledged jobs, it is SIGKILLed; the run ends when every job is
-    completed (or after ``timeout`` seconds).
+    Once ``kill_after`` of the jobs are done, worker 0 is frozen (SIGSTOP),
+    so that the jobs it holds cannot change while they are read (XPENDING);
+    if it holds at least 3 unacknowledged jobs it is SIGKILLed, otherwise
+    thawed (SIGCONT) and tried again 10 ms later. The run ends when every job
+    is completed (or after ``timeout`` seconds).
 
     Args:
         handler: ``"module:function"`` run by the workers; it must call
@@ -197,12 +201,15 @@ def crash_run(
             time.sleep(0.01)
             procs.check()
             curve.append((time.perf_counter() - start, q.counts().completed))
-            due = killed_at is None and curve[-1][1] >= jobs * kill_after
-            if due and _pending(q).get("proc-0", 0) >= 3:
-                procs.kill(0)  # mid-batch: it holds >= 3 unacked jobs
-                kill_ms = round(time.time() * 1000)
-                killed_at = curve[-1][0]
-                held = _held_jobs(q, "proc-0")
+            if killed_at is None and curve[-1][1] >= jobs * kill_after:
+                procs.pause(0)  # SIGSTOP: what it holds can no longer change
+                frozen_ms = round(time.time() * 1000)
+                in_hand = _held_jobs(q, "proc-0")
+                if len(in_hand) >= 3:  # mid-batch: it holds >= 3 unacked jobs
+                    procs.kill(0)  # SIGKILL
+                    held, kill_ms, killed_at = in_hand, frozen_ms, curve[-1][0]
+                else:
+                    procs.resume(0)  # SIGCONT: try again 10 ms later
         if q.counts().completed < jobs:
             # Counting now would call "lost" what simply has not run yet.
             raise TimeoutError(f"{name}: jobs not all done within {timeout:g} s")
@@ -227,12 +234,6 @@ def crash_run(
         killed_at,
         visibility,
     )
-
-
-def _pending(q: JobQueue) -> dict[str, int]:
-    """Unacknowledged jobs per consumer of the queue's group."""
-    got: Any = q.client.xinfo_consumers(q.stream, GROUP)
-    return {c["name"]: c["pending"] for c in got}
 
 
 def _held_jobs(q: JobQueue, consumer: str) -> list[tuple[str, float]]:
