@@ -299,9 +299,10 @@ def server_crash_run(
     this function repeats them for tests and further exploration. Once
     ``kill_after`` of the jobs are acknowledged, the queue's server is
     SIGKILLed (for the failover, its replication link is cut first and 10
-    more enqueues are acknowledged, which no replica can have). Then either it restarts on its data dir (persistence settings),
-    or its replica is promoted (``REPLICAOF NO ONE``) and producer and
-    workers move to it; they go on until every acknowledged job has had its
+    more enqueues are acknowledged, which no replica can have). Then either
+    it restarts on its data dir (persistence settings), or its replica is
+    promoted (``REPLICAOF NO ONE``) and producer and workers move to it;
+    they go on until every acknowledged job has had its
     chance to run.
 
     Args:
