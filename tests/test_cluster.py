@@ -11,6 +11,7 @@ import redis
 from labkit.errors import CrossSlotError
 from labkit.lab.sharding.bigkey import migrate_watched
 from labkit.server import SLOTS, Cluster, Server, slot_ranges
+from labkit.server._cluster import _meshed
 from labkit.sharding import (
     JumpHash,
     ShardedClient,
@@ -38,6 +39,23 @@ def test_cluster_state_ok_and_all_slots_assigned(cluster: Cluster) -> None:
         assert info["cluster_state"] == "ok"
         assert int(info["cluster_slots_assigned"]) == SLOTS
         assert int(info["cluster_known_nodes"]) == 3
+
+
+def test_ready_means_the_bus_is_meshed(cluster: Cluster) -> None:
+    """Once ready, each node has a bus link to and from every other node.
+
+    (A classic PUBLISH goes over those links, fire and forget: before they
+    exist a message can be dropped, as one 07b run showed.)
+    """
+    ids = {
+        node.port: node.client().execute_command("CLUSTER MYID")
+        for node in cluster.nodes
+    }
+    for node in cluster.nodes:
+        client = node.client()
+        peers = {i for port, i in ids.items() if port != node.port}
+        assert _meshed(client, peers)
+        assert not _meshed(client, peers | {"0" * 40})  # a node it has never met
 
 
 def test_1000_keys_spread_over_all_masters(cluster: Cluster) -> None:
