@@ -94,6 +94,18 @@ class WorkerProcesses:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
+    def _error(
+        self, i: int, what: str, code: int | None = None, *, log: bool = False
+    ) -> WorkerProcessError:
+        """The error for worker ``i`` (``log``: its output's tail in the message)."""
+        tail = f":\n{self.output(i)}" if log else ""
+        return WorkerProcessError(
+            f"worker process {self.names[i]!r} {what}{tail}",
+            worker=self.names[i],
+            returncode=code,
+            output=self.output(i),
+        )
+
     def check(self) -> None:
         """Raise :class:`WorkerProcessError` if a worker exited on an error.
 
@@ -102,13 +114,7 @@ class WorkerProcesses:
         for i, p in enumerate(self.procs):
             code = p.poll()
             if code not in (None, 0) and i not in self.killed:
-                raise WorkerProcessError(
-                    f"worker process {self.names[i]!r} exited with status {code}:\n"
-                    f"{self.output(i)}",
-                    worker=self.names[i],
-                    returncode=code,
-                    output=self.output(i),
-                )
+                raise self._error(i, f"exited with status {code}", code, log=True)
 
     def wait_ready(self, queue: JobQueue, timeout: float = 30.0) -> None:
         """Wait until every worker has joined ``queue``'s consumer group.
@@ -163,13 +169,7 @@ class WorkerProcesses:
         flags = os.WSTOPPED | os.WNOHANG | os.WNOWAIT
         while p.poll() is None and os.waitid(os.P_PID, p.pid, flags) is None:
             if time.monotonic() >= deadline:
-                raise WorkerProcessError(
-                    f"worker process {self.names[i]!r} not stopped within "
-                    f"{timeout:g} s",
-                    worker=self.names[i],
-                    returncode=None,
-                    output=self.output(i),
-                )
+                raise self._error(i, f"not stopped within {timeout:g} s")
             time.sleep(0.0005)
         self.check()  # it exited on an error: say so
 
@@ -191,13 +191,7 @@ class WorkerProcesses:
             try:
                 p.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired as exc:
-                raise WorkerProcessError(
-                    f"worker process {self.names[i]!r} still running after "
-                    f"{timeout:g} s",
-                    worker=self.names[i],
-                    returncode=None,
-                    output=self.output(i),
-                ) from exc
+                raise self._error(i, f"still running after {timeout:g} s") from exc
         self.check()
         return [p.returncode for p in self.procs]
 
