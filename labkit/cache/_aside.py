@@ -50,6 +50,8 @@ _clock = time.perf_counter
 _now = time.time
 _log = math.log
 
+_EXPIRY_GRACE = 0.002
+"""Seconds a waiter allows past ``lease_ttl`` for the server's millisecond expiry."""
 _STORE_IF_LEASE = Script("cache_store_if_lease")
 _SET = Script("cache_set")
 _RELEASE = Script("cache_release_lease")
@@ -74,7 +76,9 @@ class Cache:
             reload *before* expiry with a probability that rises as it nears.
             ``"none"``: every missing caller loads, the naive cache-aside.
         lease_ttl: Seconds a loader's lease lives (``"lock"``, at most a day);
-            also how long a waiter waits before loading by itself (fail open,
+            also how long a waiter waits for the value. A lease that expired
+            meanwhile is taken over (load and store); one taken anew by
+            another caller makes the waiter load by itself (fail open,
             nothing stored).
         poll_interval: Seconds between a waiter's checks for the value (0.0001
             to 1).
@@ -284,13 +288,20 @@ class Cache:
         lease = rkey + ":lease"
         token = secrets.token_hex(8)
         lease_ms = max(1, round(self.lease_ttl * 1000))
-        deadline = time.monotonic() + self.lease_ttl
+        # A lease seen held was taken before this call, so it is gone by the
+        # deadline; the grace covers the server's expiry, which is checked in
+        # whole milliseconds (a key lives until its last millisecond is over).
+        deadline = time.monotonic() + self.lease_ttl + _EXPIRY_GRACE
         waited = False
         while True:
             try:
                 took = self.client.set(lease, token, nx=True, px=lease_ms)
             except redis.exceptions.OutOfMemoryError:
                 self.stats.count("store_errors")  # no lease: load, store nothing
+                return self._load(loader)[0]
+            if not took and waited and time.monotonic() >= deadline:
+                # Fail open: past the deadline the lease is held anew by
+                # another caller: answer this caller, store nothing unleased.
                 return self._load(loader)[0]
             if took:
                 # Another caller may have stored the value between our GET and
@@ -332,9 +343,8 @@ class Cache:
                             self.client, lease, "string", ValueError(lease)
                         )
                     break
-            else:
-                # Fail open: answer this caller, but store nothing unleased.
-                return self._load(loader)[0]
+            # The lease is gone, or the deadline passed: try for the lease
+            # once more (a lease that expired at the deadline is ours now).
 
     def _xfetch(
         self, rkey: str, loader: Callable[[], Any], start: float, outcome: str
