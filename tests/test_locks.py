@@ -108,6 +108,43 @@ def test_blocking_acquire_waits_for_release_and_is_bounded(r: redis.Redis) -> No
     waiter.release()
 
 
+def test_a_waiter_whose_timeout_ends_with_the_holders_lease_gets_the_lock(
+    r: redis.Redis,
+) -> None:
+    """A lease taken just before a waiter asks, and a waiter's timeout of the
+    same length: the lease ends first, so the waiter must get the lock, every
+    time. (Its last try used to land in the lease's last millisecond, which the
+    server still counts: half the waiters gave up.) Lock and Redlock alike."""
+    gave_up = {"Lock": 0, "Redlock": 0}
+    for i in range(20):
+        pair = [Lock(r, f"edge:{i}", ttl=0.05) for _ in range(2)]
+        reds = [Redlock([r], f"edge:{i}", ttl=0.05) for _ in range(2)]
+        for kind, (holder, waiter) in (("Lock", pair), ("Redlock", reds)):
+            assert holder.acquire(blocking=False) is not None
+            if waiter.acquire(timeout=0.05) is None:
+                gave_up[kind] += 1
+            else:
+                waiter.release()
+        for red in reds:
+            red.close()
+    assert gave_up == {"Lock": 0, "Redlock": 0}
+
+
+def test_a_waiter_tries_again_once_the_holders_key_can_be_gone(r: redis.Redis) -> None:
+    """The acquire script answers a held lock with minus the milliseconds the
+    holder's key may still live (PTTL + 1), so the waiter's next try finds it
+    gone; it used to answer PTTL, and a try in the last millisecond saw 0 ("no
+    expiry") and waited a random 25-75 ms more."""
+    acquire = Script("locks_acquire")
+    r.set("edge:held", "someone", px=30)
+    assert -31 <= acquire(r, ["edge:held", "edge:held:fence"], ["me", 1000]) <= -1
+    r.set("edge:held", "someone", px=1)  # 0 or 1 ms left: never answered as 0
+    assert acquire(r, ["edge:held", "edge:held:fence"], ["me", 1000]) in (-1, -2, 1)
+    r.set("edge:held", "someone")  # no expiry: 0
+    assert acquire(r, ["edge:held", "edge:held:fence"], ["me", 1000]) == 0
+    r.delete("edge:held", "edge:held:fence")
+
+
 def test_context_manager_releases_and_times_out(r: redis.Redis) -> None:
     """``with lock`` releases on exit and raises LockTimeoutError when held."""
     with Lock(r, "res", ttl=5) as lease:

@@ -39,6 +39,7 @@ from labkit.core.args import (
 from labkit.core.clients import check_client
 from labkit.core.keys import key_part
 from labkit.core.scripts import FAULTS, Script, name_fault
+from labkit.core.wait import EXPIRY_GRACE
 
 __all__ = ["STAMPEDE_MODES", "Cache"]
 
@@ -50,8 +51,6 @@ _clock = time.perf_counter
 _now = time.time
 _log = math.log
 
-_EXPIRY_GRACE = 0.002
-"""Seconds a waiter allows past ``lease_ttl`` for the server's millisecond expiry."""
 _STORE_IF_LEASE = Script("cache_store_if_lease")
 _SET = Script("cache_set")
 _RELEASE = Script("cache_release_lease")
@@ -291,7 +290,7 @@ class Cache:
         # A lease seen held was taken before this call, so it is gone by the
         # deadline; the grace covers the server's expiry, which is checked in
         # whole milliseconds (a key lives until its last millisecond is over).
-        deadline = time.monotonic() + self.lease_ttl + _EXPIRY_GRACE
+        deadline = time.monotonic() + self.lease_ttl + EXPIRY_GRACE
         waited = False
         while True:
             try:

@@ -7,7 +7,15 @@ from collections.abc import Callable
 
 from labkit.core.args import DAY, check_seconds
 
-__all__ = ["wait_until"]
+__all__ = ["EXPIRY_GRACE", "wait_until"]
+
+EXPIRY_GRACE = 0.002
+"""Seconds a client allows past a TTL before it counts on the key being gone.
+
+The server frees a key only after the last millisecond of its TTL (it checks
+``now_ms > when`` in whole milliseconds), so a client that waits exactly one
+TTL from when the key was set can still find it for up to a millisecond.
+"""
 
 
 def wait_until(

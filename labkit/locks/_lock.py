@@ -16,6 +16,7 @@ from labkit.core.clients import check_client
 from labkit.core.direct import Direct
 from labkit.core.keys import key_part
 from labkit.core.scripts import Script
+from labkit.core.wait import EXPIRY_GRACE
 from labkit.errors import LockError, LockNotOwnedError, LockTimeoutError
 
 __all__ = ["Lease", "Lock"]
@@ -197,7 +198,9 @@ class Lock:
         Args:
             blocking: Wait (up to ``timeout``) while someone else holds it;
                 False makes a single try.
-            timeout: Seconds to wait at most (default: the lock's ``timeout``).
+            timeout: Seconds to wait at most (default: the lock's ``timeout``),
+                plus 2 ms: a holder's lease that ends at the deadline is gone
+                by then (the server frees a key after its last millisecond).
 
         Raises:
             LockError: This object already holds an unexpired lease (make one
@@ -209,7 +212,7 @@ class Lock:
         token = secrets.token_hex(16)
         ttl_ms = ms(self.ttl)
         sent = time.monotonic()
-        deadline = sent + wait
+        deadline = sent + wait + EXPIRY_GRACE
         while True:
             reply = self._run(self._acquire, token, ttl_ms)
             if reply > 0:  # taken: the reply is the fencing token

@@ -14,6 +14,7 @@ from labkit.core.args import DAY, check_number, check_seconds, check_tag
 from labkit.core.clients import check_client
 from labkit.core.keys import key_part
 from labkit.core.scripts import Arg, Script
+from labkit.core.wait import EXPIRY_GRACE
 from labkit.errors import LockError, LockNotOwnedError, LockTimeoutError
 from labkit.locks._lock import (
     EXTEND,
@@ -168,7 +169,8 @@ class Redlock:
 
         Args:
             blocking: Try again (up to ``timeout``) while no majority grants it.
-            timeout: Seconds to keep trying (default: the lock's ``timeout``).
+            timeout: Seconds to keep trying (default: the lock's ``timeout``),
+                plus 2 ms: leases that end at the deadline are gone by then.
 
         Raises:
             LockError: This object already holds a lease; a server's key holds
@@ -177,7 +179,7 @@ class Redlock:
                 error in the message, rather than retried until the timeout).
         """
         wait = acquire_wait(self, blocking, timeout, f"Redlock {self.name!r}")
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + wait + EXPIRY_GRACE
         ttl_ms = ms(self.ttl)
         while True:
             token = secrets.token_hex(16)

@@ -6,8 +6,9 @@
 -- ARGV[1]  the new holder's random token
 -- ARGV[2]  the lease in milliseconds (a whole number >= 1; SET refuses others)
 -- Returns  the fence (>= 1) when taken: the counter after INCR (1, 2, ...);
---          minus the holder's milliseconds left when someone holds it (0 if
---          their key has no expiry: a lock that would never be freed).
+--          when someone holds it, minus the milliseconds their key may still
+--          live: PTTL + 1, since a key is freed after its last millisecond
+--          (0 if their key has no expiry: a lock that would never be freed).
 -- Errors   with nothing changed, when a key holds something other than what
 --          this script writes there. The common case costs three commands:
 --          SET, then INCR; the type checks run only when one of them fails.
@@ -25,4 +26,4 @@ if kind ~= 'string' then
 end
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl < 0 then return 0 end
-return -pttl
+return -(pttl + 1)
